@@ -1,0 +1,250 @@
+"""BN-WVAD: the network, its anomaly score and the snippet selection used by its loss.
+
+A pure nn.Module (no files, no devices, no argparse). Parameter and buffer names follow the
+authors' release, so their checkpoints load with `load_state_dict(..., strict=True)`.
+Mode comes from `self.training`:
+  eval:  model(x) -> anomaly scores (B, T), x of shape (B, T, D) or (B, N, T, D) with N crops
+  train: model(x) -> dict with the classifier scores and, per BatchNorm layer, the selected
+         (positive, negative) feature pairs and the running statistics the loss measures them by.
+The losses themselves live in train.py. See ../shared/SPEC.md for the method stated exactly.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HIDDEN = 512          # width of the embedding and the enhancer
+HEADS = 4             # attention heads
+HEAD_DIM = 128        # width of one head (inner width 512)
+DEPTH = 2             # enhancer layers
+LOCAL_REACH = 64      # the local kernel exp(-d / e) is below 6e-11 beyond this distance
+LOCAL_BLOCK = 256     # output snippets per block of the banded local product
+
+
+def local_kernel(distance):
+    """exp(-|i - j| / e), computed in float32 as the release does."""
+    return torch.exp(-distance.abs().float() / torch.exp(torch.tensor(1.0)))
+
+
+def dense_local_matrix(T, device=None):
+    """The release's local attention matrix P (T, T): P[i, j] = A[i, j] / s[j], s = A.sum(-1).
+
+    Reference path only (O(T^2) memory): the model uses `banded_local_mix`.
+    Note the release divides by the row-sum vector broadcast along the last axis, i.e. column j
+    is divided by s[j]; A is symmetric, so this is A diag(1/s).
+    """
+    t = torch.arange(T, device=device)
+    A = local_kernel(t[None, :] - t[:, None])  # (T, T)
+    return A / A.sum(-1)
+
+
+def banded_local_mix(x, reach=LOCAL_REACH, block=LOCAL_BLOCK):
+    """y[i] = sum_j A[i, j] x[j] over time, with A[i, j] = exp(-|i - j| / e) cut at |i - j| <= reach.
+
+    x: (B, T, C) -> (B, T, C), in O(T) time and memory: the output is computed in blocks of
+    `block` snippets, each a small matrix product with its window of block + 2 * reach inputs.
+    """
+    B, T, C = x.shape
+    L = min(block, T)
+    nb = math.ceil(T / L)
+    W = L + 2 * reach
+    # zero padding outside [0, T) makes the truncated sums exact sums over the video
+    xp = F.pad(x, (0, 0, reach, nb * L - T + reach))              # (B, nb*L + 2*reach, C)
+    windows = xp.unfold(1, W, L)                                   # (B, nb, C, W)
+    offs = torch.arange(L, device=x.device)[:, None] + reach - torch.arange(W, device=x.device)
+    K = local_kernel(offs).to(x.dtype)                             # (L, W)
+    K = K.masked_fill(offs.abs() > reach, 0.0)
+    y = torch.matmul(windows, K.t())                               # (B, nb, C, L)
+    return y.transpose(2, 3).reshape(B, nb * L, C)[:, :T]          # (B, T, C)
+
+
+def local_attention(g):
+    """The local branch P g for g (B, T, C), without building P: (A diag(1/s)) g = A (g / s)."""
+    T = g.shape[1]
+    ones = torch.ones(1, T, 1, dtype=g.dtype, device=g.device)
+    s = banded_local_mix(ones)                                     # (1, T, 1): row sums of A
+    return banded_local_mix(g / s)
+
+
+class Embedding(nn.Module):
+    """Conv1d over time, D -> H, kernel 3, then ReLU. (B, T, D) -> (B, T, H)."""
+
+    def __init__(self, len_feature, hidden=HIDDEN):
+        super().__init__()
+        self.conv_1 = nn.Sequential(nn.Conv1d(len_feature, hidden, 3, stride=1, padding=1), nn.ReLU())
+
+    def forward(self, x):
+        return self.conv_1(x.transpose(1, 2)).transpose(1, 2)
+
+
+class PreNorm(nn.Module):
+    def __init__(self, dim, fn):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(self.norm(x))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim, hidden, dropout=0.0):
+        super().__init__()
+        # index layout (0: Linear, 3: Linear) is the release's key layout
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim),
+                                 nn.Dropout(dropout))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Attention(nn.Module):
+    """Dual attention: per head, [softmax(q k^T / sqrt(d)) v | P g] on the last axis."""
+
+    def __init__(self, dim, heads=HEADS, dim_head=HEAD_DIM, dropout=0.0):
+        super().__init__()
+        self.heads = heads
+        inner = heads * dim_head
+        self.to_qkv = nn.Linear(dim, inner * 4, bias=False)   # q, k, v, g
+        self.to_out = nn.Sequential(nn.Linear(2 * inner, dim), nn.Dropout(dropout))
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        h = self.heads
+        q, k, v, g = self.to_qkv(x).chunk(4, dim=-1)            # each (B, T, h*d)
+        q, k, v = (t.view(B, T, h, -1).transpose(1, 2) for t in (q, k, v))  # (B, h, T, d)
+        glob = F.scaled_dot_product_attention(q, k, v)           # (B, h, T, d)
+        glob = glob.transpose(1, 2)                              # (B, T, h, d)
+        # P does not depend on the head, so the local branch runs on all heads at once
+        loc = local_attention(g).view(B, T, h, -1)               # (B, T, h, d)
+        out = torch.cat([glob, loc], dim=-1).reshape(B, T, -1)   # (B, T, h*2d)
+        return self.to_out(out)
+
+
+class Transformer(nn.Module):
+    """Pre-norm residual layers: x = Attn(LN(x)) + x; x = FF(LN(x)) + x."""
+
+    def __init__(self, dim=HIDDEN, depth=DEPTH, heads=HEADS, dim_head=HEAD_DIM, mlp_dim=HIDDEN, dropout=0.0):
+        super().__init__()
+        self.layers = nn.ModuleList([
+            nn.ModuleList([PreNorm(dim, Attention(dim, heads, dim_head, dropout)),
+                           PreNorm(dim, FeedForward(dim, mlp_dim, dropout))])
+            for _ in range(depth)])
+
+    def forward(self, x):
+        for attn, ff in self.layers:
+            x = attn(x) + x
+            x = ff(x) + x
+        return x
+
+
+class NormalHead(nn.Module):
+    """Conv -> BN -> ReLU -> Conv -> BN -> ReLU -> Conv -> sigmoid, channels first.
+
+    Returns the two pre-BatchNorm features (f1, f2) and the classifier score s (B, T).
+    """
+
+    def __init__(self, in_channels=HIDDEN, ratios=(16, 32), kernel_sizes=(1, 1, 1)):
+        super().__init__()
+        r1, r2 = ratios
+        k1, k2, k3 = kernel_sizes
+        c1, c2 = in_channels // r1, in_channels // r2
+        self.conv1 = nn.Conv1d(in_channels, c1, k1, 1, k1 // 2)
+        self.bn1 = nn.BatchNorm1d(c1)
+        self.conv2 = nn.Conv1d(c1, c2, k2, 1, k2 // 2)
+        self.bn2 = nn.BatchNorm1d(c2)
+        self.conv3 = nn.Conv1d(c2, 1, k3, 1, k3 // 2)
+
+    @property
+    def bns(self):
+        return [self.bn1, self.bn2]
+
+    def forward(self, x):                                        # x: (B, H, T)
+        f1 = self.conv1(x)                                       # (B, H/r1, T)
+        f2 = self.conv2(F.relu(self.bn1(f1)))                    # (B, H/r2, T)
+        s = torch.sigmoid(self.conv3(F.relu(self.bn2(f2))))      # (B, 1, T)
+        return (f1, f2), s.squeeze(1)
+
+
+def divergence(feats, mean, var):
+    """DFM: sqrt(sum_c (f[c] - mu[c])^2 / var[c]) per snippet, no eps. feats (B, C, T) -> (B, T)."""
+    return torch.sqrt(torch.sum((feats - mean[None, :, None]) ** 2 / var[None, :, None], dim=1))
+
+
+def select_pairs(feats, dist, ratio_sample, ratio_batch):
+    """Sample- and batch-level selection of one BN layer (see SPEC "Selection of snippets").
+
+    feats: (B, T, C) crop-averaged features, dist: (B, T); rows [normal ; abnormal], B/2 each.
+    Returns (positives, negatives), each (M, C): positive i (a normal snippet) is paired with
+    negative i (a selected abnormal snippet).
+    """
+    B, T, C = feats.shape
+    half = B // 2
+    k_sample = int(T * ratio_sample)
+    k_batch = int(half * T * ratio_batch)
+    nor_dist, abn_dist = dist[:half], dist[half:]                # (B/2, T)
+    nor_feats, abn_feats = feats[:half], feats[half:]            # (B/2, T, C)
+
+    by_sample = torch.zeros_like(abn_dist, dtype=torch.bool)
+    by_sample.scatter_(1, torch.topk(abn_dist, k_sample, dim=-1).indices, True)
+    by_batch = torch.zeros(half * T, dtype=torch.bool, device=dist.device)
+    by_batch.scatter_(0, torch.topk(abn_dist.reshape(-1), k_batch).indices, True)
+    chosen = by_sample.reshape(-1) | by_batch                    # (B/2 * T,), video-major
+    negatives = abn_feats.reshape(-1, C)[chosen]                 # (M, C)
+
+    M = negatives.shape[0]
+    # the release takes M // (B/2) + 1 per normal video; capped at T, which keeps the result
+    # identical (M <= B/2 * T) where the release's topk would fail
+    k_normal = min(M // half + 1, T)
+    top = torch.topk(nor_dist, k_normal, dim=-1).indices         # (B/2, k), descending
+    positives = torch.gather(nor_feats, 1, top[..., None].expand(-1, -1, C))  # (B/2, k, C)
+    positives = positives.transpose(0, 1).reshape(-1, C)[:M]    # rank-major, (M, C)
+    return positives, negatives
+
+
+class BNWVAD(nn.Module):
+    def __init__(self, len_feature=1024, ratios=(16, 32), kernel_sizes=(1, 1, 1), ratio_sample=0.2,
+                 ratio_batch=0.4):
+        super().__init__()
+        self.len_feature = len_feature
+        self.ratios = tuple(ratios)
+        self.kernel_sizes = tuple(kernel_sizes)
+        self.ratio_sample = ratio_sample
+        self.ratio_batch = ratio_batch
+        self.embedding = Embedding(len_feature, HIDDEN)
+        self.selfatt = Transformer(HIDDEN, DEPTH, HEADS, HEAD_DIM, HIDDEN)
+        self.normal_head = NormalHead(HIDDEN, self.ratios, self.kernel_sizes)
+
+    def config(self):
+        """Constructor arguments as plain types (stored in checkpoints)."""
+        return dict(len_feature=self.len_feature, ratios=list(self.ratios), kernel_sizes=list(self.kernel_sizes),
+                    ratio_sample=self.ratio_sample, ratio_batch=self.ratio_batch)
+
+    def forward(self, x):
+        if x.dim() == 4:
+            B, N, T, D = x.shape
+            x = x.reshape(B * N, T, D)                            # crops folded into the batch
+        else:
+            B, T, D = x.shape
+            N = 1
+
+        def crop_mean(t):                                         # (B*N, ...) -> (B, ...)
+            return t.view(B, N, *t.shape[1:]).mean(1)
+
+        h = self.selfatt(self.embedding(x))                       # (B*N, T, H)
+        feats, s = self.normal_head(h.transpose(1, 2))            # f_l (B*N, C_l, T), s (B*N, T)
+        # in training mode the BN layers have just updated their running statistics: the
+        # distances and the loss anchors use the updated ones, as the release does
+        bns = self.normal_head.bns
+        dists = [crop_mean(divergence(f, bn.running_mean, bn.running_var)) for f, bn in zip(feats, bns)]
+        scores = crop_mean(s)                                     # (B, T)
+
+        if not self.training:
+            return sum(dists) * scores
+
+        layers = []
+        for f, d, bn in zip(feats, dists, bns):
+            pos, neg = select_pairs(crop_mean(f).transpose(1, 2), d, self.ratio_sample, self.ratio_batch)
+            layers.append(dict(positives=pos, negatives=neg, mean=bn.running_mean, var=bn.running_var))
+        return dict(scores=scores, layers=layers)

@@ -1,0 +1,130 @@
+"""Seeding, device choice, checkpoint save/load, and the error type for bad input.
+
+A checkpoint is data, never code: it is written atomically (temporary file + os.replace) and
+read with torch.load(weights_only=True). Ours hold plain types:
+  {"format": "bn-wvad", "model_config": {...}, "state_dict": {...}, "step": int,
+   "metrics": {...}, "meta": {...}}
+The authors' release saves a bare state dict; `load_checkpoint` accepts both.
+"""
+import contextlib
+import os
+import random
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+CKPT_FORMAT = "bn-wvad"
+
+
+class InputError(Exception):
+    """Bad input from the user (files, flags): reported as one line, without a traceback."""
+
+
+def run_cli(main):
+    """Call main(); report an InputError as one line on stderr and exit 2."""
+    try:
+        main()
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def set_seed(seed):
+    """Seed python, numpy and torch (seed < 0: leave them unseeded)."""
+    if seed < 0:
+        return
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name="auto"):
+    """'auto' picks cuda, then mps, then cpu; an explicit device that is not available is an error."""
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        name = "cuda" if cuda else "mps" if mps else "cpu"
+    elif (name == "cuda" and not cuda) or (name == "mps" and not mps):
+        raise InputError(f"--device {name} was asked for but is not available on this machine")
+    return torch.device(name)
+
+
+def make_dir(path, what):
+    """Create a folder for outputs, or fail with a one-line error before any long work."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create {what} folder {path}: {e.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise InputError(f"{what} folder {path} is not writable")
+
+
+def atomic_write(path, write):
+    """Call write(tmp_path) and move the result onto `path`, so a crash never leaves half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+
+def write_text(path, text):
+    """Write a text file atomically."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    atomic_write(path, write)
+
+
+def save_checkpoint(path, model, step, metrics, **meta):
+    """Write model config, state dict, step, metrics and metadata (plain types) atomically."""
+    ckpt = {
+        "format": CKPT_FORMAT,
+        "model_config": model.config(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "step": int(step),
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "meta": meta,
+    }
+    atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+
+
+def read_checkpoint(path):
+    """torch.load(weights_only=True) with one-line errors. Returns (state_dict, our record or None)."""
+    if not os.path.isfile(path):
+        raise InputError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and weights-only errors all mean "not a checkpoint we can read"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path} is not a readable PyTorch checkpoint ({reason[:200]})") from None
+    if isinstance(obj, dict) and obj.get("format") == CKPT_FORMAT:
+        return obj["state_dict"], obj
+    if isinstance(obj, dict) and obj and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
+        return obj, None
+    raise InputError(f"{path} is neither a BN-WVAD checkpoint nor a state dict")
+
+
+def load_state(model, state_dict, path):
+    """Strict load with a one-line error naming the first mismatch."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    if missing or unexpected:
+        raise InputError(f"checkpoint {path} does not fit the model: missing keys {missing[:3]}, "
+                         f"unexpected keys {unexpected[:3]}")
+    for k, v in own.items():
+        if state_dict[k].shape != v.shape:
+            raise InputError(f"checkpoint {path} does not fit the model: {k} has shape "
+                             f"{tuple(state_dict[k].shape)}, the model expects {tuple(v.shape)} "
+                             f"(check --len_feature, --ratios, --kernel_sizes)")
+    model.load_state_dict(state_dict, strict=True)
