@@ -176,6 +176,16 @@ class BatchStream:
         self.pos += 1
         return batch
 
+    def state_dict(self):
+        """The permutation being drawn from, the position in it, and the generator's state."""
+        order = None if self.order is None else torch.from_numpy(self.order.copy())
+        return dict(order=order, pos=self.pos, generator=self.generator.get_state())
+
+    def load_state_dict(self, state):
+        self.order = None if state["order"] is None else state["order"].numpy()
+        self.pos = state["pos"]
+        self.generator.set_state(state["generator"])
+
 
 class TestSet:
     """Test videos at full length with all their crops, and the frame-level ground truth.

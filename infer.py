@@ -1,20 +1,42 @@
-"""Reload a checkpoint, score the test set and evaluate it.
+"""Score videos with a checkpoint: the test set with its ground truth, or any feature files.
 
-  python infer.py --dataset demo --model_path ckpts/demo_best_2022.pkl
+  python infer.py --dataset demo --model_path ckpts/demo_best_2022.pkl --fps 24 --plot
+  python infer.py --model_path ckpts/xd_best_2022.pkl --features my_features/ --fps 24 --plot
 
 Accepts our checkpoints (model configuration stored inside) and the authors' release's bare state
-dicts (configuration from the flags). Prints AUC / AUC_sub / AP / AP_sub and writes
-<output_dir>/metrics.json and <output_dir>/scores.csv (video,snippet,score).
+dicts (configuration from the flags). With a ground truth (the test list, the default) it prints
+AUC / AUC_sub / AP / AP_sub and the AUC / AP of each anomaly class the video names give (each
+class's videos against all normal videos). With --features it scores every video found in the
+given files and folders (crops grouped by the `<video>__<k>.npy` naming), with no list and no
+ground truth. Outputs in --output_dir:
+  scores.csv           video, snippet, start_frame, end_frame[, start_s, end_s], score, calibrated
+  frame_scores/<video>.npy   (16 T,) float32 raw frame scores (each snippet's score for its 16 frames)
+  segments.csv         per video its --top_k anomalous segments (maximal runs of snippets scored
+                       above the threshold), highest peak first
+  metrics.json         the threshold; with a ground truth also the metrics, the per-class metrics
+                       and the threshold's false-alarm rate (percent of the normal frames scored
+                       above it, over all videos and over the normal videos only)
+  plots/<video>.png    with --plot: score over time, threshold, ground-truth intervals shaded;
+  roc_pr.png           with --plot and a ground truth: the test set's ROC and PR curves
+score is the raw anomaly score (d_1 + d_2) * s, unbounded; calibrated is its empirical CDF over
+the training set's normal snippets, in [0, 1] (see report.py), empty when the checkpoint holds no
+calibration (the release's bare state dicts, or a run stopped before its end). The threshold is
+--threshold (raw scale), else the --normal_quantile quantile of normal scores: of the test set's
+normal videos with a ground truth, else of the training normals (the calibration).
 """
 import csv
 import json
 import os
 
-from dataset import load_test_set, make_demo
+import numpy as np
+
+from dataset import FRAMES_PER_SNIPPET, feature_shape, load_features, load_test_set, make_demo, split_crop
 from model import BNWVAD
 from options import parse_infer_args
-from test import evaluate
-from utils import atomic_write, load_state, make_dir, pick_device, read_checkpoint, run_cli, write_text
+from report import (calibrate, false_alarm_rate, find_segments, normal_threshold, per_class_metrics,
+                    table_quantile)
+from test import evaluate, score_video, to_frames
+from utils import InputError, atomic_write, load_state, make_dir, pick_device, read_checkpoint, run_cli, write_text
 
 
 def load_model(args):
@@ -30,14 +52,163 @@ def load_model(args):
     return model.eval(), record
 
 
-def write_scores(path, videos, scores):
+def find_feature_videos(paths, len_feature):
+    """Files and folders (searched recursively for .npy) -> [(video name, crop files in crop order)].
+
+    Crops are grouped by the `<video>__<k>.npy` naming (k = 0..N-1, each once); a file without the
+    suffix is a one-crop video. Every file's header is checked here, before anything is scored.
+    """
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names if f.endswith(".npy"))
+            if not found:
+                raise InputError(f"--features folder {path} holds no .npy files")
+            files += found
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            raise InputError(f"--features path {path} does not exist")
+    groups = {}
+    for f in files:
+        name, k = split_crop(f)
+        groups.setdefault(name, {})
+        if k in groups[name]:
+            raise InputError(f"video {name}: crop {k} is given twice ({groups[name][k]} and {f})")
+        groups[name][k] = f
+    videos = []
+    for name, crops in groups.items():
+        ks = sorted(crops, key=lambda k: -1 if k is None else k)
+        if ks != [None] and ks != list(range(len(ks))):
+            raise InputError(f"video {name}: crop files {ks} (from {crops[ks[0]]}); expected one file without "
+                             f"a crop suffix, or <video>__0.npy .. <video>__<N-1>.npy")
+        crop_files = [crops[k] for k in ks]
+        lengths = {feature_shape(f, len_feature)[0] for f in crop_files}
+        if len(lengths) != 1:
+            raise InputError(f"video {name}: its crop files have different numbers of snippets {sorted(lengths)}")
+        videos.append((name, crop_files))
+    return videos
+
+
+def read_video(crop_files, len_feature):
+    """(N, T, D) float32 features of one video."""
+    return np.stack([load_features(f, len_feature) for f in crop_files])
+
+
+def score_features(model, videos, device):
+    """Score videos given as (name, (N, T, D) features) pairs, any iterable (read lazily, one at a time).
+
+    Returns [(name, (T,) raw snippet scores)]. The one entry point for scoring features, whatever
+    produced them (feature files, a test list, features extracted from a video).
+    """
+    model.eval()
+    return [(name, score_video(model, features, device)) for name, features in videos]
+
+
+def checkpoint_calibration(record):
+    """The checkpoint's quantile table of training-normal scores, or None (with a note)."""
+    if record is not None and "calibration" in record:
+        return record["calibration"].double().numpy()
+    print("note: this checkpoint holds no calibration of normal scores (a bare state dict, or a run that did "
+          "not finish); the calibrated column is left empty")
+    return None
+
+
+def time_columns(start_frame, end_frame, fps):
+    return [f"{start_frame / fps:.3f}", f"{end_frame / fps:.3f}"] if fps else []
+
+
+def write_scores(path, results, table, fps):
+    """scores.csv: one row per snippet of every video."""
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["video", "snippet", "score"])
-            for v, s in zip(videos, scores):
-                w.writerows((v.name, i, f"{x:.6g}") for i, x in enumerate(s))
+            w.writerow(["video", "snippet", "start_frame", "end_frame"] + (["start_s", "end_s"] if fps else [])
+                       + ["score", "calibrated"])
+            for name, scores in results:
+                cal = calibrate(scores, table) if table is not None else None
+                for i, x in enumerate(scores):
+                    a, b = i * FRAMES_PER_SNIPPET, (i + 1) * FRAMES_PER_SNIPPET
+                    w.writerow([name, i, a, b] + time_columns(a, b, fps)
+                               + [f"{x:.6g}", f"{cal[i]:.4f}" if cal is not None else ""])
     atomic_write(path, write)
+
+
+def write_frame_scores(folder, results):
+    """frame_scores/<video>.npy: (16 T,) float32 raw scores, the ground truth's frame layout."""
+    make_dir(folder, "frame scores")
+    for name, scores in results:
+        frames = to_frames([scores]).astype(np.float32)
+        atomic_write(os.path.join(folder, f"{name}.npy"), lambda tmp: np.save(tmp, frames, allow_pickle=False))
+
+
+def video_segments(results, threshold, top_k):
+    """[(name, segments)] with each video's top_k segments above the threshold."""
+    return [(name, find_segments(scores, threshold, top_k)) for name, scores in results]
+
+
+def write_segments(path, segments, table, fps):
+    """segments.csv: one row per anomalous segment, frames end exclusive."""
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["video", "rank", "start_frame", "end_frame"] + (["start_s", "end_s", "peak_s"] if fps else [])
+                       + ["peak_score", "peak_calibrated", "mean_score"])
+            for name, segs in segments:
+                for rank, s in enumerate(segs, 1):
+                    a, b = s["start"] * FRAMES_PER_SNIPPET, s["end"] * FRAMES_PER_SNIPPET
+                    peak_s = [f"{s['peak_snippet'] * FRAMES_PER_SNIPPET / fps:.3f}"] if fps else []
+                    cal = f"{float(calibrate(s['peak'], table)):.4f}" if table is not None else ""
+                    w.writerow([name, rank, a, b] + time_columns(a, b, fps) + peak_s
+                               + [f"{s['peak']:.6g}", cal, f"{s['mean']:.6g}"])
+    atomic_write(path, write)
+
+
+def write_plots(folder, results, threshold, fps, gts=None):
+    """plots/<video>.png for every video (gts: per video (16 T,) ground truth, or None)."""
+    from plots import plot_video
+    make_dir(folder, "plot")
+    for i, (name, scores) in enumerate(results):
+        plot_video(os.path.join(folder, f"{name}.png"), name, scores, threshold, fps,
+                   gts[i] if gts is not None else None)
+
+
+def print_class_table(per_class):
+    print(f"{'class':10s}{'videos':>8s}{'AUC':>9s}{'AP':>9s}")
+    for c, m in per_class.items():
+        print(f"{c:10s}{m['videos']:8d}{m['AUC']:9.2f}{m['AP']:9.2f}")
+
+
+def evaluate_test_set(args, model, device, result):
+    """Score and evaluate the test list; fills `result` (metrics, per class, threshold) and returns
+    (per-video results, per-video ground truths, the frame scores and ground truth)."""
+    if args.dataset == "demo":
+        make_demo(args.root_dir)
+    test_set = load_test_set(args)
+    metrics, scores = evaluate(model.to(device), test_set, device)
+    for name in ("AUC", "AUC_sub", "AP", "AP_sub"):
+        if name in metrics:
+            print(f"{name:8s}{metrics[name]:.4f}")
+    names = [v.name for v in test_set.videos]
+    frame_scores = to_frames(scores)
+    per_class = per_class_metrics(names, [v.normal for v in test_set.videos], test_set.lengths, frame_scores,
+                                  test_set.gt)
+    if per_class:
+        print_class_table(per_class)
+    normal_frames = ~test_set.abnormal_frames.astype(bool)
+    if args.threshold is not None:
+        threshold, source = args.threshold, "--threshold"
+    else:
+        threshold = normal_threshold(frame_scores, normal_frames, args.normal_quantile)
+        source = f"quantile {args.normal_quantile} of the test set's normal videos' scores"
+    far = false_alarm_rate(frame_scores, test_set.gt, threshold)
+    far_normal = false_alarm_rate(frame_scores[normal_frames], test_set.gt[normal_frames], threshold)
+    print(f"threshold {threshold:.4g} ({source}): false alarms on {100 * far:.2f}% of all normal frames, "
+          f"{100 * far_normal:.2f}% of the normal videos' frames")
+    result.update(metrics, per_class=per_class, threshold=dict(
+        value=threshold, source=source, false_alarm_rate=100 * far, false_alarm_rate_normal_videos=100 * far_normal))
+    bounds = np.cumsum(test_set.lengths * FRAMES_PER_SNIPPET)[:-1]
+    return list(zip(names, scores)), np.split(test_set.gt, bounds), frame_scores, test_set.gt
 
 
 def main(argv=None):
@@ -45,19 +216,40 @@ def main(argv=None):
     device = pick_device(args.device)
     model, record = load_model(args)
     args.len_feature = model.len_feature
+    table = checkpoint_calibration(record)
     make_dir(args.output_dir, "output")
-    if args.dataset == "demo":
-        make_demo(args.root_dir)
-    test_set = load_test_set(args)
-    metrics, scores = evaluate(model.to(device), test_set, device)
+    result = dict(checkpoint=args.model_path, step=record["step"] if record else None)
 
-    for name in ("AUC", "AUC_sub", "AP", "AP_sub"):
-        if name in metrics:
-            print(f"{name:8s}{metrics[name]:.4f}")
-    result = dict(checkpoint=args.model_path, step=record["step"] if record else None, **metrics)
+    if args.features:
+        if args.threshold is None and table is None:
+            raise InputError("give --threshold: without a ground truth the threshold comes from the checkpoint's "
+                             "calibration, which this checkpoint does not hold")
+        videos = find_feature_videos(args.features, args.len_feature)
+        results = score_features(model.to(device), ((n, read_video(f, args.len_feature)) for n, f in videos), device)
+        gts = None
+        if args.threshold is not None:
+            threshold, source = args.threshold, "--threshold"
+        else:
+            threshold = table_quantile(table, args.normal_quantile)
+            source = f"quantile {args.normal_quantile} of the training normals' scores (calibrated {args.normal_quantile})"
+        print(f"scored {len(results)} videos; threshold {threshold:.4g} ({source})")
+        result.update(videos=len(results), threshold=dict(value=threshold, source=source))
+    else:
+        results, gts, frame_scores, gt = evaluate_test_set(args, model, device, result)
+
+    segments = video_segments(results, result["threshold"]["value"], args.top_k)
     write_text(os.path.join(args.output_dir, "metrics.json"), json.dumps(result, indent=2) + "\n")
-    write_scores(os.path.join(args.output_dir, "scores.csv"), test_set.videos, scores)
-    print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and scores.csv")
+    write_scores(os.path.join(args.output_dir, "scores.csv"), results, table, args.fps)
+    write_frame_scores(os.path.join(args.output_dir, "frame_scores"), results)
+    write_segments(os.path.join(args.output_dir, "segments.csv"), segments, table, args.fps)
+    if args.plot:
+        write_plots(os.path.join(args.output_dir, "plots"), results, result["threshold"]["value"], args.fps, gts)
+        if gts is not None:
+            from plots import plot_curves
+            plot_curves(os.path.join(args.output_dir, "roc_pr.png"), frame_scores, gt)
+    n_segments = sum(len(s) for _, s in segments)
+    print(f"wrote metrics.json, scores.csv, segments.csv ({n_segments} segments), frame_scores/"
+          f"{' and plots/' if args.plot else ''} in {args.output_dir}")
 
 
 if __name__ == "__main__":

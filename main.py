@@ -3,22 +3,41 @@
   python main.py --dataset demo            # synthetic data, a few minutes on a CPU
   python main.py --dataset xd --root_dir /data/xd
 
-Outputs: <model_path>/<dataset>_best_<seed>.pkl (the best-AP checkpoint, written atomically) and
-<log_path>/<dataset>_<seed>.jsonl (one JSON line per evaluation: step, losses, AUC, AP, ... in percent).
+  python main.py --dataset demo --stop_after 50            # ... ends after step 50, as if interrupted
+  python main.py --dataset demo --resume ckpts/demo_last_2022.pkl
+
+Outputs (all written atomically):
+  <model_path>/<dataset>_best_<seed>.pkl    the best-AP checkpoint; at the end of training it also gets
+                                            the calibration of scores to [0, 1] (see report.py)
+  <model_path>/<dataset>_last_<seed>.pkl    the state at the latest evaluation (model, optimizer, step,
+                                            best metrics, batch order, RNG states), for --resume
+  <model_path>/<dataset>_config_<seed>.json the resolved flags and the git commit, written at start
+  <log_path>/<dataset>_<seed>.jsonl         one JSON line per evaluation: step, lr, losses, AUC, AP, ...
+  <log_path>/<dataset>_<seed>.png           AUC and AP over the run, at the end
+A resumed run continues the schedule, the batches and the log where the checkpoint left them, so it
+reaches the metrics of the uninterrupted run (exactly, on a CPU).
 """
+import importlib.util
 import json
 import os
 import time
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from dataset import BatchStream, load_splits, make_demo
+from dataset import DATASETS, BatchStream, load_features, load_splits, make_demo, read_list
 from model import BNWVAD
 from options import parse_main_args
-from test import evaluate
+from plots import plot_run
+from report import quantile_table
+from test import evaluate, score_video
 from train import train_step
-from utils import make_dir, pick_device, run_cli, save_checkpoint, set_seed
+from utils import (InputError, atomic_write, git_commit, make_dir, pick_device, read_checkpoint, rng_states, run_cli,
+                   save_checkpoint, set_rng_states, set_seed, write_text)
+
+# flags that may differ between an interrupted run and its resumption
+RESUME_FREE = ("device", "num_workers", "model_path", "log_path", "resume", "stop_after", "tensorboard")
 
 
 def build_model(args):
@@ -29,6 +48,87 @@ def fmt(metrics):
     return "  ".join(f"{k} {v:.2f}" for k, v in metrics.items())
 
 
+def run_config(args):
+    """The flags that define a run (those a resumption must repeat), as plain types."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in RESUME_FREE}
+
+
+def write_run_config(path, args):
+    """The resolved flags (one per line) and the git commit of the code, beside the checkpoints."""
+    lines = [f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(vars(args).items())]
+    write_text(path, "{\n  \"git_commit\": %s,\n  \"args\": {\n%s\n  }\n}\n" % (json.dumps(git_commit()),
+                                                                             ",\n".join(lines)))
+
+
+def read_resume(path, args):
+    """The resume state of a `last` checkpoint, checked against the flags of this run."""
+    _, record = read_checkpoint(path)
+    if record is None or "resume" not in record["meta"]:
+        raise InputError(f"{path} is not a `last` checkpoint of main.py (it holds no resume state)")
+    saved, now = record["meta"]["resume"]["config"], run_config(args)
+    diff = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    if diff:
+        k = diff[0]
+        shown = lambda v: (f"a list of {len(v)} values" if isinstance(v, list) and len(v) > 8 else repr(v))
+        raise InputError(f"--resume {path}: the run used --{k} {shown(saved.get(k))}, this command gives "
+                         f"{shown(now.get(k))} (differing flags: {', '.join(diff)})")
+    if args.stop_after and args.stop_after <= record["step"]:
+        raise InputError(f"--resume {path}: the run is already past --stop_after {args.stop_after} "
+                         f"(it stopped after step {record['step']})")
+    return record
+
+
+def last_state(args, optimizer, streams, best, best_step):
+    """Everything besides the model that a resumed run needs, as tensors and plain types."""
+    return dict(config=run_config(args), optimizer=optimizer.state_dict(), best=best, best_step=best_step,
+                streams=[s.state_dict() for s in streams], rng=rng_states())
+
+
+def restore(record, model, optimizer, streams):
+    """Load a `last` checkpoint into the run. Returns (next step, best metrics, best step)."""
+    state = record["meta"]["resume"]
+    model.load_state_dict(record["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    for stream, s in zip(streams, state["streams"]):
+        stream.load_state_dict(s)
+    set_rng_states(state["rng"])
+    return record["step"] + 1, state["best"], state["best_step"]
+
+
+def read_log(log_file, upto):
+    """The log's records up to step `upto` (a resumed run drops those written after its checkpoint)."""
+    if not os.path.isfile(log_file):
+        raise InputError(f"--resume: the run's log {log_file} does not exist (check --log_path)")
+    with open(log_file) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return [r for r in records if r["step"] <= upto]
+
+
+def open_tensorboard(args, purge_step):
+    """A TensorBoard writer under <log_path>/tensorboard/<dataset>_<seed>, or a one-line error."""
+    if importlib.util.find_spec("tensorboard") is None:
+        raise InputError("--tensorboard needs the tensorboard package (pip install tensorboard)")
+    from torch.utils.tensorboard import SummaryWriter
+    return SummaryWriter(os.path.join(args.log_path, "tensorboard", f"{args.dataset}_{args.seed}"),
+                         purge_step=purge_step)
+
+
+def calibration_scores(model, args, device):
+    """Snippet scores of the training list's normal videos, scored as test videos are (full length)."""
+    videos = [v for v in read_list(args.train_list, args.root_dir, DATASETS[args.dataset]) if v.normal]
+    model.eval()
+    return np.concatenate([score_video(model, np.stack([load_features(p, args.len_feature) for p in v.paths]),
+                                       device) for v in videos])
+
+
+def add_calibration(ckpt_path, model, args, device):
+    """Reload the best checkpoint, score the training normals with it, store their quantile table."""
+    state, record = read_checkpoint(ckpt_path)
+    model.load_state_dict(state)
+    record["calibration"] = torch.from_numpy(quantile_table(calibration_scores(model, args, device)))
+    atomic_write(ckpt_path, lambda tmp: torch.save(record, tmp))
+
+
 def main(argv=None):
     args = parse_main_args(argv)
     device = pick_device(args.device)
@@ -36,6 +136,11 @@ def main(argv=None):
     make_dir(args.log_path, "log")
     ckpt_path = os.path.join(args.model_path, f"{args.dataset}_best_{args.seed}.pkl")
     log_file = os.path.join(args.log_path, f"{args.dataset}_{args.seed}.jsonl")
+    last_path = os.path.join(args.model_path, f"{args.dataset}_last_{args.seed}.pkl")
+    resume = read_resume(args.resume, args) if args.resume else None
+    records = read_log(log_file, resume["step"]) if resume else []
+    writer = open_tensorboard(args, resume["step"] + 1 if resume else None) if args.tensorboard else None
+    write_run_config(os.path.join(args.model_path, f"{args.dataset}_config_{args.seed}.json"), args)
 
     if args.dataset == "demo":
         make_demo(args.root_dir)
@@ -54,10 +159,12 @@ def main(argv=None):
     streams = [BatchStream(len(items), args.batch_size, generator) for items in (normal, abnormal)]
     data = [torch.from_numpy(items.data) for items in (normal, abnormal)]   # (n_items, S, D) each
 
-    best, best_step = {"AP": -1.0}, 0
+    best, best_step, start = {"AP": -1.0}, 0, 1
+    if resume:
+        start, best, best_step = restore(resume, model, optimizer, streams)
     num_iters = len(args.lr)
-    open(log_file, "w").close()
-    bar = tqdm(range(1, num_iters + 1), dynamic_ncols=True)
+    write_text(log_file, "".join(json.dumps(r) + "\n" for r in records))
+    bar = tqdm(range(start, num_iters + 1), initial=start - 1, total=num_iters, dynamic_ncols=True)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = args.lr[step - 1]
@@ -65,19 +172,38 @@ def main(argv=None):
         losses = train_step(model, batch[0], batch[1], optimizer)
         if step % args.plot_freq == 0 or step == num_iters:
             metrics, _ = evaluate(model, test_set, device)
-            record = dict(step=step, **losses, **metrics, version=args.version)
+            record = dict(step=step, lr=args.lr[step - 1], **losses, **metrics, version=args.version)
+            records.append(record)
             with open(log_file, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            if writer is not None:
+                for k, v in record.items():
+                    if k not in ("step", "version"):
+                        writer.add_scalar(k, v, step)
             if metrics["AP"] > best["AP"]:
                 best, best_step = metrics, step
                 save_checkpoint(ckpt_path, model, step, metrics, dataset=args.dataset, seed=args.seed,
                                 version=args.version, num_segments=args.num_segments)
             bar.set_postfix_str(f"loss {losses['total_loss']:.3f} AUC {metrics['AUC']:.2f} AP {metrics['AP']:.2f} "
                                 f"best AP {best['AP']:.2f}")
+        if step % args.plot_freq == 0 or step == num_iters or step == args.stop_after:
+            save_checkpoint(last_path, model, step, best, dataset=args.dataset, seed=args.seed,
+                            version=args.version, num_segments=args.num_segments,
+                            resume=last_state(args, optimizer, streams, best, best_step))
+        if step == args.stop_after:
+            break
     bar.close()
+    if writer is not None:
+        writer.close()
+    if args.stop_after and args.stop_after < num_iters:
+        print(f"stopped after step {args.stop_after}; continue with --resume {last_path}")
+        return
+    add_calibration(ckpt_path, model, args, device)
+    run_png = os.path.join(args.log_path, f"{args.dataset}_{args.seed}.png")
+    plot_run(run_png, records, f"{args.dataset} (seed {args.seed}, {args.version})")
     print(f"best (step {best_step}): {fmt(best)}")
     print(f"checkpoint: {ckpt_path}")
-    print(f"log: {log_file}")
+    print(f"log: {log_file} (plot: {run_png})")
 
 
 if __name__ == "__main__":

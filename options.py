@@ -63,6 +63,16 @@ def positive_int(text):
     return n
 
 
+def positive_float(text):
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < x < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return x
+
+
 def ratio(text):
     try:
         x = float(text)
@@ -131,6 +141,15 @@ def parse_main_args(argv=None):
     g.add_argument("--model_path", default="ckpts/", help="folder for <dataset>_best_<seed>.pkl")
     g.add_argument("--log_path", default="logs/", help="folder for <dataset>_<seed>.jsonl")
     g.add_argument("--version", default="train", help="a name for this run, recorded in the log and checkpoint")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also log to TensorBoard under <log_path>/tensorboard/ (needs the tensorboard package)")
+    g = p.add_argument_group("resuming")
+    g.add_argument("--resume", metavar="CKPT",
+                   help="continue the run saved in this `last` checkpoint (<model_path>/<dataset>_last_<seed>.pkl); "
+                        "give the same flags as the interrupted run")
+    g.add_argument("--stop_after", type=positive_int, metavar="STEP",
+                   help="end this process after this step, writing the `last` checkpoint, as if interrupted; "
+                        "--resume continues the same schedule")
     return resolve(p, argv)
 
 
@@ -142,5 +161,21 @@ def parse_infer_args(argv=None):
     add_run_args(p)
     p.add_argument("--model_path", required=True,
                    help="checkpoint file; for a bare state dict the model configuration comes from the flags")
-    p.add_argument("--output_dir", default="outputs/", help="folder for metrics.json and scores.csv")
+    p.add_argument("--output_dir", default="outputs/",
+                   help="folder for metrics.json, scores.csv, segments.csv, frame_scores/ and plots/")
+    p.add_argument("--features", nargs="+", metavar="PATH",
+                   help="score these feature files or folders of .npy files (searched recursively; crops "
+                        "named <video>__<k>.npy) instead of the test list; no ground truth is used")
+    p.add_argument("--fps", type=positive_float,
+                   help="frame rate of the videos: adds times in seconds to the outputs and plots")
+    p.add_argument("--threshold", type=float,
+                   help="raw score above which snippets are anomalous, for segments.csv and the plots "
+                        "(default: the --normal_quantile quantile of normal scores)")
+    p.add_argument("--normal_quantile", type=ratio, default=0.99,
+                   help="without --threshold: the threshold is this quantile of the test set's normal videos' "
+                        "scores when a ground truth is given, else of the training normals' scores stored "
+                        "in the checkpoint")
+    p.add_argument("--top_k", type=positive_int, default=5, help="anomalous segments kept per video, highest peak first")
+    p.add_argument("--plot", action="store_true",
+                   help="write plots/<video>.png per video and, with a ground truth, roc_pr.png")
     return resolve(p, argv)

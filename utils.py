@@ -128,3 +128,39 @@ def load_state(model, state_dict, path):
                              f"{tuple(state_dict[k].shape)}, the model expects {tuple(v.shape)} "
                              f"(check --len_feature, --ratios, --kernel_sizes)")
     model.load_state_dict(state_dict, strict=True)
+
+
+def rng_states():
+    """The python, numpy, torch (and CUDA) random states as tensors and plain lists, for a checkpoint."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {"python": [random.getstate()[0], list(random.getstate()[1])],
+              "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states):
+    """Restore what rng_states() returned."""
+    version, internal = states["python"]
+    random.setstate((version, tuple(internal), None))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def git_commit():
+    """The source tree's git commit (with '-dirty' when it has uncommitted changes), or None."""
+    import subprocess
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("-dirty" if dirty else "")) if commit else None
