@@ -231,7 +231,7 @@ def main(argv=None):
             threshold, source = args.threshold, "--threshold"
         else:
             threshold = table_quantile(table, args.normal_quantile)
-            source = f"quantile {args.normal_quantile} of the training normals' scores (calibrated {args.normal_quantile})"
+            source = f"quantile {args.normal_quantile} of the training normals' scores (the checkpoint's calibration)"
         print(f"scored {len(results)} videos; threshold {threshold:.4g} ({source})")
         result.update(videos=len(results), threshold=dict(value=threshold, source=source))
     else:

@@ -175,7 +175,8 @@ def parse_infer_args(argv=None):
                    help="without --threshold: the threshold is this quantile of the test set's normal videos' "
                         "scores when a ground truth is given, else of the training normals' scores stored "
                         "in the checkpoint")
-    p.add_argument("--top_k", type=positive_int, default=5, help="anomalous segments kept per video, highest peak first")
+    p.add_argument("--top_k", type=positive_int, default=5,
+                   help="anomalous segments kept per video, highest peak first")
     p.add_argument("--plot", action="store_true",
                    help="write plots/<video>.png per video and, with a ground truth, roc_pr.png")
     return resolve(p, argv)

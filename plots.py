@@ -43,11 +43,11 @@ def plot_video(path, name, scores, threshold, fps=None, gt=None):
     ax.stairs(scores, edges, color="tab:blue", lw=1.5, label="anomaly score")
     ax.axhline(threshold, color="tab:orange", ls="--", lw=1.2, label=f"threshold {threshold:.3g}")
     ax.set_xlim(0, edges[-1])
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, 1.1 * max(float(np.max(scores)), threshold))
     ax.set_xlabel("time (s)" if fps else "frame")
     ax.set_ylabel("anomaly score (raw)")
     ax.set_title(name, fontsize=10)
-    ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
     _save(fig, path)
 

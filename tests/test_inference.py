@@ -25,9 +25,17 @@ def trained(tmp_path_factory):
     """One short uninterrupted training run on a small XD-layout dataset, shared by the tests below."""
     tmp = tmp_path_factory.mktemp("trained")
     ds = write_xd_dataset(tmp / "data")
-    out = run_script("main.py", data_args(ds, tmp, model_path=tmp / "ckpts", log_path=tmp / "logs", **TRAIN))
+    out = run("main.py", data_args(ds, tmp, model_path=tmp / "ckpts", log_path=tmp / "logs", **TRAIN))
     assert out.returncode == 0, out.stderr
     return dict(ds=ds, tmp=tmp, ckpt=tmp / "ckpts" / "xd_best_2022.pkl", log=tmp / "logs" / "xd_2022.jsonl")
+
+
+def run(script, args):
+    """run_script with one torch thread: these models are tiny, and idle threads spinning on a busy
+    machine only cost time."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        return run_script(script, args)
 
 
 def read_csv(path):
@@ -38,14 +46,14 @@ def read_csv(path):
 def test_resumed_run_logs_the_same_metrics(trained, tmp_path):
     ds = trained["ds"]
     common = data_args(ds, tmp_path, model_path=tmp_path / "ckpts", log_path=tmp_path / "logs", **TRAIN)
-    first = run_script("main.py", common + ["--stop_after", "6"])     # ends between two evaluations
+    first = run("main.py", common + ["--stop_after", "6"])     # ends between two evaluations
     assert first.returncode == 0, first.stderr
     last = tmp_path / "ckpts" / "xd_last_2022.pkl"
     record = torch.load(last, map_location="cpu", weights_only=True)
     assert record["step"] == 6 and "calibration" not in record
     assert [json.loads(line)["step"] for line in open(tmp_path / "logs" / "xd_2022.jsonl")] == [4]
 
-    second = run_script("main.py", common + ["--resume", str(last)])
+    second = run("main.py", common + ["--resume", str(last)])
     assert second.returncode == 0, second.stderr
     assert open(tmp_path / "logs" / "xd_2022.jsonl").read() == open(trained["log"]).read()
     a = torch.load(trained["ckpt"], weights_only=True)
@@ -82,7 +90,7 @@ def test_batch_stream_state_round_trip():
 
 def test_infer_features_folder_writes_scores_segments_and_plots(trained, tmp_path):
     ds, out = trained["ds"], tmp_path / "out"
-    res = run_script("infer.py", ["--model_path", str(trained["ckpt"]), "--features", str(ds["root"] / "test"),
+    res = run("infer.py", ["--model_path", str(trained["ckpt"]), "--features", str(ds["root"] / "test"),
                                   "--len_feature", "64", "--device", "cpu", "--output_dir", str(out),
                                   "--fps", "25", "--plot", "--top_k", "2"])
     assert res.returncode == 0, res.stderr
@@ -107,7 +115,7 @@ def test_infer_features_folder_writes_scores_segments_and_plots(trained, tmp_pat
 
 def test_infer_test_set_reports_classes_threshold_and_curves(trained, tmp_path):
     ds, out = trained["ds"], tmp_path / "out"
-    res = run_script("infer.py", data_args(ds, tmp_path, model_path=trained["ckpt"], output_dir=out) + ["--plot"])
+    res = run("infer.py", data_args(ds, tmp_path, model_path=trained["ckpt"], output_dir=out) + ["--plot"])
     assert res.returncode == 0, res.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["per_class"]) == {"B1"} and metrics["per_class"]["B1"]["videos"] == 4
@@ -220,3 +228,13 @@ def test_features_with_a_missing_crop_fail_cleanly(tmp_path):
     with pytest.raises(InputError, match="video v: crop files"):
         infer.main(args)
     assert not (tmp_path / "o" / "scores.csv").exists()
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path):
+    import importlib.util
+    import main
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed")
+    ds = write_xd_dataset(tmp_path / "data", n_train=1, n_test=1)
+    with pytest.raises(InputError, match="pip install tensorboard"):
+        main.main(data_args(ds, tmp_path, model_path=tmp_path / "c", log_path=tmp_path / "l") + ["--tensorboard"])
