@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from utils import InputError, atomic_write
+from utils import InputError, atomic_write, make_dir
 
 FRAMES_PER_SNIPPET = 16
 
@@ -184,6 +184,7 @@ class TestSet:
     of frames that belong to abnormal videos (for AUC_sub / AP_sub). The ground truth's length is
     checked against the feature files' headers before any feature is read.
     """
+    __test__ = False    # not a pytest test class
 
     def __init__(self, videos, len_feature, gt_path=None, num_workers=0):
         self.videos = videos
@@ -260,7 +261,7 @@ def frame_gt(lengths, intervals):
     return np.concatenate(parts)
 
 
-def make_demo(root_dir, seed=0, len_feature=1024, crops=5):
+def make_demo(root_dir, seed=0, len_feature=1024, crops=5, n_train=32, n_test=16):
     """Write the synthetic demo dataset under root_dir unless it is already complete.
 
     XD layout: `train/` and `test/` hold `<video>__<k>.npy` (T, len_feature) float32, names carry
@@ -273,6 +274,7 @@ def make_demo(root_dir, seed=0, len_feature=1024, crops=5):
     done = os.path.join(root_dir, ".complete")
     if os.path.exists(done):
         return
+    make_dir(root_dir, "demo data")
     rng = np.random.default_rng(seed)
     events = np.abs(rng.normal(0, 1, (3, len_feature))) * (rng.random((3, len_feature)) < 0.1)
 
@@ -282,7 +284,7 @@ def make_demo(root_dir, seed=0, len_feature=1024, crops=5):
         x = scene + (noise[:-4] + noise[1:-3] + noise[2:-2] + noise[3:-1] + noise[4:]) / 5 ** 0.5 * 0.5
         for s, e in spans:
             a, b = s // FRAMES_PER_SNIPPET, -(-e // FRAMES_PER_SNIPPET)
-            x[a:b] += 0.6 * events[rng.integers(len(events))]
+            x[a:b] += 0.35 * events[rng.integers(len(events))]
         return [(x + rng.normal(0, 0.05, x.shape)).astype(np.float32) for _ in range(crops)]
 
     def spans_for(T):
@@ -293,9 +295,8 @@ def make_demo(root_dir, seed=0, len_feature=1024, crops=5):
             spans.append((start, start + length))
         return spans
 
-    os.makedirs(root_dir, exist_ok=True)
     annotations, lengths, intervals = [], [], []
-    for split, n_each, (lo, hi) in (("train", 32, (32, 128)), ("test", 16, (40, 160))):
+    for split, n_each, (lo, hi) in (("train", n_train, (32, 128)), ("test", n_test, (40, 160))):
         os.makedirs(os.path.join(root_dir, split), exist_ok=True)
         lines = []
         for i in range(2 * n_each):
