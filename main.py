@@ -54,7 +54,7 @@ def main(argv=None):
     streams = [BatchStream(len(items), args.batch_size, generator) for items in (normal, abnormal)]
     data = [torch.from_numpy(items.data) for items in (normal, abnormal)]   # (n_items, S, D) each
 
-    best, best_step = {"AP": -1.0}, 0
+    best, best_step, best_auc = {"AP": -1.0}, 0, -1.0
     num_iters = len(args.lr)
     open(log_file, "w").close()
     bar = tqdm(range(1, num_iters + 1), dynamic_ncols=True)
@@ -68,12 +68,13 @@ def main(argv=None):
             record = dict(step=step, **losses, **metrics, version=args.version)
             with open(log_file, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            best_auc = max(best_auc, metrics["AUC"])
             if metrics["AP"] > best["AP"]:
                 best, best_step = metrics, step
                 save_checkpoint(ckpt_path, model, step, metrics, dataset=args.dataset, seed=args.seed,
                                 version=args.version, num_segments=args.num_segments)
             bar.set_postfix_str(f"loss {losses['total_loss']:.3f} AUC {metrics['AUC']:.2f} AP {metrics['AP']:.2f} "
-                                f"best AP {best['AP']:.2f}")
+                                f"best AUC {best_auc:.2f} AP {best['AP']:.2f}")
     bar.close()
     print(f"best (step {best_step}): {fmt(best)}")
     print(f"checkpoint: {ckpt_path}")
