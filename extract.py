@@ -56,6 +56,7 @@ class VideoError(ValueError):
 
 
 def one_line(error):
+    """The first line of an exception's message (PyAV and torch errors can span several)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 

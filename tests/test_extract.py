@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import extract
-from extract import (VideoError, crop_frames, decode_frames, extract_video, main, output_paths, parse_resize,
-                     resample, resized_size, snippets, video_features)
+from extract import (VideoError, crop_frames, decode_frames, extract_video, list_videos, main, output_paths,
+                     parse_resize, resample, resized_size, snippets, video_features)
 
 FIXTURE = Path(__file__).resolve().parents[2] / 'shared' / 'fixtures' / 'i3d'
 WEIGHTS = FIXTURE / 'i3d_rgb_state_dict.pt'
@@ -120,6 +120,20 @@ def test_resize_options():
     assert resized_size(320, 240, 256) == (341, 256)
     assert resized_size(240, 320, 256) == (256, 341)
     assert resized_size(320, 240, (340, 256)) == (340, 256)
+
+
+def test_list_videos(tmp_path):
+    (tmp_path / 'set' / 'class').mkdir(parents=True)
+    for name in ('set/b.mp4', 'set/class/a.avi', 'set/notes.md', 'c.mkv'):
+        (tmp_path / name).touch()
+    (tmp_path / 'list.txt').write_text('# comment\n\nc.mkv\n/abs/d.mp4\n')
+    videos = list_videos([tmp_path / 'set', tmp_path / 'list.txt', tmp_path / 'c.mkv', tmp_path / 'gone.mp4'])
+    assert videos == [tmp_path / 'set/b.mp4', tmp_path / 'set/class/a.avi', tmp_path / 'c.mkv', Path('/abs/d.mp4'),
+                      tmp_path / 'gone.mp4']
+    with pytest.raises(ValueError, match='would write the same files b__<k>.npy'):
+        list_videos([tmp_path / 'set', tmp_path / 'other' / 'b.mp4'])
+    with pytest.raises(FileNotFoundError, match='missing.txt'):
+        list_videos([tmp_path / 'missing.txt'])
 
 
 # ---- decoding and the pipeline, with a fast stand-in model ----
@@ -243,6 +257,20 @@ def test_cli_batch_reports_failures_and_resumes(tmp_path, capsys):
     assert main(argv) == 1  # the good video is skipped, the bad ones fail again
     assert (out / 'good__0.npy').stat().st_mtime_ns == written
     assert main([str(good)] + argv[2:]) == 0
+
+
+def test_cli_flags_reach_the_pipeline(tmp_path, monkeypatch):
+    monkeypatch.setattr(extract, 'load_i3d', lambda path, device: GridProbe().to(device))
+    video = write_video(tmp_path / 'v.mp4', 34)  # 25 fps
+    out = tmp_path / 'out'
+    assert main([str(video), '--out', str(out), '--i3d_weights', 'unused.pt', '--crops', '5', '--fps', '12.5',
+                 '--pad_last', '--resize', '340x256', '--fp16', '--batch_size', '1', '--device', 'cpu']) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f'v__{k}.npy' for k in range(5)]
+    saved = np.stack([np.load(out / f'v__{k}.npy') for k in range(5)])
+    assert saved.dtype == np.float16 and saved.shape == (5, 2, 1024)  # 17 frames at 12.5 fps, padded to 2 snippets
+    expected = video_features(video, GridProbe(), crops=5, fps=12.5, pad_last=True, resize=(340, 256))
+    np.testing.assert_allclose(saved, expected, atol=1e-3)
+    assert not np.allclose(expected, video_features(video, GridProbe(), crops=5, fps=12.5, pad_last=True), atol=1e-2)
 
 
 def test_cli_setup_errors(tmp_path, capsys):
