@@ -34,7 +34,6 @@ import argparse
 import os
 import queue
 import sys
-import tempfile
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -45,6 +44,7 @@ import torch
 from tqdm import tqdm
 
 from i3d import load_i3d
+from utils import InputError, atomic_write, pick_device
 
 SNIPPET = 16  # frames per snippet, one feature row each
 CROP = 224
@@ -59,17 +59,6 @@ def one_line(error):
     """The first line of an exception's message (PyAV and torch errors can span several)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-def pick_device(name='auto'):
-    """'auto' takes cuda, then mps, then cpu; any other name is used as given."""
-    if name != 'auto':
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device('cuda')
-    if torch.backends.mps.is_available():
-        return torch.device('mps')
-    return torch.device('cpu')
 
 
 def parse_resize(text):
@@ -257,18 +246,6 @@ def output_paths(video, out_dir, crops=10):
     return [Path(out_dir) / f'{Path(video).stem}__{k}.npy' for k in range(crops)]
 
 
-def save_atomic(path, array):
-    """np.save to a temporary file beside `path`, then rename it: `path` is either whole or absent."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def extract_video(path, model, out_dir, crops=10, fp16=False, **options):
     """Write the (T, 1024) features of each crop of `path` to output_paths(); return those paths.
     `options` are video_features'."""
@@ -276,7 +253,7 @@ def extract_video(path, model, out_dir, crops=10, fp16=False, **options):
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     paths = output_paths(path, out_dir, crops)
     for out, f in zip(paths, features):
-        save_atomic(out, f.astype(np.float16 if fp16 else np.float32))
+        atomic_write(out, lambda tmp: np.save(tmp, f.astype(np.float16 if fp16 else np.float32)))
     return paths
 
 
@@ -361,15 +338,15 @@ def parse_args(argv=None):
 def main(argv=None):
     """Run the command line; return the exit status (0 done, 1 some videos failed, 2 setup error)."""
     args = parse_args(argv)
-    device = pick_device(args.device)
     try:
+        device = pick_device(args.device)
         if args.amp and device.type != 'cuda':
             raise ValueError(f'--amp needs a CUDA device, got {device}')
         videos = list_videos(args.videos)
         if not videos:
             raise ValueError(f'no videos found in {" ".join(args.videos)}')
         model = load_i3d(args.i3d_weights, device)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, InputError) as e:
         print(f'extract.py: error: {one_line(e)}', file=sys.stderr)
         return 2
 
