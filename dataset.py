@@ -371,7 +371,7 @@ def load_splits(args):
     all_crops = getattr(args, "train_crops", "each") == "all"
     n_crops = {v.name: video_shape(v, args.len_feature)[0] for v in train}
     if all_crops and len(set(n_crops.values())) > 1:
-        (a, na), = list(n_crops.items())[:1]
+        a, na = next(iter(n_crops.items()))
         b, nb = next((v, n) for v, n in n_crops.items() if n != na)
         raise InputError(f"--train_crops all needs the same number of crops in every training video; video {a} "
                          f"has {na} and video {b} has {nb}")

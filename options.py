@@ -183,7 +183,13 @@ def parse_tool_args(argv=None):
     commands = ("make-list", "make-gt")
     argv = list(argv) if argv is not None else sys.argv[1:]
     if not argv or argv[0] not in commands:
-        Parser(prog="dataset.py").error(f"expected a command, {' or '.join(commands)}")
+        p = Parser(prog="dataset.py", usage="python dataset.py {make-list,make-gt} [flags] (each has --help)",
+                   description="make-list: list files from a feature folder; make-gt: the frame-level ground truth "
+                               "of a test list from temporal annotations.")
+        if argv and argv[0] in ("-h", "--help"):
+            p.print_help()
+            p.exit()
+        p.error(f"expected a command, {' or '.join(commands)}")
     command, argv = argv[0], argv[1:]
     if command == "make-list":
         p = Parser(prog="dataset.py make-list", description="Scan a feature folder, group and check the crops of "
