@@ -77,11 +77,16 @@ class Video:
 
 
 def split_crop(path):
-    """'dir/<video>__<k>.npy' -> ('<video>', k); a name without a crop suffix -> (name, None)."""
+    """'dir/<video>__<k>.npy' -> ('<video>', k); a name without a crop suffix -> (name, None).
+
+    A trailing `_i3d` (RTFM's per-video feature files, `<video>_i3d.npy`) is not part of the name,
+    so the video matches its annotations.
+    """
     stem = os.path.basename(path)
     stem = stem[:-4] if stem.endswith(".npy") else stem
     m = re.fullmatch(r"(.+)__(\d+)", stem)
-    return (m.group(1), int(m.group(2))) if m else (stem, None)
+    name, k = (m.group(1), int(m.group(2))) if m else (stem, None)
+    return name.removesuffix("_i3d"), k
 
 
 def parse_list_line(line, list_file, lineno):
@@ -121,7 +126,8 @@ def check_crops(name, ks, places, n_crops, source):
     if max(ks) >= n_crops:
         raise InputError(f"{source}: video {name} has crop {max(ks)}, but videos have {n_crops} crops (--crops)")
     if ks != sorted(ks):
-        raise InputError(f"{source}: the crops of video {name} are out of order ({places[0]}); list them 0..{n_crops - 1}")
+        raise InputError(f"{source}: the crops of video {name} are out of order ({places[0]}); list them "
+                         f"0..{n_crops - 1}")
 
 
 def crop_count(info, groups):
@@ -676,7 +682,8 @@ def make_lists(root_dir, dataset, info, list_dir="list", test_videos=None, label
     make_dir(list_dir, "list")
     summary = []
     for part, path in paths.items():
-        lines = [rel + (f" {0 if v.normal else 1}" if with_labels else "") for v in chosen[part] for rel in rels[v.name]]
+        lines = [rel + (f" {0 if v.normal else 1}" if with_labels else "")
+                 for v in chosen[part] for rel in rels[v.name]]
         write_text(path, "\n".join(lines) + "\n")
         n_abnormal = sum(not v.normal for v in chosen[part])
         summary.append(f"wrote {path}: {n_abnormal} abnormal + {len(chosen[part]) - n_abnormal} normal videos, "

@@ -22,9 +22,10 @@ FAST = ["--len_feature", str(D), "--num_segments", "16", "--lr", "[0.0005]*4", "
 
 
 def write_ucf(root, layout="crops", n=(4, 4, 2, 2), crops=10, seed=0):
-    """A small UCF-Crime-layout folder: <Class>/<video>__<k>.npy (layout 'crops'), or one <Class>/<video>.npy
-    of shape (T, crops, D) ('TND') or (crops, T, D) ('NTD'). n: train abnormal, train normal, test abnormal,
-    test normal. Writes both UCF annotation formats for the test videos.
+    """A small UCF-Crime-layout folder: <Class>/<video>__<k>.npy (layout 'crops'), or one file per video,
+    <Class>/<video>_i3d.npy of shape (T, crops, D) ('TND') or <Class>/<video>.npy of shape (crops, T, D)
+    ('NTD'). n: train abnormal, train normal, test abnormal, test normal. Writes both UCF annotation
+    formats for the test videos.
 
     Returns dict(root, ann (UCF format), ann_urdmu (UR-DMU format), gt (expected), test (names), features).
     """
@@ -54,7 +55,9 @@ def write_ucf(root, layout="crops", n=(4, 4, 2, 2), crops=10, seed=0):
                 for k in range(crops):
                     np.save(root / folder / f"{name}__{k}.npy", x[k])
             else:
-                np.save(root / folder / f"{name}.npy", x.transpose(1, 0, 2) if layout == "TND" else x)
+                # RTFM names its (T, 10, D) files <video>_i3d.npy; the suffix is not part of the name
+                suffix = "_i3d" if layout == "TND" else ""
+                np.save(root / folder / f"{name}{suffix}.npy", x.transpose(1, 0, 2) if layout == "TND" else x)
             if split == "test":
                 test.append(name)
                 gt.append(g)
@@ -63,7 +66,8 @@ def write_ucf(root, layout="crops", n=(4, 4, 2, 2), crops=10, seed=0):
                 ann_urdmu.append(f"{folder}/{name}.mp4 {T * 16 + 7} {cls} " + " ".join(map(str, flat)))
     (root / "Temporal_Anomaly_Annotation.txt").write_text("\n".join(ann) + "\n")
     (root / "UCF_Annotation_with_frames.txt").write_text("\n".join(ann_urdmu) + "\n")
-    return dict(root=root, ann=root / "Temporal_Anomaly_Annotation.txt", ann_urdmu=root / "UCF_Annotation_with_frames.txt",
+    return dict(root=root, ann=root / "Temporal_Anomaly_Annotation.txt",
+                ann_urdmu=root / "UCF_Annotation_with_frames.txt",
                 gt=np.concatenate(gt), test=test, features=features)
 
 
@@ -185,7 +189,7 @@ def test_one_file_per_video_lists_itself_and_trains_on_all_crops(tmp_path, capsy
                    + FAST + outputs(tmp_path), capsys)
     assert r.returncode == 0, r.stderr
     assert "missing: making the lists" in r.stdout
-    assert (tmp_path / "list" / "ucf_train.list").read_text().split()[0] == "Abuse/Abusetrain000_x264.npy"
+    assert (tmp_path / "list" / "ucf_train.list").read_text().split()[0] == "Abuse/Abusetrain000_x264_i3d.npy"
     assert "4 normal + 4 abnormal training items" in r.stdout               # one item per video
     assert len(last_log(tmp_path, "ucf_2022.jsonl")) == 2
 
