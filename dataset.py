@@ -89,6 +89,17 @@ def split_crop(path):
     return name.removesuffix("_i3d"), k
 
 
+def text_lines(path, what):
+    """The lines of a UTF-8 text file, or a one-line error naming it."""
+    if not os.path.isfile(path):
+        raise InputError(f"{what} {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{what} {path} is not a readable text file ({e})") from None
+
+
 def parse_list_line(line, list_file, lineno):
     """'path', 'path label' or 'path,label' -> (path, label: 1 abnormal, 0 normal, None if absent).
 
@@ -148,21 +159,18 @@ def label_videos(videos, labels, info, source):
 
 def read_list(list_file, root_dir, info):
     """Parse a list file into videos (first-appearance order), with their crops and labels checked."""
-    if not os.path.isfile(list_file):
-        raise InputError(f"list file {list_file} does not exist")
     groups, has_label = {}, None
-    with open(list_file, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            entry = parse_list_line(line, list_file, lineno)
-            if entry is None:
-                continue
-            path, label = entry
-            if has_label is None:
-                has_label = label is not None
-            elif has_label != (label is not None):
-                raise InputError(f"{list_file} line {lineno}: some lines have a label column and some do not")
-            video, k = split_crop(path)
-            groups.setdefault(video, []).append((k, os.path.join(root_dir, path), lineno, label))
+    for lineno, line in enumerate(text_lines(list_file, "list file"), 1):
+        entry = parse_list_line(line, list_file, lineno)
+        if entry is None:
+            continue
+        path, label = entry
+        if has_label is None:
+            has_label = label is not None
+        elif has_label != (label is not None):
+            raise InputError(f"{list_file} line {lineno}: some lines have a label column and some do not")
+        video, k = split_crop(path)
+        groups.setdefault(video, []).append((k, os.path.join(root_dir, path), lineno, label))
     if not groups:
         raise InputError(f"list file {list_file} names no feature files")
     n_crops = crop_count(info, [[c[0] for c in crops] for crops in groups.values()])
@@ -442,30 +450,27 @@ def read_annotations(path):
       custom        <video> s1 e1 [s2 e2 ...]   or   <video>,<start>,<end>
     The pairs are the numbers after the last word, so UR-DMU's frame count is skipped.
     """
-    if not os.path.isfile(path):
-        raise InputError(f"annotation file {path} does not exist")
     annotations = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            tokens = line.replace(",", " ").split()
-            if not tokens:
+    for lineno, line in enumerate(text_lines(path, "annotation file"), 1):
+        tokens = line.replace(",", " ").split()
+        if not tokens:
+            continue
+        rest = tokens[1:]
+        words = [i for i, t in enumerate(rest) if not re.fullmatch(r"-?\d+", t)]
+        if lineno == 1 and rest and len(words) == len(rest):
+            continue  # a header such as `video,start,end`
+        numbers = [int(t) for t in rest[words[-1] + 1 if words else 0:]]
+        if len(numbers) % 2:
+            raise InputError(f"{path} line {lineno}: expected start end pairs after the video name, got "
+                             f"{' '.join(rest)!r}")
+        spans = annotations.setdefault(video_name(tokens[0]), [])
+        for s, e in zip(numbers[::2], numbers[1::2]):
+            if (s, e) == (-1, -1):
                 continue
-            rest = tokens[1:]
-            words = [i for i, t in enumerate(rest) if not re.fullmatch(r"-?\d+", t)]
-            if lineno == 1 and rest and len(words) == len(rest):
-                continue                                          # a header such as `video,start,end`
-            numbers = [int(t) for t in rest[words[-1] + 1 if words else 0:]]
-            if len(numbers) % 2:
-                raise InputError(f"{path} line {lineno}: expected start end pairs after the video name, got "
-                                 f"{' '.join(rest)!r}")
-            spans = annotations.setdefault(video_name(tokens[0]), [])
-            for s, e in zip(numbers[::2], numbers[1::2]):
-                if (s, e) == (-1, -1):
-                    continue
-                if s < 0 or e <= s:
-                    raise InputError(f"{path} line {lineno}: interval {s} {e} of video {video_name(tokens[0])} is not "
-                                     f"a start < end pair of frames")
-                spans.append((s, e))
+            if s < 0 or e <= s:
+                raise InputError(f"{path} line {lineno}: interval {s} {e} of video {video_name(tokens[0])} is not "
+                                 f"a start < end pair of frames")
+            spans.append((s, e))
     if not annotations:
         raise InputError(f"annotation file {path} names no videos")
     return annotations
@@ -598,19 +603,16 @@ def scan_features(root_dir):
 def read_video_file(path, with_labels):
     """A file that names videos by its lines' first field (a name, a path, a list entry or an
     annotation line) -> {video: label}; with_labels: each line also has a label (`video label`)."""
-    if not os.path.isfile(path):
-        raise InputError(f"file {path} does not exist")
     videos = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if with_labels:
-                entry = parse_list_line(line, path, lineno)
-                if entry is not None and entry[1] is None:
-                    raise InputError(f"{path} line {lineno}: expected `video label` (1 abnormal, 0 normal)")
-            else:
-                entry = (line.replace(",", " ").split() or [None])[0], None
-            if entry is not None and entry[0] is not None:
-                videos[split_crop(video_name(entry[0]))[0]] = entry[1]
+    for lineno, line in enumerate(text_lines(path, "labels file" if with_labels else "test-videos file"), 1):
+        if with_labels:
+            entry = parse_list_line(line, path, lineno)
+            if entry is not None and entry[1] is None:
+                raise InputError(f"{path} line {lineno}: expected `video label` (1 abnormal, 0 normal)")
+        else:
+            entry = (line.replace(",", " ").split() or [None])[0], None
+        if entry is not None and entry[0] is not None:
+            videos[split_crop(video_name(entry[0]))[0]] = entry[1]
     if not videos:
         raise InputError(f"{path} names no videos")
     return videos

@@ -417,3 +417,12 @@ def test_a_bad_input_exits_nonzero_without_traceback_from_the_command_line(tmp_p
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == (f"error: feature folder {ds['root']}: video Abusetrain000_x264 is "
                                                  f"missing crop(s) [3] of its 10 (Abuse/Abusetrain000_x264__0.npy)")
+
+
+def test_unreadable_text_files_are_one_line_errors(tmp_path):
+    binary = tmp_path / "binary.list"
+    binary.write_bytes(b"\x80\x81\xfe\n")
+    with pytest.raises(InputError, match="binary.list is not a readable text file"):
+        read_list(str(binary), str(tmp_path), DATASETS["xd"])
+    with pytest.raises(InputError, match="annotation file .*binary.list is not a readable text file"):
+        read_annotations(str(binary))
