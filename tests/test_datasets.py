@@ -426,3 +426,14 @@ def test_unreadable_text_files_are_one_line_errors(tmp_path):
         read_list(str(binary), str(tmp_path), DATASETS["xd"])
     with pytest.raises(InputError, match="annotation file .*binary.list is not a readable text file"):
         read_annotations(str(binary))
+
+
+def test_explicit_lists_are_never_made_and_gt_excludes_annotations(tmp_path, capsys):
+    ds = write_ucf(tmp_path / "ucf", n=(1, 1, 1, 1))
+    missing = tmp_path / "mine_train.list"
+    r = call(main.main, ["--dataset", "ucf", "--root_dir", str(ds["root"]), "--train_list", str(missing),
+                         "--test_list", str(tmp_path / "mine_test.list")] + FAST + outputs(tmp_path), capsys)
+    one_line_error(r, f"list file {missing} does not exist")
+    with pytest.raises(SystemExit):
+        parse_main_args(["--dataset", "ucf", "--gt", "g.npy", "--annotations", "a.txt"])
+    assert "give --gt or --annotations, not both" in capsys.readouterr().err
