@@ -10,7 +10,7 @@ import csv
 import json
 import os
 
-from dataset import load_test_set, make_demo
+from dataset import ensure_lists, load_test_set, make_demo
 from model import BNWVAD
 from options import parse_infer_args
 from test import evaluate
@@ -48,6 +48,7 @@ def main(argv=None):
     make_dir(args.output_dir, "output")
     if args.dataset == "demo":
         make_demo(args.root_dir)
+    ensure_lists(args)
     test_set = load_test_set(args)
     metrics, scores = evaluate(model.to(device), test_set, device)
 

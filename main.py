@@ -13,7 +13,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from dataset import BatchStream, load_splits, make_demo
+from dataset import BatchStream, ensure_lists, load_splits, make_demo
 from model import BNWVAD
 from options import parse_main_args
 from test import evaluate
@@ -39,6 +39,7 @@ def main(argv=None):
 
     if args.dataset == "demo":
         make_demo(args.root_dir)
+    ensure_lists(args)
     t0 = time.time()
     normal, abnormal, test_set = load_splits(args)
     print(f"data: {len(normal)} normal + {len(abnormal)} abnormal training items, {len(test_set.videos)} test "
@@ -72,7 +73,7 @@ def main(argv=None):
             if metrics["AP"] > best["AP"]:
                 best, best_step = metrics, step
                 save_checkpoint(ckpt_path, model, step, metrics, dataset=args.dataset, seed=args.seed,
-                                version=args.version, num_segments=args.num_segments)
+                                version=args.version, num_segments=args.num_segments, train_crops=args.train_crops)
             bar.set_postfix_str(f"loss {losses['total_loss']:.3f} AUC {metrics['AUC']:.2f} AP {metrics['AP']:.2f} "
                                 f"best AUC {best_auc:.2f} AP {best['AP']:.2f}")
     bar.close()
