@@ -9,7 +9,7 @@ AUC / AUC_sub / AP / AP_sub and the AUC / AP of each anomaly class the video nam
 class's videos against all normal videos). With --features it scores every video found in the
 given files and folders (crops grouped by the `<video>__<k>.npy` naming), with no list and no
 ground truth. Outputs in --output_dir:
-  scores.csv           video, snippet, start_frame, end_frame[, start_s, end_s], score, calibrated
+  scores.csv           video, snippet, score, calibrated, start_frame, end_frame[, start_s, end_s]
   frame_scores/<video>.npy   (16 T,) float32 raw frame scores (each snippet's score for its 16 frames)
   segments.csv         per video its --top_k anomalous segments (maximal runs of snippets scored
                        above the threshold), highest peak first
@@ -30,7 +30,8 @@ import os
 
 import numpy as np
 
-from dataset import FRAMES_PER_SNIPPET, feature_shape, load_features, load_test_set, make_demo, split_crop
+from dataset import (FRAMES_PER_SNIPPET, Video, dataset_info, ensure_lists, load_test_set, load_video, make_demo,
+                     split_crop, video_shape)
 from model import BNWVAD
 from options import parse_infer_args
 from report import (calibrate, false_alarm_rate, find_segments, normal_threshold, per_class_metrics,
@@ -52,11 +53,12 @@ def load_model(args):
     return model.eval(), record
 
 
-def find_feature_videos(paths, len_feature):
-    """Files and folders (searched recursively for .npy) -> [(video name, crop files in crop order)].
+def find_feature_videos(paths, len_feature, crops=None):
+    """Files and folders (searched recursively for .npy) -> [Video], labels unknown (normal False).
 
     Crops are grouped by the `<video>__<k>.npy` naming (k = 0..N-1, each once); a file without the
-    suffix is a one-crop video. Every file's header is checked here, before anything is scored.
+    suffix is one video, (T, D) or holding `crops` crops, (T, N, D) / (N, T, D). Every file's header is
+    checked here, before anything is scored.
     """
     files = []
     for path in paths:
@@ -77,22 +79,15 @@ def find_feature_videos(paths, len_feature):
             raise InputError(f"video {name}: crop {k} is given twice ({groups[name][k]} and {f})")
         groups[name][k] = f
     videos = []
-    for name, crops in groups.items():
-        ks = sorted(crops, key=lambda k: -1 if k is None else k)
+    for name, files in groups.items():
+        ks = sorted(files, key=lambda k: -1 if k is None else k)
         if ks != [None] and ks != list(range(len(ks))):
-            raise InputError(f"video {name}: crop files {ks} (from {crops[ks[0]]}); expected one file without "
+            raise InputError(f"video {name}: crop files {ks} (from {files[ks[0]]}); expected one file without "
                              f"a crop suffix, or <video>__0.npy .. <video>__<N-1>.npy")
-        crop_files = [crops[k] for k in ks]
-        lengths = {feature_shape(f, len_feature)[0] for f in crop_files}
-        if len(lengths) != 1:
-            raise InputError(f"video {name}: its crop files have different numbers of snippets {sorted(lengths)}")
-        videos.append((name, crop_files))
+        video = Video(name, [files[k] for k in ks], False, crops if ks == [None] else None)
+        video_shape(video, len_feature)
+        videos.append(video)
     return videos
-
-
-def read_video(crop_files, len_feature):
-    """(N, T, D) float32 features of one video."""
-    return np.stack([load_features(f, len_feature) for f in crop_files])
 
 
 def score_features(model, videos, device):
@@ -123,14 +118,14 @@ def write_scores(path, results, table, fps):
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["video", "snippet", "start_frame", "end_frame"] + (["start_s", "end_s"] if fps else [])
-                       + ["score", "calibrated"])
+            w.writerow(["video", "snippet", "score", "calibrated", "start_frame", "end_frame"]
+                       + (["start_s", "end_s"] if fps else []))
             for name, scores in results:
                 cal = calibrate(scores, table) if table is not None else None
                 for i, x in enumerate(scores):
                     a, b = i * FRAMES_PER_SNIPPET, (i + 1) * FRAMES_PER_SNIPPET
-                    w.writerow([name, i, a, b] + time_columns(a, b, fps)
-                               + [f"{x:.6g}", f"{cal[i]:.4f}" if cal is not None else ""])
+                    w.writerow([name, i, f"{x:.6g}", f"{cal[i]:.4f}" if cal is not None else "", a, b]
+                               + time_columns(a, b, fps))
     atomic_write(path, write)
 
 
@@ -184,6 +179,7 @@ def evaluate_test_set(args, model, device, result):
     (per-video results, per-video ground truths, the frame scores and ground truth)."""
     if args.dataset == "demo":
         make_demo(args.root_dir)
+    ensure_lists(args)
     test_set = load_test_set(args)
     metrics, scores = evaluate(model.to(device), test_set, device)
     for name in ("AUC", "AUC_sub", "AP", "AP_sub"):
@@ -224,8 +220,8 @@ def main(argv=None):
         if args.threshold is None and table is None:
             raise InputError("give --threshold: without a ground truth the threshold comes from the checkpoint's "
                              "calibration, which this checkpoint does not hold")
-        videos = find_feature_videos(args.features, args.len_feature)
-        results = score_features(model.to(device), ((n, read_video(f, args.len_feature)) for n, f in videos), device)
+        videos = find_feature_videos(args.features, args.len_feature, dataset_info(args).crops)
+        results = score_features(model.to(device), ((v.name, load_video(v, args.len_feature)) for v in videos), device)
         gts = None
         if args.threshold is not None:
             threshold, source = args.threshold, "--threshold"

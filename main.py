@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dataset import DATASETS, BatchStream, load_features, load_splits, make_demo, read_list
+from dataset import BatchStream, dataset_info, ensure_lists, load_splits, load_video, make_demo, read_list
 from model import BNWVAD
 from options import parse_main_args
 from plots import plot_run
@@ -115,10 +115,9 @@ def open_tensorboard(args, purge_step):
 
 def calibration_scores(model, args, device):
     """Snippet scores of the training list's normal videos, scored as test videos are (full length)."""
-    videos = [v for v in read_list(args.train_list, args.root_dir, DATASETS[args.dataset]) if v.normal]
+    videos = [v for v in read_list(args.train_list, args.root_dir, dataset_info(args)) if v.normal]
     model.eval()
-    return np.concatenate([score_video(model, np.stack([load_features(p, args.len_feature) for p in v.paths]),
-                                       device) for v in videos])
+    return np.concatenate([score_video(model, load_video(v, args.len_feature), device) for v in videos])
 
 
 def add_calibration(ckpt_path, model, args, device):
@@ -144,6 +143,7 @@ def main(argv=None):
 
     if args.dataset == "demo":
         make_demo(args.root_dir)
+    ensure_lists(args)
     t0 = time.time()
     normal, abnormal, test_set = load_splits(args)
     print(f"data: {len(normal)} normal + {len(abnormal)} abnormal training items, {len(test_set.videos)} test "
@@ -162,6 +162,7 @@ def main(argv=None):
     best, best_step, start = {"AP": -1.0}, 0, 1
     if resume:
         start, best, best_step = restore(resume, model, optimizer, streams)
+    best_auc = max([r["AUC"] for r in records], default=-1.0)
     num_iters = len(args.lr)
     write_text(log_file, "".join(json.dumps(r) + "\n" for r in records))
     bar = tqdm(range(start, num_iters + 1), initial=start - 1, total=num_iters, dynamic_ncols=True)
@@ -180,15 +181,16 @@ def main(argv=None):
                 for k, v in record.items():
                     if k not in ("step", "version"):
                         writer.add_scalar(k, v, step)
+            best_auc = max(best_auc, metrics["AUC"])
             if metrics["AP"] > best["AP"]:
                 best, best_step = metrics, step
                 save_checkpoint(ckpt_path, model, step, metrics, dataset=args.dataset, seed=args.seed,
-                                version=args.version, num_segments=args.num_segments)
+                                version=args.version, num_segments=args.num_segments, train_crops=args.train_crops)
             bar.set_postfix_str(f"loss {losses['total_loss']:.3f} AUC {metrics['AUC']:.2f} AP {metrics['AP']:.2f} "
-                                f"best AP {best['AP']:.2f}")
+                                f"best AUC {best_auc:.2f} AP {best['AP']:.2f}")
         if step % args.plot_freq == 0 or step == num_iters or step == args.stop_after:
             save_checkpoint(last_path, model, step, best, dataset=args.dataset, seed=args.seed,
-                            version=args.version, num_segments=args.num_segments,
+                            version=args.version, num_segments=args.num_segments, train_crops=args.train_crops,
                             resume=last_state(args, optimizer, streams, best, best_step))
         if step == args.stop_after:
             break

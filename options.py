@@ -1,4 +1,5 @@
-"""Every command-line flag and its default, for main.py (training) and infer.py (evaluation).
+"""Every command-line flag and its default, for main.py (training), infer.py (evaluation) and
+dataset.py's make-list / make-gt commands.
 
 The defaults are the authors' release settings for XD-Violence. A dataset can override some of
 them (dataset.DATASETS[...].defaults, e.g. the small demo run); a flag given on the command line
@@ -6,6 +7,7 @@ always wins. Edit the defaults here.
 """
 import argparse
 import ast
+import sys
 
 from dataset import DATASETS
 
@@ -85,15 +87,38 @@ def ratio(text):
 
 def add_data_args(p):
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="xd", choices=sorted(DATASETS),
-                   help="feature layout and naming conventions (demo: synthetic data generated on first use)")
-    g.add_argument("--root_dir", help="folder the list files' paths are relative to "
-                                      "(default per dataset: xd -> data/xd, demo -> data/demo)")
-    g.add_argument("--train_list", help="training list file (default per dataset, e.g. list/XD_Train.list)")
-    g.add_argument("--test_list", help="test list file (default per dataset, e.g. list/XD_Test.list)")
-    g.add_argument("--gt", help="frame-level ground truth .npy of the test list (default per dataset)")
+    add_dataset_args(g)
+    g.add_argument("--train_list", help="training list file (default per dataset: list/<dataset>_train.list; when "
+                                        "it and the test list are missing they are made from --root_dir)")
+    g.add_argument("--test_list", help="test list file (default per dataset: list/<dataset>_test.list)")
+    g.add_argument("--gt", help="frame-level ground truth .npy of the test list (default per dataset: "
+                                "list/<dataset>_gt.npy; not used with --annotations)")
+    g.add_argument("--annotations", help="temporal annotations of the test videos (XD, either UCF format, or "
+                                         "`video start end`): the ground truth is built from them instead of --gt")
     g.add_argument("--len_feature", type=positive_int, default=1024, help="feature width D")
     g.add_argument("--num_workers", type=int, default=4, help="threads reading feature files")
+    add_split_args(g)
+
+
+def add_dataset_args(g):
+    g.add_argument("--dataset", default="xd", choices=sorted(DATASETS),
+                   help="feature layout, naming conventions and settings: xd (XD-Violence, 5 crops), ucf "
+                        "(UCF-Crime, 10 crops), custom (any folder), demo (synthetic data generated on first use)")
+    g.add_argument("--root_dir", help="feature folder the list files' paths are relative to "
+                                      "(default per dataset: data/<dataset>)")
+    g.add_argument("--normal_marker", help="name rule: a video is normal iff its name contains this (default per "
+                                           "dataset: xd _label_A, ucf Normal, custom none); a list's label column "
+                                           "(1 abnormal, 0 normal) takes precedence")
+    g.add_argument("--crops", type=positive_int, help="crops per video (default per dataset: xd 5, ucf 10, custom "
+                                                      "inferred from the crop files); also the N of a one-file "
+                                                      "(T, N, D) or (N, T, D) video")
+
+
+def add_split_args(g):
+    g.add_argument("--test_videos", help="when making lists: a file naming the test videos, one per line (a name, "
+                                         "a path, or an annotation line); default: split by train/ and test/ folders")
+    g.add_argument("--labels", help="when making lists: a file of `video label` lines (1 abnormal, 0 normal) used "
+                                    "instead of the name rule; the lists then get a label column")
 
 
 def add_model_args(p):
@@ -119,7 +144,11 @@ def resolve(parser, argv):
     defaults = dict(DATASETS[first.dataset].defaults)
     parser.set_defaults(**{k: v for k, v in defaults.items() if k not in ("train_list", "test_list", "gt")})
     args = parser.parse_args(argv)
+    if getattr(args, "gt", None) and getattr(args, "annotations", None):
+        parser.error("give --gt or --annotations, not both")
     for key in ("train_list", "test_list", "gt"):
+        if key == "gt" and getattr(args, "annotations", None):
+            continue
         if hasattr(args, key) and getattr(args, key) is None and key in defaults:
             setattr(args, key, defaults[key].format(root_dir=args.root_dir))
     return args
@@ -135,6 +164,9 @@ def parse_main_args(argv=None):
                    help="learning rate per iteration as a list expression; its length is the number of iterations")
     g.add_argument("--batch_size", type=positive_int, default=64, help="normal and abnormal items per step, each")
     g.add_argument("--num_segments", type=positive_int, default=200, help="segments a training item is resampled to")
+    g.add_argument("--train_crops", default="each", choices=["each", "all"],
+                   help="each: every crop is its own training item (the release); all: one item per video with "
+                        "all its crops, (N, T, D), averaged over crops inside the model")
     g.add_argument("--weight_decay", type=float, default=0.00005, help="Adam weight decay")
     g.add_argument("--plot_freq", type=positive_int, default=5, help="evaluate every this many steps")
     g = p.add_argument_group("outputs")
@@ -180,3 +212,40 @@ def parse_infer_args(argv=None):
     p.add_argument("--plot", action="store_true",
                    help="write plots/<video>.png per video and, with a ground truth, roc_pr.png")
     return resolve(p, argv)
+
+
+def parse_tool_args(argv=None):
+    """`python dataset.py make-list ...` / `make-gt ...`: lists and ground truth from a feature folder."""
+    commands = ("make-list", "make-gt")
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    if not argv or argv[0] not in commands:
+        p = Parser(prog="dataset.py", usage="python dataset.py {make-list,make-gt} [flags] (each has --help)",
+                   description="make-list: list files from a feature folder; make-gt: the frame-level ground truth "
+                               "of a test list from temporal annotations.")
+        if argv and argv[0] in ("-h", "--help"):
+            p.print_help()
+            p.exit()
+        p.error(f"expected a command, {' or '.join(commands)}")
+    command, argv = argv[0], argv[1:]
+    if command == "make-list":
+        p = Parser(prog="dataset.py make-list", description="Scan a feature folder, group and check the crops of "
+                   "each video, split train/test and write <list_dir>/<dataset>_train.list and _test.list "
+                   "(abnormal videos first).")
+        add_dataset_args(p)
+        add_split_args(p)
+        p.add_argument("--list_dir", default="list", help="folder for the two list files")
+    else:
+        p = Parser(prog="dataset.py make-gt", description="Build the test list's frame-level ground truth from "
+                   "temporal annotations and each video's T (read from the feature files' headers).")
+        add_dataset_args(p)
+        p.add_argument("--test_list", help="test list file (default per dataset: list/<dataset>_test.list)")
+        p.add_argument("--annotations", required=True, help="temporal annotations (XD, either UCF format, or "
+                                                            "`video start end`)")
+        p.add_argument("--out", help="output .npy (default per dataset: list/<dataset>_gt.npy)")
+    p.add_argument("--len_feature", type=positive_int, help="feature width D the files must have (default: any, "
+                                                            "the same for all)")
+    args = resolve(p, argv)
+    args.command = command
+    if command == "make-gt" and args.out is None:
+        args.out = DATASETS[args.dataset].defaults["gt"].format(root_dir=args.root_dir)
+    return args

@@ -32,6 +32,9 @@ def run_cli(main):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:             # output piped into `head` and the like
+        sys.stderr.close()
+        sys.exit(1)
 
 
 def set_seed(seed):

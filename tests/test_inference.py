@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT, data_args, run_script, write_xd_dataset
-from dataset import BatchStream
+from dataset import BatchStream, load_video
 from utils import InputError
 from report import calibrate, find_segments, per_class_metrics, quantile_table, table_quantile, video_classes
 from test import auc_ap
@@ -136,8 +136,9 @@ def test_segments_cover_planted_stretches_of_a_trained_model(trained):
     model, _ = infer.load_model(Namespace(model_path=str(trained["ckpt"])))
     gt = np.load(ds["gt"])
     name = "vidtest00_label_B1-0-0"                       # abnormal, the first video of the test list
-    video = infer.find_feature_videos([str(p) for p in (ds["root"] / "test").glob(f"{name}__*.npy")], 64)
-    [(_, scores)] = infer.score_features(model, [(name, infer.read_video(video[0][1], 64))], "cpu")
+    [video] = infer.find_feature_videos([str(p) for p in (ds["root"] / "test").glob(f"{name}__*.npy")], 64)
+    assert video.name == name and len(video.paths) == 5
+    [(_, scores)] = infer.score_features(model, [(name, load_video(video, 64))], "cpu")
     planted = gt[:16 * len(scores):16].astype(bool)        # (T,) snippet-level truth
     threshold = (np.median(scores) + scores.max()) / 2
     top = find_segments(scores, threshold, 1)[0]
@@ -238,3 +239,17 @@ def test_tensorboard_without_the_package_is_a_clear_error(tmp_path):
     ds = write_xd_dataset(tmp_path / "data", n_train=1, n_test=1)
     with pytest.raises(InputError, match="pip install tensorboard"):
         main.main(data_args(ds, tmp_path, model_path=tmp_path / "c", log_path=tmp_path / "l") + ["--tensorboard"])
+
+
+def test_features_one_file_per_video_with_crops(tmp_path):
+    """A (T, N, D) file is one video of N crops (N from the dataset, here XD's 5), scored as their mean."""
+    import infer
+    x = np.random.default_rng(0).normal(0, 1, (8, 5, 64)).astype(np.float32)
+    np.save(tmp_path / "clip.npy", x)
+    args = ["--model_path", bare_checkpoint(tmp_path / "bare.pt"), "--features", str(tmp_path / "clip.npy"),
+            "--len_feature", "64", "--threshold", "1", "--device", "cpu", "--output_dir", str(tmp_path / "o")]
+    infer.main(args)
+    model, _ = infer.load_model(Namespace(model_path=str(tmp_path / "bare.pt"), len_feature=64, ratios=[16, 32],
+                                          kernel_sizes=[1, 1, 1], ratio_sample=0.2, ratio_batch=0.4))
+    [(_, expected)] = infer.score_features(model, [("clip", x.transpose(1, 0, 2))], "cpu")
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "frame_scores" / "clip.npy")[::16], expected, rtol=1e-5)

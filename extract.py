@@ -1,0 +1,364 @@
+"""
+Extract the I3D features this repository trains on from raw videos: one (T, 1024) array per crop.
+
+Each video is decoded with PyAV (no frame dumps), resized (--resize "256": short side to 256,
+aspect kept; "340x256": width x height), cut into non-overlapping 16-frame snippets and cropped to
+224x224. Every snippet of every crop goes through the RGB I3D of i3d.py as `rgb / 255 * 2 - 1`;
+snippet t of crop k becomes row t of `<out>/<video>__<k>.npy`, float32 (float16 with --fp16).
+T = floor(frames / 16); --pad_last repeats the last frame to complete a last partial snippet.
+--fps first resamples the video by timestamp (frames dropped or repeated).
+
+Crop order, k = 0..9 (--crops 1 keeps k = 0, --crops 5 keeps 0..4, so a 10-crop run contains both):
+    0 centre, 1 top-left, 2 top-right, 3 bottom-left, 4 bottom-right,
+    5..9 the same five crops mirrored left-right.
+
+Decoding and cropping run in a background thread, ahead of the network. A video whose crop files
+all exist is skipped, and every file is written to a temporary name and renamed, so an interrupted
+run can simply be restarted. In a batch a failing video is reported in one line and the others go
+on; the run ends with a summary and exit status 1 if any failed (2 for a setup error).
+
+Usage:
+    python extract.py videos/ more.txt clip.mp4 --out data/features --i3d_weights ckpts/rgb_imagenet.pt
+
+Python API:
+    model = load_i3d('ckpts/rgb_imagenet.pt', pick_device('auto'))
+    features = video_features('clip.mp4', model, crops=10)        # (10, T, 1024) float32, nothing written
+    paths = extract_video('clip.mp4', model, 'out/', crops=10)    # writes out/clip__{0..9}.npy, returns the paths
+    failures = extract_videos(list_videos(['videos/']), model, 'out/')  # {video: message}, skips done videos
+  Options shared by all three: resize=256, fps=None, pad_last=False, batch_size=4 (snippets per
+  forward pass, each with all its crops), amp=False (float16 autocast, CUDA only), progress.
+  They raise VideoError (a ValueError with a one-line message naming the file) for a video that
+  cannot be decoded or is shorter than one snippet; extract_videos catches it per video.
+"""
+import argparse
+import os
+import queue
+import sys
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from i3d import load_i3d
+from utils import InputError, atomic_write, pick_device
+
+SNIPPET = 16  # frames per snippet, one feature row each
+CROP = 224
+VIDEO_SUFFIXES = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.mpg', '.mpeg', '.m4v', '.flv', '.wmv', '.ts'}
+
+
+class VideoError(ValueError):
+    """A video that gives no features; the message is one line that names the file."""
+
+
+def one_line(error):
+    """The first line of an exception's message (PyAV and torch errors can span several)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def parse_resize(text):
+    """'256' -> 256 (the short side), '340x256' -> (340, 256) (width, height); sides must fit a 224 crop."""
+    try:
+        size = tuple(int(side) for side in text.lower().split('x'))
+    except ValueError:
+        size = ()
+    if len(size) not in (1, 2) or min(size) < CROP:
+        raise argparse.ArgumentTypeError(f'expected "S" (short side) or "WxH", each at least {CROP}, got {text!r}')
+    return size[0] if len(size) == 1 else size
+
+
+def resized_size(width, height, resize):
+    """(width, height) after resizing: an int scales the short side to it, a (W, H) pair is taken as is."""
+    if isinstance(resize, int):
+        scale = resize / min(width, height)
+        return round(width * scale), round(height * scale)
+    return tuple(resize)
+
+
+def resample(timed_items, fps):
+    """
+    Pick items at `fps` by timestamp: for each target time t0 + k / fps (t0 the first item's
+    time) the last item at or before it, so items are dropped when slowing down and repeated when
+    speeding up. `timed_items` yields (time in seconds, item) in display order; use exact times
+    (Fractions) so that a target falling on a frame's time picks that frame. The last item is
+    held for as long as the gap before it (one target step if it is the only one).
+    """
+    step = 1 / Fraction(str(fps))
+    started, gap = False, 0
+    for time, item in timed_items:
+        if not started:
+            target, started = time, True
+        else:
+            gap = time - last_time
+            while target < time:
+                yield last
+                target += step
+        last_time, last = time, item
+    if started:
+        end = last_time + (gap or step)
+        while target < end:
+            yield last
+            target += step
+
+
+def decode_frames(path, resize=256, fps=None):
+    """Yield a video's frames as (H, W, 3) uint8 RGB, resized per `resize`, resampled to `fps` if given."""
+    def timed(frames):
+        for frame in frames:
+            if frame.pts is None:
+                raise VideoError(f'{path}: frames carry no timestamps, cannot resample to {fps} fps')
+            yield frame.pts * frame.time_base, frame  # exact: pts is an int, time_base a Fraction
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f'{path}: no video stream')
+            stream = container.streams.video[0]
+            stream.thread_type = 'AUTO'
+            frames = container.decode(stream)
+            if fps:
+                frames = resample(timed(frames), fps)
+            for frame in frames:
+                width, height = resized_size(frame.width, frame.height, resize)
+                yield frame.to_ndarray(format='rgb24', width=width, height=height, interpolation='BILINEAR')
+    except (av.error.FFmpegError, OSError) as e:
+        raise VideoError(f'{path}: cannot decode ({one_line(e)})') from e
+
+
+def snippets(frames, pad_last=False):
+    """Group frames into non-overlapping (16, H, W, 3) snippets; a last partial one is padded or dropped."""
+    buffer = []
+    for frame in frames:
+        buffer.append(frame)
+        if len(buffer) == SNIPPET:
+            yield np.stack(buffer)
+            buffer = []
+    if pad_last and buffer:
+        yield np.stack(buffer + [buffer[-1]] * (SNIPPET - len(buffer)))
+
+
+def crop_boxes(height, width, crops=10):
+    """(top, left, mirrored) of each 224x224 crop, in the documented order."""
+    if crops not in (1, 5, 10):
+        raise ValueError(f'crops must be 1, 5 or 10, got {crops}')
+    if height < CROP or width < CROP:
+        raise ValueError(f'frames of {width}x{height} are smaller than a {CROP}x{CROP} crop')
+    bottom, right = height - CROP, width - CROP
+    corners = [(bottom // 2, right // 2), (0, 0), (0, right), (bottom, 0), (bottom, right)]
+    boxes = [(top, left, False) for top, left in corners] + [(top, left, True) for top, left in corners]
+    return boxes[:crops]
+
+
+def crop_frames(frames, crops=10):
+    """(..., H, W, 3) -> (crops, ..., 224, 224, 3): every crop of the frames, in crop order."""
+    height, width = frames.shape[-3:-1]
+    out = []
+    for top, left, mirrored in crop_boxes(height, width, crops):
+        crop = frames[..., top:top + CROP, left:left + CROP, :]
+        out.append(crop[..., ::-1, :] if mirrored else crop)
+    return np.stack(out)
+
+
+def snippet_batches(path, crops=10, resize=256, fps=None, pad_last=False, batch_size=4):
+    """Yield (B, crops, 16, 224, 224, 3) uint8 batches of a video's cropped snippets, in time order."""
+    batch = []
+    for snippet in snippets(decode_frames(path, resize, fps), pad_last):
+        batch.append(crop_frames(snippet, crops))
+        if len(batch) == batch_size:
+            yield np.stack(batch)
+            batch = []
+    if batch:
+        yield np.stack(batch)
+
+
+def background(iterable, ahead=2):
+    """Iterate `iterable` in a daemon thread, up to `ahead` items in advance; its errors re-raise here."""
+    items = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry):
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def work():
+        try:
+            for item in iterable:
+                if not put((item, None)):
+                    return
+            put((done, None))
+        except Exception as error:
+            put((None, error))
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = items.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+@torch.inference_mode()
+def video_features(path, model, crops=10, resize=256, fps=None, pad_last=False, batch_size=4, amp=False,
+                   progress=False):
+    """
+    (crops, T, 1024) float32 features of one video; nothing is written. `model` is an I3D from
+    load_i3d (any module with `.features(x)` and parameters on the device to run on); `batch_size`
+    snippets, each with all its crops, go through it per forward pass.
+    """
+    device = next(model.parameters()).device
+    if amp and device.type != 'cuda':
+        raise ValueError(f'amp needs a CUDA device, the model is on {device}')
+    features = []
+    with tqdm(desc=Path(path).name, unit='snippet', leave=False, disable=not progress) as bar:
+        for batch in background(snippet_batches(path, crops, resize, fps, pad_last, batch_size)):
+            x = torch.from_numpy(batch).to(device)  # (B, K, 16, 224, 224, 3) uint8
+            x = x.flatten(0, 1).permute(0, 4, 1, 2, 3).float() / 255 * 2 - 1  # (B*K, 3, 16, 224, 224)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                f = model.features(x)  # (B*K, 1024)
+            features.append(f.float().view(len(batch), crops, -1).cpu())  # (B, K, 1024)
+            bar.update(len(batch))
+    if not features:
+        hint = '' if pad_last else ' (--pad_last keeps a partial one)'
+        raise VideoError(f'{path}: shorter than one {SNIPPET}-frame snippet{hint}')
+    return torch.cat(features).transpose(0, 1).numpy()  # (K, T, 1024)
+
+
+def output_paths(video, out_dir, crops=10):
+    """Where the crops of `video` go: <out_dir>/<video stem>__<k>.npy, k = 0 .. crops-1."""
+    return [Path(out_dir) / f'{Path(video).stem}__{k}.npy' for k in range(crops)]
+
+
+def extract_video(path, model, out_dir, crops=10, fp16=False, **options):
+    """Write the (T, 1024) features of each crop of `path` to output_paths(); return those paths.
+    `options` are video_features'."""
+    features = video_features(path, model, crops, **options)  # (K, T, 1024)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    paths = output_paths(path, out_dir, crops)
+    for out, f in zip(paths, features):
+        atomic_write(out, lambda tmp: np.save(tmp, f.astype(np.float16 if fp16 else np.float32)))
+    return paths
+
+
+def extract_videos(videos, model, out_dir, crops=10, fp16=False, progress=True, **options):
+    """extract_video for each video whose crop files are not all there yet; return {video: error} of the failed ones."""
+    failures, skipped = {}, 0
+    bar = tqdm(videos, desc='videos', unit='video', disable=not progress)
+    for video in bar:
+        if all(p.exists() for p in output_paths(video, out_dir, crops)):
+            skipped += 1
+            bar.set_postfix(skipped=skipped, failed=len(failures))
+            continue
+        try:
+            extract_video(video, model, out_dir, crops, fp16, progress=progress, **options)
+        except VideoError as e:
+            failures[video] = str(e)
+            tqdm.write(f'error: {e}', file=sys.stderr)
+        bar.set_postfix(skipped=skipped, failed=len(failures))
+    return failures
+
+
+def list_videos(inputs):
+    """
+    Expand video files, folders (their video files, recursively, sorted) and .txt lists (one path
+    a line, relative to the list's folder; blank lines and # comments skipped). Files are kept even
+    if missing, to fail as videos; two videos with the same name would share output files, so that
+    is an error.
+    """
+    videos = []
+    for source in map(Path, inputs):
+        if source.is_dir():
+            videos += sorted(p for p in source.rglob('*') if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+        elif source.suffix == '.txt':
+            if not source.is_file():
+                raise FileNotFoundError(f'video list not found: {source}')
+            lines = (line.strip() for line in source.read_text().splitlines())
+            videos += [source.parent / line for line in lines if line and not line.startswith('#')]
+        else:
+            videos.append(source)
+    videos = list(dict.fromkeys(videos))
+    by_name = {}
+    for video in videos:
+        if video.stem in by_name:
+            raise ValueError(f'{by_name[video.stem]} and {video} would write the same files {video.stem}__<k>.npy')
+        by_name[video.stem] = video
+    return videos
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Extract I3D RGB features: <out>/<video>__<k>.npy, (T, 1024) per crop k.',
+        epilog='crop order: 0 centre, 1 top-left, 2 top-right, 3 bottom-left, 4 bottom-right, '
+               '5-9 the same five mirrored left-right. Exit status: 0 all done, 1 some videos failed, '
+               '2 setup error.')
+    parser.add_argument('videos', nargs='+', help='video files, folders of videos (searched recursively) '
+                        'and .txt lists of video paths (relative to the list)')
+    parser.add_argument('--out', type=Path, required=True, help='folder for the .npy files')
+    parser.add_argument('--i3d_weights', type=Path, required=True,
+                        help='I3D RGB state dict in the pytorch-i3d layout, e.g. rgb_imagenet.pt (never downloaded)')
+    parser.add_argument('--crops', type=int, default=10, choices=(1, 5, 10),
+                        help='1: centre; 5: centre and the four corners; 10: those five and their mirror images')
+    parser.add_argument('--resize', type=parse_resize, default=256,
+                        help='"S": scale the short side to S, keeping the aspect; "WxH": resize to W x H')
+    parser.add_argument('--fps', type=float, default=None,
+                        help='resample to this frame rate by timestamp before cutting snippets (default: keep every frame)')
+    parser.add_argument('--pad_last', action='store_true',
+                        help='repeat the last frame to complete a last partial snippet (default: drop it)')
+    parser.add_argument('--batch_size', type=int, default=4,
+                        help='snippets per forward pass; each brings all its crops, so the network sees batch_size x crops clips')
+    parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda', 'mps'),
+                        help='auto: cuda, then mps, then cpu')
+    parser.add_argument('--amp', action='store_true', help='float16 autocast for the network (CUDA only)')
+    parser.add_argument('--fp16', action='store_true', help='store the features as float16 instead of float32')
+    args = parser.parse_args(argv)
+    if args.fps is not None and args.fps <= 0:
+        parser.error(f'--fps must be positive, got {args.fps}')
+    if args.batch_size < 1:
+        parser.error(f'--batch_size must be at least 1, got {args.batch_size}')
+    return args
+
+
+def main(argv=None):
+    """Run the command line; return the exit status (0 done, 1 some videos failed, 2 setup error)."""
+    args = parse_args(argv)
+    try:
+        device = pick_device(args.device)
+        if args.amp and device.type != 'cuda':
+            raise ValueError(f'--amp needs a CUDA device, got {device}')
+        videos = list_videos(args.videos)
+        if not videos:
+            raise ValueError(f'no videos found in {" ".join(args.videos)}')
+        model = load_i3d(args.i3d_weights, device)
+    except (OSError, ValueError, InputError) as e:
+        print(f'extract.py: error: {one_line(e)}', file=sys.stderr)
+        return 2
+
+    failures = extract_videos(videos, model, args.out, crops=args.crops, fp16=args.fp16, resize=args.resize,
+                              fps=args.fps, pad_last=args.pad_last, batch_size=args.batch_size, amp=args.amp)
+    print(f'{len(videos) - len(failures)} of {len(videos)} videos have features in {args.out}', file=sys.stderr)
+    if failures:
+        print(f'{len(failures)} failed:', file=sys.stderr)
+        for message in failures.values():
+            print(f'  {message}', file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

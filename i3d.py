@@ -1,0 +1,169 @@
+"""
+The RGB Inception-v1 I3D network (Carreira & Zisserman, "Quo Vadis, Action Recognition?", 2017)
+that produced the public 1024-d WVAD features, and the one helper that loads its weights.
+
+The parameter names are those of the public PyTorch port, so its Kinetics checkpoint
+`rgb_imagenet.pt` loads strictly, with no translation table. Padding is TensorFlow's SAME,
+computed from the input size at run time, for convolutions and max pools alike (pools pad with
+zeros, as the port does). Input: RGB in [-1, 1] laid out (N, 3, T, H, W); for a 16-frame
+224x224 snippet the feature map before the average pool is (N, 1024, 2, 7, 7).
+
+The port's dropout before the logits is left out: this network is only ever used frozen, in
+evaluation mode, where dropout does nothing.
+"""
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# (name, input channels, [b0, b1a, b1b, b2a, b2b, b3b] output channels of each branch's unit)
+MIXED = {
+    'Mixed_3b': (192, (64, 96, 128, 16, 32, 32)),
+    'Mixed_3c': (256, (128, 128, 192, 32, 96, 64)),
+    'Mixed_4b': (480, (192, 96, 208, 16, 48, 64)),
+    'Mixed_4c': (512, (160, 112, 224, 24, 64, 64)),
+    'Mixed_4d': (512, (128, 128, 256, 24, 64, 64)),
+    'Mixed_4e': (512, (112, 144, 288, 32, 64, 64)),
+    'Mixed_4f': (528, (256, 160, 320, 32, 128, 128)),
+    'Mixed_5b': (832, (256, 160, 320, 32, 128, 128)),
+    'Mixed_5c': (832, (384, 192, 384, 48, 128, 128)),
+}
+
+
+def same_padding(size, kernel, stride):
+    """(before, after) padding along one axis so that a strided window matches TensorFlow's SAME."""
+    pad = max(kernel - stride, 0) if size % stride == 0 else max(kernel - size % stride, 0)
+    return pad // 2, pad - pad // 2
+
+
+def pad_same(x, kernel_size, stride):
+    """Zero-pad the last three axes (T, H, W) of `x` for a SAME window of the given kernel and stride."""
+    pads = []
+    for size, kernel, step in reversed(list(zip(x.shape[-3:], kernel_size, stride))):
+        pads.extend(same_padding(size, kernel, step))  # F.pad wants the last axis first
+    return F.pad(x, pads) if any(pads) else x
+
+
+class Unit3D(nn.Module):
+    """SAME-padded Conv3d, then BatchNorm3d and ReLU; the logits unit has a bias and neither."""
+
+    def __init__(self, dim_in, dim_out, kernel_size=(1, 1, 1), stride=(1, 1, 1), norm_and_relu=True):
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+        self.conv3d = nn.Conv3d(dim_in, dim_out, kernel_size, stride, bias=not norm_and_relu)
+        self.bn = nn.BatchNorm3d(dim_out, eps=1e-3, momentum=0.01) if norm_and_relu else None
+
+    def forward(self, x):
+        x = self.conv3d(pad_same(x, self.kernel_size, self.stride))
+        return F.relu(self.bn(x)) if self.bn is not None else x
+
+
+class MaxPool3dSame(nn.Module):
+    """Max pool over (T, H, W) with SAME zero padding; no parameters."""
+
+    def __init__(self, kernel_size, stride):
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x):
+        return F.max_pool3d(pad_same(x, self.kernel_size, self.stride), self.kernel_size, self.stride)
+
+
+class Mixed(nn.Module):
+    """Inception module: four parallel branches concatenated along channels, sizes kept."""
+
+    def __init__(self, dim_in, dims):
+        super().__init__()
+        b0, b1a, b1b, b2a, b2b, b3b = dims
+        self.b0 = Unit3D(dim_in, b0)
+        self.b1a = Unit3D(dim_in, b1a)
+        self.b1b = Unit3D(b1a, b1b, (3, 3, 3))
+        self.b2a = Unit3D(dim_in, b2a)
+        self.b2b = Unit3D(b2a, b2b, (3, 3, 3))
+        self.b3a = MaxPool3dSame((3, 3, 3), (1, 1, 1))
+        self.b3b = Unit3D(dim_in, b3b)
+        self.dim_out = b0 + b1b + b2b + b3b
+
+    def forward(self, x):
+        return torch.cat((
+            self.b0(x),
+            self.b1b(self.b1a(x)),
+            self.b2b(self.b2a(x)),
+            self.b3b(self.b3a(x)),
+        ), dim=1)
+
+
+class InceptionI3d(nn.Module):
+    """Inception-v1 I3D. `features` gives the 1024-d snippet features, `forward` the class logits."""
+
+    dim_features = 1024
+
+    def __init__(self, num_classes=400):
+        super().__init__()
+        layers = [
+            ('Conv3d_1a_7x7', Unit3D(3, 64, (7, 7, 7), (2, 2, 2))),
+            ('MaxPool3d_2a_3x3', MaxPool3dSame((1, 3, 3), (1, 2, 2))),
+            ('Conv3d_2b_1x1', Unit3D(64, 64)),
+            ('Conv3d_2c_3x3', Unit3D(64, 192, (3, 3, 3))),
+            ('MaxPool3d_3a_3x3', MaxPool3dSame((1, 3, 3), (1, 2, 2))),
+            *[(name, Mixed(*MIXED[name])) for name in ('Mixed_3b', 'Mixed_3c')],
+            ('MaxPool3d_4a_3x3', MaxPool3dSame((3, 3, 3), (2, 2, 2))),
+            *[(name, Mixed(*MIXED[name])) for name in ('Mixed_4b', 'Mixed_4c', 'Mixed_4d', 'Mixed_4e', 'Mixed_4f')],
+            ('MaxPool3d_5a_2x2', MaxPool3dSame((2, 2, 2), (2, 2, 2))),
+            *[(name, Mixed(*MIXED[name])) for name in ('Mixed_5b', 'Mixed_5c')],
+        ]
+        # top-level attributes named as in the port, so the state dict keys are theirs
+        for name, layer in layers:
+            self.add_module(name, layer)
+        self.layer_names = [name for name, _ in layers]
+        self.avg_pool = nn.AvgPool3d((2, 7, 7), stride=1)
+        self.logits = Unit3D(self.dim_features, num_classes, norm_and_relu=False)
+
+    def feature_map(self, x):
+        """(N, 3, T, H, W) in [-1, 1] -> (N, 1024, t, h, w) after the (2, 7, 7) average pool."""
+        for name in self.layer_names:
+            x = getattr(self, name)(x)
+        return self.avg_pool(x)  # (N, 1024, T/8 - 1, H/32 - 6, W/32 - 6); (N, 1024, 1, 1, 1) for 16x224x224
+
+    def features(self, x):
+        """(N, 3, T, H, W) in [-1, 1] -> (N, 1024), the pooled map averaged over its remaining positions."""
+        return self.feature_map(x).mean(dim=(2, 3, 4))
+
+    def forward(self, x):
+        """(N, 3, T, H, W) in [-1, 1] -> (N, num_classes) logits, averaged over the remaining positions."""
+        return self.logits(self.feature_map(x)).mean(dim=(2, 3, 4))
+
+
+def load_i3d(path, device='cpu'):
+    """
+    Build InceptionI3d from a state dict in the port's key layout (e.g. `rgb_imagenet.pt`), load it
+    strictly and return it in evaluation mode on `device`. The number of classes is read from the
+    logits bias. Raises FileNotFoundError or ValueError, with a one-line message naming the file,
+    when the file is missing, is not a state dict, or has other keys or shapes than I3D's.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'I3D weights not found: {path}')
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # torch raises many kinds here (pickle, zip, weights_only) for a bad file
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f'{path}: not a readable torch file ({reason})') from e
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f'{path}: expected a state dict (parameter name -> tensor), got {type(state).__name__}')
+    if 'logits.conv3d.bias' not in state:
+        raise ValueError(f'{path}: not an I3D state dict (no logits.conv3d.bias; keys start {list(state)[:3]})')
+
+    model = InceptionI3d(num_classes=state['logits.conv3d.bias'].shape[0])
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise ValueError(f'{path}: not an I3D state dict: {len(missing)} missing keys {missing[:3]}, '
+                         f'{len(unexpected)} unexpected keys {unexpected[:3]}')
+    wrong = [f'{k} {tuple(state[k].shape)} != {tuple(v.shape)}' for k, v in expected.items() if state[k].shape != v.shape]
+    if wrong:
+        raise ValueError(f'{path}: {len(wrong)} I3D tensors have the wrong shape: {"; ".join(wrong[:3])}')
+    model.load_state_dict(state, strict=True)
+    return model.eval().to(device)
