@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 CKPT_FORMAT = "bn-wvad"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class InputError(Exception):
@@ -74,6 +76,7 @@ def atomic_write(path, write):
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)     # mkstemp makes the file owner-only; give it the usual mode
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
