@@ -130,6 +130,16 @@ def decode_frames(path, resize=256, fps=None):
         raise VideoError(f'{path}: cannot decode ({one_line(e)})') from e
 
 
+def video_fps(path):
+    """The video's average frame rate from its container, or None when it does not say."""
+    try:
+        with av.open(str(path)) as container:
+            rate = container.streams.video[0].average_rate if container.streams.video else None
+    except (av.error.FFmpegError, OSError):
+        return None
+    return float(rate) if rate else None
+
+
 def snippets(frames, pad_last=False):
     """Group frames into non-overlapping (16, H, W, 3) snippets; a last partial one is padded or dropped."""
     buffer = []

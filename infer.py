@@ -109,23 +109,25 @@ def checkpoint_calibration(record):
     return None
 
 
-def time_columns(start_frame, end_frame, fps):
-    return [f"{start_frame / fps:.3f}", f"{end_frame / fps:.3f}"] if fps else []
+def seconds(frames, fps):
+    """Frame numbers as seconds text, or empty cells where the frame rate is unknown."""
+    return [f"{f / fps:.3f}" if fps else "" for f in frames]
 
 
 def write_scores(path, results, table, fps):
-    """scores.csv: one row per snippet of every video."""
+    """scores.csv: one row per snippet of every video; fps: {video: frame rate or None}."""
+    timed = any(fps.values())
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["video", "snippet", "score", "calibrated", "start_frame", "end_frame"]
-                       + (["start_s", "end_s"] if fps else []))
+                       + (["start_s", "end_s"] if timed else []))
             for name, scores in results:
                 cal = calibrate(scores, table) if table is not None else None
                 for i, x in enumerate(scores):
                     a, b = i * FRAMES_PER_SNIPPET, (i + 1) * FRAMES_PER_SNIPPET
                     w.writerow([name, i, f"{x:.6g}", f"{cal[i]:.4f}" if cal is not None else "", a, b]
-                               + time_columns(a, b, fps))
+                               + (seconds((a, b), fps[name]) if timed else []))
     atomic_write(path, write)
 
 
@@ -143,28 +145,30 @@ def video_segments(results, threshold, top_k):
 
 
 def write_segments(path, segments, table, fps):
-    """segments.csv: one row per anomalous segment, frames end exclusive."""
+    """segments.csv: one row per anomalous segment, frames end exclusive; fps: {video: frame rate or None}."""
+    timed = any(fps.values())
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["video", "rank", "start_frame", "end_frame"] + (["start_s", "end_s", "peak_s"] if fps else [])
+            w.writerow(["video", "rank", "start_frame", "end_frame"] + (["start_s", "end_s", "peak_s"] if timed else [])
                        + ["peak_score", "peak_calibrated", "mean_score"])
             for name, segs in segments:
                 for rank, s in enumerate(segs, 1):
                     a, b = s["start"] * FRAMES_PER_SNIPPET, s["end"] * FRAMES_PER_SNIPPET
-                    peak_s = [f"{s['peak_snippet'] * FRAMES_PER_SNIPPET / fps:.3f}"] if fps else []
+                    peak = s["peak_snippet"] * FRAMES_PER_SNIPPET
                     cal = f"{float(calibrate(s['peak'], table)):.4f}" if table is not None else ""
-                    w.writerow([name, rank, a, b] + time_columns(a, b, fps) + peak_s
+                    w.writerow([name, rank, a, b] + (seconds((a, b, peak), fps[name]) if timed else [])
                                + [f"{s['peak']:.6g}", cal, f"{s['mean']:.6g}"])
     atomic_write(path, write)
 
 
 def write_plots(folder, results, threshold, fps, gts=None):
-    """plots/<video>.png for every video (gts: per video (16 T,) ground truth, or None)."""
+    """plots/<video>.png for every video (fps: {video: frame rate or None}; gts: per video (16 T,)
+    ground truth, or None)."""
     from plots import plot_video
     make_dir(folder, "plot")
     for i, (name, scores) in enumerate(results):
-        plot_video(os.path.join(folder, f"{name}.png"), name, scores, threshold, fps,
+        plot_video(os.path.join(folder, f"{name}.png"), name, scores, threshold, fps[name],
                    gts[i] if gts is not None else None)
 
 
@@ -207,6 +211,34 @@ def evaluate_test_set(args, model, device, result):
     return list(zip(names, scores)), np.split(test_set.gt, bounds), frame_scores, test_set.gt
 
 
+def extract_videos_for_scoring(args, device):
+    """--video: I3D features of each video (cached in --feature_cache; videos already there are not
+    extracted again) -> ([Video], {video: its own frame rate}). A video that fails is reported and
+    skipped; none left is an error."""
+    from extract import extract_videos, list_videos, output_paths, video_fps
+    from i3d import load_i3d
+    if args.len_feature != 1024:
+        raise InputError(f"checkpoint {args.model_path} takes {args.len_feature}-d features; I3D gives 1024-d")
+    if not args.i3d_weights:
+        raise InputError("--video needs --i3d_weights (the I3D RGB state dict, rgb_imagenet.pt; see the README)")
+    try:
+        paths = list_videos(args.video)
+        i3d = load_i3d(args.i3d_weights, device)
+    except (OSError, ValueError) as e:
+        raise InputError(str(e).splitlines()[0]) from None
+    if not paths:
+        raise InputError(f"no videos found in {' '.join(args.video)}")
+    crops = dataset_info(args).crops or 1
+    cache = args.feature_cache or os.path.join(args.output_dir, "features")
+    make_dir(cache, "feature cache")
+    failures = extract_videos(paths, i3d, cache, crops=crops, resize=args.resize)
+    done = [p for p in paths if p not in failures]
+    if not done:
+        raise InputError(f"no video could be read ({len(failures)} failed, see above)")
+    videos = [Video(p.stem, [str(f) for f in output_paths(p, cache, crops)], False) for p in done]
+    return videos, {p.stem: args.fps or video_fps(p) for p in done}
+
+
 def main(argv=None):
     args = parse_infer_args(argv)
     device = pick_device(args.device)
@@ -216,11 +248,17 @@ def main(argv=None):
     make_dir(args.output_dir, "output")
     result = dict(checkpoint=args.model_path, step=record["step"] if record else None)
 
-    if args.features:
+    if args.features and args.video:
+        raise InputError("give --features or --video, not both")
+    if args.features or args.video:
         if args.threshold is None and table is None:
             raise InputError("give --threshold: without a ground truth the threshold comes from the checkpoint's "
                              "calibration, which this checkpoint does not hold")
-        videos = find_feature_videos(args.features, args.len_feature, dataset_info(args).crops)
+        if args.video:
+            videos, fps = extract_videos_for_scoring(args, device)
+        else:
+            videos = find_feature_videos(args.features, args.len_feature, dataset_info(args).crops)
+            fps = {v.name: args.fps for v in videos}
         results = score_features(model.to(device), ((v.name, load_video(v, args.len_feature)) for v in videos), device)
         gts = None
         if args.threshold is not None:
@@ -232,14 +270,15 @@ def main(argv=None):
         result.update(videos=len(results), threshold=dict(value=threshold, source=source))
     else:
         results, gts, frame_scores, gt = evaluate_test_set(args, model, device, result)
+        fps = {name: args.fps for name, _ in results}
 
     segments = video_segments(results, result["threshold"]["value"], args.top_k)
     write_text(os.path.join(args.output_dir, "metrics.json"), json.dumps(result, indent=2) + "\n")
-    write_scores(os.path.join(args.output_dir, "scores.csv"), results, table, args.fps)
+    write_scores(os.path.join(args.output_dir, "scores.csv"), results, table, fps)
     write_frame_scores(os.path.join(args.output_dir, "frame_scores"), results)
-    write_segments(os.path.join(args.output_dir, "segments.csv"), segments, table, args.fps)
+    write_segments(os.path.join(args.output_dir, "segments.csv"), segments, table, fps)
     if args.plot:
-        write_plots(os.path.join(args.output_dir, "plots"), results, result["threshold"]["value"], args.fps, gts)
+        write_plots(os.path.join(args.output_dir, "plots"), results, result["threshold"]["value"], fps, gts)
         if gts is not None:
             from plots import plot_curves
             plot_curves(os.path.join(args.output_dir, "roc_pr.png"), frame_scores, gt)

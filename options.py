@@ -10,6 +10,7 @@ import ast
 import sys
 
 from dataset import DATASETS
+from extract import parse_resize
 
 
 MAX_ITERS = 10_000_000   # bound on a learning-rate list's length
@@ -198,8 +199,18 @@ def parse_infer_args(argv=None):
     p.add_argument("--features", nargs="+", metavar="PATH",
                    help="score these feature files or folders of .npy files (searched recursively; crops "
                         "named <video>__<k>.npy) instead of the test list; no ground truth is used")
+    p.add_argument("--video", nargs="+", metavar="PATH",
+                   help="score these video files (or folders of videos, or .txt lists of paths): I3D features "
+                        "are extracted first (needs --i3d_weights), then scored like --features")
+    p.add_argument("--i3d_weights", help="with --video: the I3D RGB state dict (rgb_imagenet.pt of the public "
+                                         "PyTorch port); never downloaded")
+    p.add_argument("--feature_cache", help="with --video: folder for the extracted features, reused by later runs "
+                                           "(default <output_dir>/features)")
+    p.add_argument("--resize", type=parse_resize, default=256,
+                   help="with --video: 'S' scales the short side to S, 'WxH' resizes to W x H, before 224x224 crops")
     p.add_argument("--fps", type=positive_float,
-                   help="frame rate of the videos: adds times in seconds to the outputs and plots")
+                   help="frame rate of the videos: adds times in seconds to the outputs and plots (with --video "
+                        "the default is each video's own frame rate)")
     p.add_argument("--threshold", type=float,
                    help="raw score above which snippets are anomalous, for segments.csv and the plots "
                         "(default: the --normal_quantile quantile of normal scores)")
