@@ -6,9 +6,13 @@ A list file names feature files relative to --root_dir, one per line (the releas
 by the dataset's name rule, never by its position in the list.
 
 Everything is read and checked once, up front, so bad input fails before training starts:
-  TrainItems  every training item resampled to --num_segments segments, kept in memory
+  TrainItems  every training item resampled to --num_segments segments, kept in memory, or in a
+              memory-mapped cache file that later runs reuse (see item_cache)
   TestSet     every test video at full length with all its crops, and its frame-level ground truth
+              (memory-mapped instead of read into memory when the files would not fit in RAM)
 """
+import hashlib
+import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from utils import InputError, atomic_write
+from utils import InputError, atomic_write, write_text
 
 FRAMES_PER_SNIPPET = 16
 
@@ -144,20 +148,79 @@ def _parallel_map(fn, items, num_workers):
         return list(pool.map(fn, items))
 
 
-class TrainItems:
-    """The training items of one class, resampled once: `data` (n_items, num_segments, D) float32.
+CACHE_VERSION = 1       # bump when the cache file layout or the resampling changes
 
-    As in the release, each crop file is its own training item.
+
+def item_cache(paths, num_segments, len_feature, cache_dir, dtype):
+    """(cache .npy path, fingerprint) of these training items.
+
+    The file name hashes what the items are (paths, segments, width, storage dtype); the
+    fingerprint holds each file's size and modification time, and a cache whose fingerprint
+    differs is stale and gets rebuilt in place.
+    """
+    what = json.dumps([CACHE_VERSION, [os.path.abspath(p) for p in paths], num_segments, len_feature,
+                       np.dtype(dtype).name])
+    name = "items-" + hashlib.sha1(what.encode()).hexdigest()[:20] + ".npy"
+    stats = [os.stat(p) for p in paths]
+    return os.path.join(cache_dir, name), [[st.st_size, st.st_mtime_ns] for st in stats]
+
+
+def read_item_cache(path, fingerprint, shape, dtype):
+    """The memory-mapped cached items, or None when absent, stale or unreadable."""
+    try:
+        with open(path + ".json") as f:
+            if json.load(f) != fingerprint:
+                return None
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return data if data.shape == shape and data.dtype == dtype else None
+
+
+def write_item_cache(path, fingerprint, data):
+    """The .npy first, its fingerprint last: a crash in between leaves a cache that reads as stale.
+    A cache folder that cannot be written only costs the speed-up (a note, no error)."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, lambda tmp: np.save(tmp, data))
+        write_text(path + ".json", json.dumps(fingerprint))
+    except OSError as e:
+        print(f"note: training-item cache {path} not written ({e.strerror or e})")
+
+
+class TrainItems:
+    """The training items of one class, resampled once: `data` (n_items, num_segments, D) float32,
+    or float16 when cached with fp16 storage (`batch` always gives float32).
+
+    As in the release, each crop file is its own training item. With a cache_dir the items are
+    written to <cache_dir>/items-<hash>.npy (plus a .json fingerprint of the files' sizes and
+    modification times) and later runs memory-map that file instead of reading the features.
     """
 
-    def __init__(self, videos, num_segments, len_feature, num_workers=0):
+    def __init__(self, videos, num_segments, len_feature, num_workers=0, cache_dir=None, fp16=False):
         paths = [p for v in videos for p in v.paths]
         self.paths = paths
-        self.data = np.stack(_parallel_map(
+        self.cache_path, self.from_cache = None, False
+        dtype = np.dtype(np.float16 if fp16 else np.float32)
+        if cache_dir is not None:
+            self.cache_path, fingerprint = item_cache(paths, num_segments, len_feature, cache_dir, dtype)
+            self.data = read_item_cache(self.cache_path, fingerprint, (len(paths), num_segments, len_feature), dtype)
+            if self.data is not None:
+                self.from_cache = True
+                return
+        data = np.stack(_parallel_map(
             lambda p: resample(load_features(p, len_feature), num_segments), paths, num_workers))
+        self.data = data.astype(dtype, copy=False)
+        if cache_dir is not None:
+            # the .npy first, its fingerprint last: a crash in between leaves a cache that reads as stale
+            write_item_cache(self.cache_path, fingerprint, self.data)
 
     def __len__(self):
         return len(self.data)
+
+    def batch(self, index):
+        """Items at a numpy index array as a float32 tensor (n, num_segments, D)."""
+        return torch.from_numpy(np.asarray(self.data[index], dtype=np.float32))
 
 
 class BatchStream:
@@ -191,8 +254,40 @@ class TestSet:
         self.n_frames = int(self.lengths.sum()) * FRAMES_PER_SNIPPET
         self.abnormal_frames = np.repeat([not v.normal for v in videos], self.lengths * FRAMES_PER_SNIPPET)
         self.gt = None if gt_path is None else load_gt(gt_path, self.n_frames)
-        self.features = _parallel_map(
-            lambda v: np.stack([load_features(p, len_feature) for p in v.paths]), videos, num_workers)
+        n_bytes = sum(len(v.paths) * int(T) * len_feature * 4 for v, T in zip(videos, self.lengths))
+        self.mapped = n_bytes > available_memory() // 2
+        if self.mapped:     # features[i] is then a list of N memory-mapped (T, D) crops
+            load = lambda v: [map_features(p, len_feature) for p in v.paths]
+        else:
+            load = lambda v: np.stack([load_features(p, len_feature) for p in v.paths])
+        self.features = _parallel_map(load, videos, num_workers)
+
+
+def available_memory():
+    """Bytes of RAM available now (Linux MemAvailable; elsewhere free pages, or 0 if unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def map_features(path, len_feature):
+    """A feature file memory-mapped as (T, D) float32, checked for NaN/Inf (one streaming read)."""
+    feature_shape(path, len_feature)
+    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    if arr.dtype != np.float32:
+        return load_features(path, len_feature)
+    for start in range(0, len(arr), 4096):
+        if not np.isfinite(arr[start:start + 4096]).all():
+            raise InputError(f"feature file {path} contains NaN or Inf values")
+    return arr
 
 
 def video_length(video, len_feature):
@@ -226,8 +321,9 @@ def load_splits(args):
     for v in train:
         video_length(v, args.len_feature)
     test_set = load_test_set(args)
-    normal, abnormal = (TrainItems(videos, args.num_segments, args.len_feature, args.num_workers)
-                        for videos in by_class)
+    cache_dir = None if args.cache_dir == "none" else args.cache_dir or os.path.join(args.root_dir, ".cache")
+    normal, abnormal = (TrainItems(videos, args.num_segments, args.len_feature, args.num_workers, cache_dir,
+                                   args.cache_fp16) for videos in by_class)
     return normal, abnormal, test_set
 
 

@@ -10,9 +10,11 @@ import csv
 import json
 import os
 
+import torch
+
 from dataset import load_test_set, make_demo
 from model import BNWVAD
-from options import parse_infer_args
+from options import check_accelerator_flags, parse_infer_args
 from test import evaluate
 from utils import atomic_write, load_state, make_dir, pick_device, read_checkpoint, run_cli, write_text
 
@@ -43,13 +45,16 @@ def write_scores(path, videos, scores):
 def main(argv=None):
     args = parse_infer_args(argv)
     device = pick_device(args.device)
+    check_accelerator_flags(args, device)
     model, record = load_model(args)
     args.len_feature = model.len_feature
     make_dir(args.output_dir, "output")
     if args.dataset == "demo":
         make_demo(args.root_dir)
     test_set = load_test_set(args)
-    metrics, scores = evaluate(model.to(device), test_set, device)
+    model = model.to(device)
+    run_model = torch.compile(model, dynamic=True) if args.compile else model
+    metrics, scores = evaluate(run_model, test_set, device, args.eval_snippets, args.amp)
 
     for name in ("AUC", "AUC_sub", "AP", "AP_sub"):
         if name in metrics:

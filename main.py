@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from dataset import BatchStream, load_splits, make_demo
 from model import BNWVAD
-from options import parse_main_args
+from options import check_accelerator_flags, parse_main_args
 from test import evaluate
 from train import train_step
 from utils import make_dir, pick_device, run_cli, save_checkpoint, set_seed
@@ -32,6 +32,7 @@ def fmt(metrics):
 def main(argv=None):
     args = parse_main_args(argv)
     device = pick_device(args.device)
+    check_accelerator_flags(args, device)
     make_dir(args.model_path, "checkpoint")
     make_dir(args.log_path, "log")
     ckpt_path = os.path.join(args.model_path, f"{args.dataset}_best_{args.seed}.pkl")
@@ -43,16 +44,19 @@ def main(argv=None):
     normal, abnormal, test_set = load_splits(args)
     print(f"data: {len(normal)} normal + {len(abnormal)} abnormal training items, {len(test_set.videos)} test "
           f"videos ({time.time() - t0:.1f}s); device {device}")
+    if normal.cache_path:
+        reused = normal.from_cache and abnormal.from_cache
+        print(f"training items {'read from' if reused else 'cached in'} {os.path.dirname(normal.cache_path)}")
 
     set_seed(args.seed)
     model = build_model(args).to(device)
+    run_model = torch.compile(model, dynamic=True) if args.compile else model   # shares model's parameters
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr[0], betas=(0.9, 0.999),
                                  weight_decay=args.weight_decay)
     generator = torch.Generator()
     if args.seed >= 0:
         generator.manual_seed(args.seed)
     streams = [BatchStream(len(items), args.batch_size, generator) for items in (normal, abnormal)]
-    data = [torch.from_numpy(items.data) for items in (normal, abnormal)]   # (n_items, S, D) each
 
     best, best_step = {"AP": -1.0}, 0
     num_iters = len(args.lr)
@@ -61,10 +65,10 @@ def main(argv=None):
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = args.lr[step - 1]
-        batch = [d[s.next()].to(device, non_blocking=True) for d, s in zip(data, streams)]
-        losses = train_step(model, batch[0], batch[1], optimizer)
+        batch = [items.batch(s.next()).to(device, non_blocking=True) for items, s in zip((normal, abnormal), streams)]
+        losses = train_step(run_model, batch[0], batch[1], optimizer, amp=args.amp)
         if step % args.plot_freq == 0 or step == num_iters:
-            metrics, _ = evaluate(model, test_set, device)
+            metrics, _ = evaluate(run_model, test_set, device, args.eval_snippets, args.amp)
             record = dict(step=step, **losses, **metrics, version=args.version)
             with open(log_file, "a") as f:
                 f.write(json.dumps(record) + "\n")
