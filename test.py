@@ -102,15 +102,15 @@ def score_batched(model, features, device, max_snippets=EVAL_SNIPPETS, amp=False
     sums = [np.zeros(T, np.float64) for T in lengths]
     for rows in plan_batches(lengths, crops, max_snippets):
         width = max(lengths[i] for i, _ in rows)
-        x = torch.zeros(len(rows), width, features[rows[0][0]][0].shape[-1])   # (R, L, D)
+        x = np.zeros((len(rows), width, features[rows[0][0]][0].shape[-1]), np.float32)   # (R, L, D)
         for r, (i, k) in enumerate(rows):
-            x[r, :lengths[i]] = torch.from_numpy(np.asarray(features[i][k], dtype=np.float32))
+            x[r, :lengths[i]] = features[i][k]
         mask = None
         if any(lengths[i] != width for i, _ in rows):
             mask = torch.arange(width)[None, :] < torch.tensor([lengths[i] for i, _ in rows])[:, None]
             mask = mask.to(device)
         with autocast(device, amp):
-            s = model(x.to(device), mask).float().cpu().numpy()          # (R, L), one row per crop
+            s = model(torch.from_numpy(x).to(device), mask).float().cpu().numpy()   # (R, L), one row per crop
         for r, (i, k) in enumerate(rows):
             sums[i] += s[r, :lengths[i]]
     return [(total / n).astype(np.float32) for total, n in zip(sums, crops)]
