@@ -14,7 +14,8 @@ from utils import InputError
 from dataset import DATASETS, TrainItems, read_list, resample
 from model import LOCAL_BLOCK, LOCAL_REACH, BNWVAD, dense_local_matrix, local_attention
 from reference import load_items, release_model, resample_loop, score_videos
-from test import evaluate, frame_metrics, plan_batches, score_batched, score_video, snippet_metrics, to_frames
+from test import (evaluate, frame_metrics, plan_batches, score_batched, score_test_set, score_video, snippet_metrics,
+                  to_frames)
 
 CPU = torch.device("cpu")
 D = 64
@@ -149,6 +150,9 @@ def test_evaluate_matches_release_path(tmp_path, monkeypatch):
         assert test_set.mapped == mapped
         metrics, scores = evaluate(model, test_set, CPU, max_snippets=300)
         assert max(np.abs(a - b).max() for a, b in zip(scores, ref_scores)) <= 1e-4
+        if not mapped:
+            plain = score_test_set(model, test_set, CPU)                # our model, one video per pass
+            assert max(np.abs(a - b).max() for a, b in zip(scores, plain)) <= 1e-4
         assert all(abs(metrics[k] - ref[k]) <= 1e-9 for k in ref)
 
 
