@@ -65,8 +65,8 @@ def local_attention(g, mask=None):
     mask (B, T) bool marks the valid snippets of zero-padded rows: each row then gets the P of its
     own length (s summed over its valid snippets only, padded inputs left out).
     """
-    B, T, _ = g.shape
     if mask is None:
+        T = g.shape[1]
         ones = torch.ones(1, T, 1, dtype=g.dtype, device=g.device)
         s = banded_local_mix(ones)                                 # (1, T, 1): row sums of A
         return banded_local_mix(g / s)
