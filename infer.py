@@ -29,11 +29,12 @@ import json
 import os
 
 import numpy as np
+import torch
 
 from dataset import (FRAMES_PER_SNIPPET, Video, dataset_info, ensure_lists, load_test_set, load_video, make_demo,
                      split_crop, video_shape)
 from model import BNWVAD
-from options import parse_infer_args
+from options import check_accelerator_flags, parse_infer_args
 from report import (calibrate, false_alarm_rate, find_segments, normal_threshold, per_class_metrics,
                     table_quantile)
 from test import evaluate, score_video, to_frames
@@ -185,7 +186,7 @@ def evaluate_test_set(args, model, device, result):
         make_demo(args.root_dir)
     ensure_lists(args)
     test_set = load_test_set(args)
-    metrics, scores = evaluate(model.to(device), test_set, device)
+    metrics, scores = evaluate(model, test_set, device, args.eval_snippets, args.amp)
     for name in ("AUC", "AUC_sub", "AP", "AP_sub"):
         if name in metrics:
             print(f"{name:8s}{metrics[name]:.4f}")
@@ -242,11 +243,14 @@ def extract_videos_for_scoring(args, device):
 def main(argv=None):
     args = parse_infer_args(argv)
     device = pick_device(args.device)
+    check_accelerator_flags(args, device)
     model, record = load_model(args)
     args.len_feature = model.len_feature
     table = checkpoint_calibration(record)
     make_dir(args.output_dir, "output")
     result = dict(checkpoint=args.model_path, step=record["step"] if record else None)
+    model = model.to(device)
+    run_model = torch.compile(model, dynamic=True) if args.compile else model
 
     if args.features and args.video:
         raise InputError("give --features or --video, not both")
@@ -259,7 +263,7 @@ def main(argv=None):
         else:
             videos = find_feature_videos(args.features, args.len_feature, dataset_info(args).crops)
             fps = {v.name: args.fps for v in videos}
-        results = score_features(model.to(device), ((v.name, load_video(v, args.len_feature)) for v in videos), device)
+        results = score_features(run_model, ((v.name, load_video(v, args.len_feature)) for v in videos), device)
         gts = None
         if args.threshold is not None:
             threshold, source = args.threshold, "--threshold"
@@ -269,7 +273,7 @@ def main(argv=None):
         print(f"scored {len(results)} videos; threshold {threshold:.4g} ({source})")
         result.update(videos=len(results), threshold=dict(value=threshold, source=source))
     else:
-        results, gts, frame_scores, gt = evaluate_test_set(args, model, device, result)
+        results, gts, frame_scores, gt = evaluate_test_set(args, run_model, device, result)
         fps = {name: args.fps for name, _ in results}
 
     segments = video_segments(results, result["threshold"]["value"], args.top_k)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from dataset import BatchStream, dataset_info, ensure_lists, load_splits, load_video, make_demo, read_list
 from model import BNWVAD
-from options import parse_main_args
+from options import check_accelerator_flags, parse_main_args
 from plots import plot_run
 from report import quantile_table
 from test import evaluate, score_video
@@ -131,6 +131,7 @@ def add_calibration(ckpt_path, model, args, device):
 def main(argv=None):
     args = parse_main_args(argv)
     device = pick_device(args.device)
+    check_accelerator_flags(args, device)
     make_dir(args.model_path, "checkpoint")
     make_dir(args.log_path, "log")
     ckpt_path = os.path.join(args.model_path, f"{args.dataset}_best_{args.seed}.pkl")
@@ -148,16 +149,19 @@ def main(argv=None):
     normal, abnormal, test_set = load_splits(args)
     print(f"data: {len(normal)} normal + {len(abnormal)} abnormal training items, {len(test_set.videos)} test "
           f"videos ({time.time() - t0:.1f}s); device {device}")
+    if normal.cache_path:
+        reused = normal.from_cache and abnormal.from_cache
+        print(f"training items {'read from' if reused else 'cached in'} {os.path.dirname(normal.cache_path)}")
 
     set_seed(args.seed)
     model = build_model(args).to(device)
+    run_model = torch.compile(model, dynamic=True) if args.compile else model   # shares model's parameters
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr[0], betas=(0.9, 0.999),
                                  weight_decay=args.weight_decay)
     generator = torch.Generator()
     if args.seed >= 0:
         generator.manual_seed(args.seed)
     streams = [BatchStream(len(items), args.batch_size, generator) for items in (normal, abnormal)]
-    data = [torch.from_numpy(items.data) for items in (normal, abnormal)]   # (n_items, S, D) each
 
     best, best_step, start = {"AP": -1.0}, 0, 1
     if resume:
@@ -169,10 +173,10 @@ def main(argv=None):
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = args.lr[step - 1]
-        batch = [d[s.next()].to(device, non_blocking=True) for d, s in zip(data, streams)]
-        losses = train_step(model, batch[0], batch[1], optimizer)
+        batch = [items.batch(s.next()).to(device, non_blocking=True) for items, s in zip((normal, abnormal), streams)]
+        losses = train_step(run_model, batch[0], batch[1], optimizer, amp=args.amp)
         if step % args.plot_freq == 0 or step == num_iters:
-            metrics, _ = evaluate(model, test_set, device)
+            metrics, _ = evaluate(run_model, test_set, device, args.eval_snippets, args.amp)
             record = dict(step=step, lr=args.lr[step - 1], **losses, **metrics, version=args.version)
             records.append(record)
             with open(log_file, "a") as f:

@@ -59,12 +59,21 @@ def banded_local_mix(x, reach=LOCAL_REACH, block=LOCAL_BLOCK):
     return y.transpose(2, 3).reshape(B, nb * L, C)[:, :T]          # (B, T, C)
 
 
-def local_attention(g):
-    """The local branch P g for g (B, T, C), without building P: (A diag(1/s)) g = A (g / s)."""
-    T = g.shape[1]
-    ones = torch.ones(1, T, 1, dtype=g.dtype, device=g.device)
-    s = banded_local_mix(ones)                                     # (1, T, 1): row sums of A
-    return banded_local_mix(g / s)
+def local_attention(g, mask=None):
+    """The local branch P g for g (B, T, C), without building P: (A diag(1/s)) g = A (g / s).
+
+    mask (B, T) bool marks the valid snippets of zero-padded rows: each row then gets the P of its
+    own length (s summed over its valid snippets only, padded inputs left out).
+    """
+    if mask is None:
+        T = g.shape[1]
+        ones = torch.ones(1, T, 1, dtype=g.dtype, device=g.device)
+        s = banded_local_mix(ones)                                 # (1, T, 1): row sums of A
+        return banded_local_mix(g / s)
+    m = mask[..., None].to(g.dtype)                                # (B, T, 1)
+    s = banded_local_mix(m)                                        # (B, T, 1); >= 1 where valid
+    # padded snippets far from valid ones have s = 0: clamping keeps 0/0 out of the products
+    return banded_local_mix(g * (m / s.clamp_min(1.0)))
 
 
 class Embedding(nn.Module):
@@ -84,8 +93,8 @@ class PreNorm(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.fn = fn
 
-    def forward(self, x):
-        return self.fn(self.norm(x))
+    def forward(self, x, **kwargs):
+        return self.fn(self.norm(x), **kwargs)
 
 
 class FeedForward(nn.Module):
@@ -109,15 +118,17 @@ class Attention(nn.Module):
         self.to_qkv = nn.Linear(dim, inner * 4, bias=False)   # q, k, v, g
         self.to_out = nn.Sequential(nn.Linear(2 * inner, dim), nn.Dropout(dropout))
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
+        """mask (B, T) bool, optional: valid snippets of zero-padded rows; padded keys are ignored."""
         B, T, _ = x.shape
         h = self.heads
         q, k, v, g = self.to_qkv(x).chunk(4, dim=-1)            # each (B, T, h*d)
         q, k, v = (t.view(B, T, h, -1).transpose(1, 2) for t in (q, k, v))  # (B, h, T, d)
-        glob = F.scaled_dot_product_attention(q, k, v)           # (B, h, T, d)
+        keys = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, T)
+        glob = F.scaled_dot_product_attention(q, k, v, attn_mask=keys)  # (B, h, T, d)
         glob = glob.transpose(1, 2)                              # (B, T, h, d)
         # P does not depend on the head, so the local branch runs on all heads at once
-        loc = local_attention(g).view(B, T, h, -1)               # (B, T, h, d)
+        loc = local_attention(g, mask).view(B, T, h, -1)         # (B, T, h, d)
         out = torch.cat([glob, loc], dim=-1).reshape(B, T, -1)   # (B, T, h*2d)
         return self.to_out(out)
 
@@ -132,9 +143,9 @@ class Transformer(nn.Module):
                            PreNorm(dim, FeedForward(dim, mlp_dim, dropout))])
             for _ in range(depth)])
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
         for attn, ff in self.layers:
-            x = attn(x) + x
+            x = attn(x, mask=mask) + x
             x = ff(x) + x
         return x
 
@@ -160,10 +171,12 @@ class NormalHead(nn.Module):
     def bns(self):
         return [self.bn1, self.bn2]
 
-    def forward(self, x):                                        # x: (B, H, T)
-        f1 = self.conv1(x)                                       # (B, H/r1, T)
-        f2 = self.conv2(F.relu(self.bn1(f1)))                    # (B, H/r2, T)
-        s = torch.sigmoid(self.conv3(F.relu(self.bn2(f2))))      # (B, 1, T)
+    def forward(self, x, mask=None):                             # x: (B, H, T), mask (B, T) or None
+        # a padded row's convolutions (kernel > 1) must see zeros beyond its end, as padding does
+        pad = (lambda t: t) if mask is None else (lambda t: t * mask[:, None, :].to(t.dtype))
+        f1 = self.conv1(pad(x))                                  # (B, H/r1, T)
+        f2 = self.conv2(pad(F.relu(self.bn1(f1))))              # (B, H/r2, T)
+        s = torch.sigmoid(self.conv3(pad(F.relu(self.bn2(f2)))))  # (B, 1, T)
         return (f1, f2), s.squeeze(1)
 
 
@@ -221,7 +234,14 @@ class BNWVAD(nn.Module):
         return dict(len_feature=self.len_feature, ratios=list(self.ratios), kernel_sizes=list(self.kernel_sizes),
                     ratio_sample=self.ratio_sample, ratio_batch=self.ratio_batch)
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
+        """mask (B, T) bool, optional, 3-D evaluation input only: rows are zero-padded to a common T
+        and mask marks their valid snippets; each row's scores on its valid snippets are those of
+        the row alone (padding and packing change nothing)."""
+        if mask is not None:
+            if x.dim() != 3 or self.training:
+                raise ValueError("mask is for 3-D input in evaluation mode")
+            x = x * mask[..., None].to(x.dtype)                   # the embedding conv must see zeros
         if x.dim() == 4:
             B, N, T, D = x.shape
             x = x.reshape(B * N, T, D)                            # crops folded into the batch
@@ -232,8 +252,8 @@ class BNWVAD(nn.Module):
         def crop_mean(t):                                         # (B*N, ...) -> (B, ...)
             return t.view(B, N, *t.shape[1:]).mean(1)
 
-        h = self.selfatt(self.embedding(x))                       # (B*N, T, H)
-        feats, s = self.normal_head(h.transpose(1, 2))            # f_l (B*N, C_l, T), s (B*N, T)
+        h = self.selfatt(self.embedding(x), mask)                 # (B*N, T, H)
+        feats, s = self.normal_head(h.transpose(1, 2), mask)      # f_l (B*N, C_l, T), s (B*N, T)
         # in training mode the BN layers have just updated their running statistics: the
         # distances and the loss anchors use the updated ones, as the release does
         bns = self.normal_head.bns

@@ -9,8 +9,12 @@ import argparse
 import ast
 import sys
 
+import torch
+
 from dataset import DATASETS
 from extract import parse_resize
+from test import EVAL_SNIPPETS
+from utils import InputError
 
 
 MAX_ITERS = 10_000_000   # bound on a learning-rate list's length
@@ -99,6 +103,9 @@ def add_data_args(p):
     g.add_argument("--len_feature", type=positive_int, default=1024, help="feature width D")
     g.add_argument("--num_workers", type=int, default=4, help="threads reading feature files")
     add_split_args(g)
+    g.add_argument("--eval_snippets", type=positive_int, default=EVAL_SNIPPETS,
+                   help="evaluation packs test videos' crops into passes of at most this many snippets "
+                        "(rows x padded length); lower it to bound memory, raise it on a GPU")
 
 
 def add_dataset_args(g):
@@ -137,6 +144,19 @@ def add_run_args(p):
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="auto: cuda, then mps, then cpu")
     g.add_argument("--seed", type=int, default=2022, help="random seed (-1: no manual seed)")
+    g.add_argument("--amp", action="store_true",
+                   help="CUDA only: bfloat16 autocast in training and evaluation (scores change by "
+                        "bfloat16 round-off; off by default)")
+    g.add_argument("--compile", action="store_true", help="CUDA only: run the model through torch.compile")
+
+
+def check_accelerator_flags(args, device):
+    """--amp and --compile are for CUDA; elsewhere they are an error, not silently ignored."""
+    for flag in ("amp", "compile"):
+        if getattr(args, flag) and device.type != "cuda":
+            raise InputError(f"--{flag} needs a CUDA device (this run uses {device.type})")
+    if args.amp and not torch.cuda.is_bf16_supported():
+        raise InputError("--amp needs a GPU with bfloat16 support")
 
 
 def resolve(parser, argv):
@@ -168,6 +188,11 @@ def parse_main_args(argv=None):
     g.add_argument("--train_crops", default="each", choices=["each", "all"],
                    help="each: every crop is its own training item (the release); all: one item per video with "
                         "all its crops, (N, T, D), averaged over crops inside the model")
+    g.add_argument("--cache_dir", help="folder for the resampled training items, reused by later runs and rebuilt "
+                                       "when a feature file's size or modification time changes "
+                                       "(default <root_dir>/.cache; 'none': no cache)")
+    g.add_argument("--cache_fp16", action="store_true",
+                   help="store cached training items as float16 (half the disk and memory; computed in float32)")
     g.add_argument("--weight_decay", type=float, default=0.00005, help="Adam weight decay")
     g.add_argument("--plot_freq", type=positive_int, default=5, help="evaluate every this many steps")
     g = p.add_argument_group("outputs")

@@ -39,14 +39,16 @@ def compute_losses(out, num_normal):
     return total, dict(normal_loss=as_float(l_normal), mpp_loss=as_float(l_mpp), total_loss=as_float(total))
 
 
-def train_step(model, normal, abnormal, optimizer, clip_norm=1.0):
+def train_step(model, normal, abnormal, optimizer, clip_norm=1.0, amp=False):
     """One step on a batch of normal and a batch of abnormal items, (B, T, D) or (B, N, T, D) each.
 
+    amp: bfloat16 autocast of the forward pass and losses (CUDA; no loss scaling needed for bfloat16).
     Returns the floats normal_loss, mpp_loss, total_loss and grad_norm (before clipping).
     """
     model.train()
     batch = torch.cat([normal, abnormal], dim=0)
-    total, losses = compute_losses(model(batch), normal.shape[0])
+    with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=amp):
+        total, losses = compute_losses(model(batch), normal.shape[0])
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)

@@ -1,0 +1,264 @@
+"""Time the fast paths against the plain reference paths (reference.py) in one run, on generated data.
+
+  python bench.py                          # all sections at the default sizes (a few minutes on 2 cores)
+  python bench.py --sections b --eval_fraction 1     # the whole UCF-Crime-length test set
+  python bench.py --sections d --long 2000 20000 100000
+
+Sections (each prints fast, reference and their ratio):
+  a  training items per second from disk: per-file loading as the release does (read + resample
+     loop on every access) vs TrainItems building its cache (cold) and reusing it (cached: a new
+     run's first pass over the items, then two epochs of random batches of 64)
+  b  one evaluation pass, 10 crops, lengths of the UCF-Crime test videos (../shared/realdata/ucf/
+     test_videos.tsv; absent: 290 lengths drawn log-uniformly from 20 to 6,749 snippets):
+     release path (re-read every file, one video per pass, dense local and explicit softmax
+     attention, scikit-learn on every frame) vs evaluate() on the test set loaded once
+  c  training steps per second: release attention and per-file items vs ours and cached items
+  d  peak memory (the process's max RSS, features included) and time scoring one 5-crop video
+     of each --long length, each in a fresh subprocess; the reference only where its T x T
+     copies fit in --ref_memory
+Feature files are written to a temporary folder (in the OS page cache, so "from disk" reads are
+mostly memory reads) and removed at the end.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dataset import TestSet, TrainItems, Video
+from model import BNWVAD
+from reference import load_items, release_model, score_videos
+from test import EVAL_SNIPPETS, evaluate, frame_metrics, score_batched, snippet_metrics, to_frames
+from train import train_step
+
+UCF_LENGTHS = Path(__file__).resolve().parent.parent / "shared" / "realdata" / "ucf" / "test_videos.tsv"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Fast paths vs the release's plain paths, on generated data.")
+    p.add_argument("--sections", default="abcd", help="which sections to run, e.g. 'ab'")
+    p.add_argument("--len_feature", type=int, default=1024, help="feature width D")
+    p.add_argument("--items", type=int, default=256, help="(a) training item files")
+    p.add_argument("--num_segments", type=int, default=200, help="(a, c) segments per training item")
+    p.add_argument("--eval_fraction", type=float, default=0.25,
+                   help="(b) share of the test videos, taken evenly over their sorted lengths (1: all)")
+    p.add_argument("--crops", type=int, default=10, help="(b) crops per test video")
+    p.add_argument("--eval_snippets", type=int, default=EVAL_SNIPPETS, help="(b, d) snippets per packed pass")
+    p.add_argument("--batch_size", type=int, default=16, help="(c) normal and abnormal items per step, each")
+    p.add_argument("--steps", type=int, default=3, help="(c) timed training steps per path")
+    p.add_argument("--long", type=int, nargs="+", default=[2000, 20000], help="(d) video lengths T")
+    p.add_argument("--long_crops", type=int, default=5, help="(d) crops of the long video")
+    p.add_argument("--ref_memory", type=float, default=8.0, help="(d) GB of T x T copies the reference may use")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--score_one", type=int, nargs=3, metavar=("T", "CROPS", "REF"), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def row(results, section, what, fast, ref, unit, higher_is_better):
+    ratio = None if fast is None or ref is None else (fast / ref if higher_is_better else ref / fast)
+    results.append(dict(section=section, what=what, fast=fast, ref=ref, unit=unit, speedup=ratio))
+    fmt = lambda v: "-" if v is None else f"{v:,.3f}"
+    print(f"  {what:48s} fast {fmt(fast):>12s}  ref {fmt(ref):>12s}  {unit:10s} "
+          f"x{'-' if ratio is None else f'{ratio:.1f}'}", flush=True)
+
+
+def test_lengths(fraction, rng):
+    if UCF_LENGTHS.exists():
+        lengths = np.loadtxt(UCF_LENGTHS, skiprows=1, usecols=1, dtype=np.int64)
+        source = str(UCF_LENGTHS)
+    else:
+        lengths = np.exp(rng.uniform(np.log(20), np.log(6749), 290)).astype(np.int64)
+        source = "synthetic: 290 lengths log-uniform in [20, 6749]"
+    order = np.sort(lengths)[::-1]
+    keep = order[np.round(np.arange(0, len(order), 1 / fraction)).astype(int).clip(max=len(order) - 1)]
+    return keep, source
+
+
+def write_video(folder, name, T, crops, D, rng):
+    paths = []
+    for k in range(crops):
+        path = os.path.join(folder, f"{name}__{k}.npy")
+        np.save(path, rng.standard_normal((T, D), dtype=np.float32) * 0.5 + 0.3)
+        paths.append(path)
+    return paths
+
+
+def section_items(args, work, rng, results):
+    print(f"(a) training items: {args.items} files, T from the test-length distribution, D {args.len_feature}, "
+          f"{args.num_segments} segments")
+    lengths, _ = test_lengths(1.0, rng)
+    folder = os.path.join(work, "items")
+    os.makedirs(folder)
+    paths = [write_video(folder, f"item{i:04d}", int(rng.choice(lengths)), 1, args.len_feature, rng)[0]
+             for i in range(args.items)]
+    videos = [Video(os.path.basename(p), [p], True) for p in paths]
+    index = np.arange(args.items)
+    _, t_ref = timed(lambda: [load_items(paths, index[i:i + 64], args.num_segments, args.len_feature)
+                              for i in range(0, args.items, 64)])
+    cache = os.path.join(work, "cache")
+    _, t_cold = timed(lambda: TrainItems(videos, args.num_segments, args.len_feature, 2, cache))
+
+    def cached():
+        items = TrainItems(videos, args.num_segments, args.len_feature, 2, cache)
+        assert items.from_cache
+        return items, [items.batch(index[i:i + 64]) for i in range(0, args.items, 64)]
+    (items, _), t_cached = timed(cached)
+    batches = [rng.permutation(args.items)[:64] for _ in range(2 * args.items // 64)]   # two epochs
+    _, t_steady = timed(lambda: [items.batch(b) for b in batches])
+    n = args.items
+    row(results, "a", "items/s, cold (read, resample, write cache)", n / t_cold, n / t_ref, "items/s", True)
+    row(results, "a", "items/s, cached: open + first pass", n / t_cached, n / t_ref, "items/s", True)
+    row(results, "a", "items/s, cached: later epochs (random batches)", 64 * len(batches) / t_steady, n / t_ref,
+        "items/s", True)
+
+
+def section_eval(args, work, rng, results):
+    lengths, source = test_lengths(args.eval_fraction, rng)
+    print(f"(b) evaluation pass: {len(lengths)} videos ({lengths.sum():,} snippets, longest {lengths.max():,}), "
+          f"{args.crops} crops, D {args.len_feature}; lengths: {source}")
+    folder = os.path.join(work, "test")
+    os.makedirs(folder)
+    videos = [Video(f"v{i:03d}", write_video(folder, f"v{i:03d}", int(T), args.crops, args.len_feature, rng),
+                    i % 2 == 0) for i, T in enumerate(lengths)]
+    gt_parts = []
+    for v, T in zip(videos, lengths):
+        g = np.zeros(T * 16, np.uint8)
+        if not v.normal:
+            a = int(rng.integers(0, T * 16))
+            g[a:a + int(rng.integers(1, T * 8 + 2))] = 1
+        gt_parts.append(g)
+    gt_path = os.path.join(work, "gt.npy")
+    np.save(gt_path, np.concatenate(gt_parts))
+    model = BNWVAD(args.len_feature).eval()
+    device = torch.device("cpu")
+
+    test_set, t_load = timed(lambda: TestSet(videos, args.len_feature, gt_path, num_workers=2))
+    (fast, fast_scores), t_fast = timed(lambda: evaluate(model, test_set, device, args.eval_snippets))
+    ref_model = release_model(model)
+
+    def reference():
+        scores = score_videos(ref_model, videos, args.len_feature, device)
+        return frame_metrics(to_frames(scores), test_set.gt, test_set.abnormal_frames), scores
+    (ref, ref_scores), t_ref = timed(reference)
+    err = max(float(np.abs(a - b).max()) for a, b in zip(fast_scores, ref_scores))
+    same = snippet_metrics(ref_scores, test_set.gt, test_set.abnormal_frames)
+    print(f"  test set loaded once in {t_load:.1f}s; max |score difference| {err:.2e}; max |metric difference| "
+          f"{max(abs(same[k] - ref[k]) for k in ref):.2e} on the same scores, "
+          f"{max(abs(fast[k] - ref[k]) for k in ref):.2e} between the two paths' scores (points)")
+    row(results, "b", "evaluation pass (s)", t_fast, t_ref, "s", False)
+
+
+def section_train(args, work, rng, results):
+    n = 4 * args.batch_size
+    print(f"(c) training steps: batch {args.batch_size} + {args.batch_size} items of {args.num_segments} segments, "
+          f"D {args.len_feature}, {args.steps} timed steps after one warm-up")
+    folder = os.path.join(work, "train")
+    os.makedirs(folder)
+    paths = [write_video(folder, f"t{i:04d}", int(rng.integers(50, 2000)), 1, args.len_feature, rng)[0]
+             for i in range(n)]
+    items = TrainItems([Video(os.path.basename(p), [p], True) for p in paths], args.num_segments,
+                       args.len_feature, 2, os.path.join(work, "train_cache"))
+    times = {}
+    for name in ("fast", "ref"):
+        torch.manual_seed(0)
+        model = BNWVAD(args.len_feature)
+        model = release_model(model) if name == "ref" else model
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        gen = np.random.default_rng(0)
+
+        def step():
+            idx = gen.choice(n, 2 * args.batch_size, replace=False)
+            if name == "ref":
+                x = load_items(paths, idx, args.num_segments, args.len_feature)
+            else:
+                x = items.batch(idx)
+            train_step(model, x[:args.batch_size], x[args.batch_size:], opt)
+        step()
+        _, t = timed(lambda: [step() for _ in range(args.steps)])
+        times[name] = args.steps / t
+    row(results, "c", "training steps/s", times["fast"], times["ref"], "steps/s", True)
+
+
+def peak_rss():
+    """Peak resident memory of this process in bytes: VmHWM (reset by exec, unlike ru_maxrss,
+    which Linux carries over from the parent), ru_maxrss where /proc is absent."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def score_one(T, crops, ref, D, eval_snippets):
+    """In a fresh process: score one generated video; print time and peak RSS as JSON."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((crops, T, D), dtype=np.float32)
+    model = BNWVAD(D).eval()
+    if ref:
+        model = release_model(model)
+        _, t = timed(lambda: torch.no_grad()(model)(torch.from_numpy(x)).mean(0))
+    else:
+        _, t = timed(lambda: score_batched(model, [x], torch.device("cpu"), eval_snippets))
+    peak = peak_rss()
+    print(json.dumps(dict(seconds=t, peak_bytes=peak, input_bytes=x.nbytes)))
+
+
+def section_long(args, work, rng, results):
+    print(f"(d) one {args.long_crops}-crop video, D {args.len_feature}: time and peak memory (max RSS, "
+          f"features included), fresh process each")
+    for T in args.long:
+        out = {}
+        ref_bytes = 3 * args.long_crops * 4 * T * T * 4          # dots, softmax, repeated P
+        for name, ref in (("fast", 0), ("ref", 1)):
+            if ref and ref_bytes > args.ref_memory * 2 ** 30:
+                print(f"  T={T:,} reference skipped: its T x T copies need {ref_bytes / 2 ** 30:.0f} GB")
+                continue
+            cmd = [sys.executable, __file__, "--score_one", str(T), str(args.long_crops), str(ref),
+                   "--len_feature", str(args.len_feature), "--eval_snippets", str(args.eval_snippets)]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                print(f"  T={T:,} {name} failed (exit {r.returncode}): {r.stderr.strip().splitlines()[-1:]}")
+                continue
+            out[name] = json.loads(r.stdout.strip().splitlines()[-1])
+        if "fast" in out:
+            print(f"  T={T:,}: input {out['fast']['input_bytes'] / 2 ** 30:.2f} GB")
+        get = lambda name, key, scale: out[name][key] / scale if name in out else None
+        row(results, "d", f"T={T:,} time (s)", get("fast", "seconds", 1), get("ref", "seconds", 1), "s", False)
+        row(results, "d", f"T={T:,} peak memory (GB)", get("fast", "peak_bytes", 2 ** 30),
+            get("ref", "peak_bytes", 2 ** 30), "GB", False)
+
+
+def main():
+    args = parse_args()
+    if args.score_one:
+        score_one(*args.score_one, args.len_feature, args.eval_snippets)
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    rng = np.random.default_rng(0)
+    results = []
+    sections = dict(a=section_items, b=section_eval, c=section_train, d=section_long)
+    with tempfile.TemporaryDirectory(prefix="bench-") as work:
+        for s in args.sections:
+            sections[s](args, work, rng, results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
