@@ -109,10 +109,10 @@ def section_items(args, work, rng, results):
     _, t_ref = timed(lambda: [load_items(paths, index[i:i + 64], args.num_segments, args.len_feature)
                               for i in range(0, args.items, 64)])
     cache = os.path.join(work, "cache")
-    _, t_cold = timed(lambda: TrainItems(videos, args.num_segments, args.len_feature, 2, cache))
+    _, t_cold = timed(lambda: TrainItems(videos, args.num_segments, args.len_feature, 2, cache_dir=cache))
 
     def cached():
-        items = TrainItems(videos, args.num_segments, args.len_feature, 2, cache)
+        items = TrainItems(videos, args.num_segments, args.len_feature, 2, cache_dir=cache)
         assert items.from_cache
         return items, [items.batch(index[i:i + 64]) for i in range(0, args.items, 64)]
     (items, _), t_cached = timed(cached)
@@ -170,7 +170,7 @@ def section_train(args, work, rng, results):
     paths = [write_video(folder, f"t{i:04d}", int(rng.integers(50, 2000)), 1, args.len_feature, rng)[0]
              for i in range(n)]
     items = TrainItems([Video(os.path.basename(p), [p], True) for p in paths], args.num_segments,
-                       args.len_feature, 2, os.path.join(work, "train_cache"))
+                       args.len_feature, 2, cache_dir=os.path.join(work, "train_cache"))
     times = {}
     for name in ("fast", "ref"):
         torch.manual_seed(0)
