@@ -16,6 +16,9 @@ Sections (each prints fast, reference and their ratio):
   d  peak memory (the process's max RSS, features included) and time scoring one 5-crop video
      of each --long length, each in a fresh subprocess; the reference only where its T x T
      copies fit in --ref_memory
+  e  I3D feature extraction (extract.py) on a generated 320x256 video of --extract_frames frames:
+     snippets per second per crop for 1 and 10 crops, on --device (random weights: the speed does
+     not depend on them), and decoding alone
 Feature files are written to a temporary folder (in the OS page cache, so "from disk" reads are
 mostly memory reads) and removed at the end.
 """
@@ -43,7 +46,7 @@ UCF_LENGTHS = Path(__file__).resolve().parent.parent / "shared" / "realdata" / "
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Fast paths vs the release's plain paths, on generated data.")
-    p.add_argument("--sections", default="abcd", help="which sections to run, e.g. 'ab'")
+    p.add_argument("--sections", default="abcde", help="which sections to run, e.g. 'ab'")
     p.add_argument("--len_feature", type=int, default=1024, help="feature width D")
     p.add_argument("--items", type=int, default=256, help="(a) training item files")
     p.add_argument("--num_segments", type=int, default=200, help="(a, c) segments per training item")
@@ -56,6 +59,9 @@ def parse_args(argv=None):
     p.add_argument("--long", type=int, nargs="+", default=[2000, 20000], help="(d) video lengths T")
     p.add_argument("--long_crops", type=int, default=5, help="(d) crops of the long video")
     p.add_argument("--ref_memory", type=float, default=8.0, help="(d) GB of T x T copies the reference may use")
+    p.add_argument("--extract_frames", type=int, default=64, help="(e) frames of the generated video")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="(e) device of the I3D network")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--score_one", type=int, nargs=3, metavar=("T", "CROPS", "REF"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -244,6 +250,31 @@ def section_long(args, work, rng, results):
             get("ref", "peak_bytes", 2 ** 30), "GB", False)
 
 
+def section_extract(args, work, rng, results):
+    import av
+    from extract import decode_frames, video_features
+    from i3d import InceptionI3d
+    from utils import pick_device
+    device = pick_device(args.device)
+    path = os.path.join(work, "clip.mp4")
+    with av.open(path, "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 256, "yuv420p"
+        for _ in range(args.extract_frames):
+            image = rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    T = args.extract_frames // 16
+    print(f"(e) I3D extraction: {args.extract_frames} frames 320x256 ({T} snippets), device {device}")
+    model = InceptionI3d().to(device).eval()
+    _, t_decode = timed(lambda: sum(1 for _ in decode_frames(path)))
+    row(results, "e", "decode + resize, frames/s", args.extract_frames / t_decode, None, "frames/s", True)
+    video_features(path, model, crops=1, batch_size=1)          # warm-up
+    for crops, batch in ((1, 4), (10, 1)):
+        _, t = timed(lambda: video_features(path, model, crops=crops, batch_size=batch))
+        row(results, "e", f"{crops:2d} crops: snippets/s per crop", T * crops / t, None, "snippets/s", True)
+
+
 def main():
     args = parse_args()
     if args.score_one:
@@ -252,7 +283,7 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     rng = np.random.default_rng(0)
     results = []
-    sections = dict(a=section_items, b=section_eval, c=section_train, d=section_long)
+    sections = dict(a=section_items, b=section_eval, c=section_train, d=section_long, e=section_extract)
     with tempfile.TemporaryDirectory(prefix="bench-") as work:
         for s in args.sections:
             sections[s](args, work, rng, results)
