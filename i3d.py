@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils import state_mismatch
+
 # (name, input channels, [b0, b1a, b1b, b2a, b2b, b3b] output channels of each branch's unit)
 MIXED = {
     'Mixed_3b': (192, (64, 96, 128, 16, 32, 32)),
@@ -156,14 +158,8 @@ def load_i3d(path, device='cpu'):
         raise ValueError(f'{path}: not an I3D state dict (no logits.conv3d.bias; keys start {list(state)[:3]})')
 
     model = InceptionI3d(num_classes=state['logits.conv3d.bias'].shape[0])
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        raise ValueError(f'{path}: not an I3D state dict: {len(missing)} missing keys {missing[:3]}, '
-                         f'{len(unexpected)} unexpected keys {unexpected[:3]}')
-    wrong = [f'{k} {tuple(state[k].shape)} != {tuple(v.shape)}' for k, v in expected.items() if state[k].shape != v.shape]
-    if wrong:
-        raise ValueError(f'{path}: {len(wrong)} I3D tensors have the wrong shape: {"; ".join(wrong[:3])}')
+    problem = state_mismatch(model.state_dict(), state)
+    if problem:
+        raise ValueError(f'{path}: not an I3D state dict: {problem}')
     model.load_state_dict(state, strict=True)
     return model.eval().to(device)

@@ -120,19 +120,25 @@ def read_checkpoint(path):
     raise InputError(f"{path} is neither a BN-WVAD checkpoint nor a state dict")
 
 
-def load_state(model, state_dict, path):
-    """Strict load with a one-line error naming the first mismatch."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
+def state_mismatch(expected, state):
+    """How a state dict differs from the `expected` one (keys, then shapes), as one line; None if it fits."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
-        raise InputError(f"checkpoint {path} does not fit the model: missing keys {missing[:3]}, "
-                         f"unexpected keys {unexpected[:3]}")
-    for k, v in own.items():
-        if state_dict[k].shape != v.shape:
-            raise InputError(f"checkpoint {path} does not fit the model: {k} has shape "
-                             f"{tuple(state_dict[k].shape)}, the model expects {tuple(v.shape)} "
-                             f"(check --len_feature, --ratios, --kernel_sizes)")
+        return f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}"
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if state[k].shape != v.shape]
+    if wrong:
+        return f"{len(wrong)} tensors have the wrong shape: {'; '.join(wrong[:3])}"
+    return None
+
+
+def load_state(model, state_dict, path):
+    """Strict load with a one-line error naming the first mismatches."""
+    problem = state_mismatch(model.state_dict(), state_dict)
+    if problem:
+        raise InputError(f"checkpoint {path} does not fit the model: {problem} "
+                         f"(check --len_feature, --ratios, --kernel_sizes)")
     model.load_state_dict(state_dict, strict=True)
 
 

@@ -69,7 +69,7 @@ def test_load_rejects_bad_files(tmp_path):
     state['Mixed_4c.b1b.conv3d.weight'] = torch.zeros(1, 2, 3)
     misshapen = tmp_path / 'misshapen.pt'
     torch.save(state, misshapen)
-    with pytest.raises(ValueError, match=r'misshapen.pt: 1 I3D tensors have the wrong shape: Mixed_4c.b1b.conv3d.weight'):
+    with pytest.raises(ValueError, match=r'misshapen.pt: not an I3D state dict: 1 tensors have the wrong shape: Mixed_4c.b1b.conv3d.weight'):
         load_i3d(misshapen)
 
     del state['Mixed_4c.b1b.conv3d.weight']
