@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from dataset import (FRAMES_PER_SNIPPET, Video, dataset_info, ensure_lists, load_test_set, load_video, make_demo,
-                     split_crop, video_shape)
+                     scan_features, split_crop, video_shape)
 from model import BNWVAD
 from options import check_accelerator_flags, parse_infer_args
 from report import (calibrate, false_alarm_rate, find_segments, normal_threshold, per_class_metrics,
@@ -63,11 +63,8 @@ def find_feature_videos(paths, len_feature, crops=None):
     """
     files = []
     for path in paths:
-        if os.path.isdir(path):
-            found = sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names if f.endswith(".npy"))
-            if not found:
-                raise InputError(f"--features folder {path} holds no .npy files")
-            files += found
+        if os.path.isdir(path):       # hidden entries (a training-item .cache/) are not videos
+            files += [os.path.join(path, rel) for rel in scan_features(path)]
         elif os.path.isfile(path):
             files.append(path)
         else:

@@ -253,3 +253,14 @@ def test_features_one_file_per_video_with_crops(tmp_path):
                                           kernel_sizes=[1, 1, 1], ratio_sample=0.2, ratio_batch=0.4))
     [(_, expected)] = infer.score_features(model, [("clip", x.transpose(1, 0, 2))], "cpu")
     np.testing.assert_allclose(np.load(tmp_path / "o" / "frame_scores" / "clip.npy")[::16], expected, rtol=1e-5)
+
+
+def test_features_folder_skips_hidden_cache(tmp_path):
+    """A feature root holds the training-item cache in .cache/: those files are not videos."""
+    import infer
+    for k in range(2):
+        np.save(tmp_path / f"v__{k}.npy", np.zeros((8, 64), np.float32))
+    (tmp_path / ".cache").mkdir()
+    np.save(tmp_path / ".cache" / "items-abc.npy", np.zeros((3, 8, 64), np.float32))
+    [video] = infer.find_feature_videos([str(tmp_path)], 64)
+    assert video.name == "v" and len(video.paths) == 2
