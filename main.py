@@ -163,6 +163,8 @@ def main(argv=None):
         generator.manual_seed(args.seed)
     streams = [BatchStream(len(items), args.batch_size, generator) for items in (normal, abnormal)]
 
+    meta = dict(dataset=args.dataset, seed=args.seed, version=args.version, num_segments=args.num_segments,
+                train_crops=args.train_crops)                     # recorded in both checkpoints
     best, best_step, start = {"AP": -1.0}, 0, 1
     if resume:
         start, best, best_step = restore(resume, model, optimizer, streams)
@@ -188,13 +190,11 @@ def main(argv=None):
             best_auc = max(best_auc, metrics["AUC"])
             if metrics["AP"] > best["AP"]:
                 best, best_step = metrics, step
-                save_checkpoint(ckpt_path, model, step, metrics, dataset=args.dataset, seed=args.seed,
-                                version=args.version, num_segments=args.num_segments, train_crops=args.train_crops)
+                save_checkpoint(ckpt_path, model, step, metrics, **meta)
             bar.set_postfix_str(f"loss {losses['total_loss']:.3f} AUC {metrics['AUC']:.2f} AP {metrics['AP']:.2f} "
                                 f"best AUC {best_auc:.2f} AP {best['AP']:.2f}")
         if step % args.plot_freq == 0 or step == num_iters or step == args.stop_after:
-            save_checkpoint(last_path, model, step, best, dataset=args.dataset, seed=args.seed,
-                            version=args.version, num_segments=args.num_segments, train_crops=args.train_crops,
+            save_checkpoint(last_path, model, step, best, **meta,
                             resume=last_state(args, optimizer, streams, best, best_step))
         if step == args.stop_after:
             break
