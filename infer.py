@@ -19,7 +19,7 @@ ground truth. Outputs in --output_dir:
   plots/<video>.png    with --plot: score over time, threshold, ground-truth intervals shaded;
   roc_pr.png           with --plot and a ground truth: the test set's ROC and PR curves
 score is the raw anomaly score (d_1 + d_2) * s, unbounded; calibrated is its empirical CDF over
-the training set's normal snippets, in [0, 1] (see report.py), empty when the checkpoint holds no
+the training set's normal snippets, in [0, 1] (see test.py), empty when the checkpoint holds no
 calibration (the release's bare state dicts, or a run stopped before its end). The threshold is
 --threshold (raw scale), else the --normal_quantile quantile of normal scores: of the test set's
 normal videos with a ground truth, else of the training normals (the calibration).
@@ -35,9 +35,8 @@ from dataset import (FRAMES_PER_SNIPPET, Video, dataset_info, ensure_lists, load
                      scan_features, split_crop, video_shape)
 from model import BNWVAD
 from options import check_accelerator_flags, parse_infer_args
-from report import (calibrate, false_alarm_rate, find_segments, normal_threshold, per_class_metrics,
-                    table_quantile)
-from test import evaluate, score_video, to_frames
+from test import (calibrate, evaluate, false_alarm_rate, find_segments, normal_threshold, per_class_metrics,
+                  score_video, table_quantile, to_frames)
 from utils import InputError, atomic_write, load_state, make_dir, pick_device, read_checkpoint, run_cli, write_text
 
 

@@ -8,7 +8,7 @@
 
 Outputs (all written atomically):
   <model_path>/<dataset>_best_<seed>.pkl    the best-AP checkpoint; at the end of training it also gets
-                                            the calibration of scores to [0, 1] (see report.py)
+                                            the calibration of scores to [0, 1] (see test.py)
   <model_path>/<dataset>_last_<seed>.pkl    the state at the latest evaluation (model, optimizer, step,
                                             best metrics, batch order, RNG states), for --resume
   <model_path>/<dataset>_config_<seed>.json the resolved flags and the git commit, written at start
@@ -30,8 +30,7 @@ from dataset import BatchStream, dataset_info, ensure_lists, load_splits, load_v
 from model import BNWVAD
 from options import check_accelerator_flags, parse_main_args
 from plots import plot_run
-from report import quantile_table
-from test import evaluate, score_video
+from test import evaluate, quantile_table, score_video
 from train import train_step
 from utils import (InputError, atomic_write, git_commit, make_dir, pick_device, read_checkpoint, rng_states, run_cli,
                    save_checkpoint, set_rng_states, set_seed, write_text)

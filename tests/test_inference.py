@@ -13,8 +13,7 @@ import torch
 from conftest import ROOT, data_args, run_script, write_xd_dataset
 from dataset import BatchStream, load_video
 from utils import InputError
-from report import calibrate, find_segments, per_class_metrics, quantile_table, table_quantile, video_classes
-from test import auc_ap
+from test import auc_ap, calibrate, find_segments, per_class_metrics, quantile_table, table_quantile, video_classes
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TRAIN = dict(lr="[0.001]*12", batch_size=4, num_segments=16, plot_freq=4)   # evaluations at steps 4, 8, 12
