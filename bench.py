@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataset import TestSet, TrainItems, Video
+from dataset import TestSet, TrainItems
+from features import Video
 from model import BNWVAD
 from reference import load_items, release_model, score_videos
 from test import EVAL_SNIPPETS, evaluate, frame_metrics, score_batched, snippet_metrics, to_frames

@@ -1,9 +1,10 @@
 """
 Extract the I3D features this repository trains on from raw videos: one (T, 1024) array per crop.
 
-Each video is decoded with PyAV (no frame dumps), resized (--resize "256": short side to 256,
-aspect kept; "340x256": width x height), cut into non-overlapping 16-frame snippets and cropped to
-224x224. Every snippet of every crop goes through the RGB I3D of i3d.py as `rgb / 255 * 2 - 1`;
+Each video is decoded with PyAV (no frame dumps), turned upright as players show it (the rotation
+of its display matrix, e.g. a phone clip stored sideways), resized (--resize "256": short side to
+256, aspect kept; "340x256": width x height), cut into non-overlapping 16-frame snippets and
+cropped to 224x224. A damaged packet is skipped, as ffmpeg skips it. Every snippet of every crop goes through the RGB I3D of i3d.py as `rgb / 255 * 2 - 1`;
 snippet t of crop k becomes row t of `<out>/<video>__<k>.npy`, float32 (float16 with --fp16).
 T = floor(frames / 16); --pad_last repeats the last frame to complete a last partial snippet.
 --fps first resamples the video by timestamp (frames dropped or repeated).
@@ -12,9 +13,17 @@ Crop order, k = 0..9 (--crops 1 keeps k = 0, --crops 5 keeps 0..4, so a 10-crop 
     0 centre, 1 top-left, 2 top-right, 3 bottom-left, 4 bottom-right,
     5..9 the same five crops mirrored left-right.
 
-Decoding and cropping run in a background thread, ahead of the network. A video whose crop files
-all exist is skipped, and every file is written to a temporary name and renamed, so an interrupted
-run can simply be restarted. In a batch a failing video is reported in one line and the others go
+Beside its crop files each video gets a record, `<out>/<video>.json`: the source file's identity
+(path, size, modification time), every setting that changes the numbers (crops, resize, fps,
+pad_last, fp16, the I3D weights' identity, FEATURE_VERSION), the frames decoded against the
+frames the container's header announces, the rotation applied, and each snippet's start and end
+in seconds taken from the frames' own timestamps (so variable-frame-rate videos get true times).
+It is written last. A video is skipped only when its record matches its source and the settings
+and its files are all there; otherwise it is extracted again (a changed file, another video of the
+same name, other settings), never reused. Files are written to a temporary name and renamed, so
+an interrupted run can simply be restarted. A video whose container ends before its header says
+(a cut-off download) is extracted with a warning. Decoding and cropping run in a background
+thread, ahead of the network. In a batch a failing video is reported in one line and the others go
 on; the run ends with a summary and exit status 1 if any failed (2 for a setup error).
 
 Usage:
@@ -23,7 +32,7 @@ Usage:
 Python API:
     model = load_i3d('ckpts/rgb_imagenet.pt', pick_device('auto'))
     features = video_features('clip.mp4', model, crops=10)        # (10, T, 1024) float32, nothing written
-    paths = extract_video('clip.mp4', model, 'out/', crops=10)    # writes out/clip__{0..9}.npy, returns the paths
+    paths, warnings = extract_video('clip.mp4', model, 'out/', crops=10)  # out/clip__{0..9}.npy and out/clip.json
     failures = extract_videos(list_videos(['videos/']), model, 'out/')  # {video: message}, skips done videos
   Options shared by all three: resize=256, fps=None, pad_last=False, batch_size=4 (snippets per
   forward pass, each with all its crops), amp=False (float16 autocast, CUDA only), progress.
@@ -31,22 +40,27 @@ Python API:
   cannot be decoded or is shorter than one snippet; extract_videos catches it per video.
 """
 import argparse
+import json
 import os
 import queue
 import sys
 import threading
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.sidedata.sidedata
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from features import FRAMES_PER_SNIPPET, RECORD_FORMAT, record_path
 from i3d import load_i3d
-from utils import InputError, atomic_write, pick_device
+from utils import InputError, atomic_write, pick_device, read_text_lines, write_text
 
-SNIPPET = 16  # frames per snippet, one feature row each
+SNIPPET = FRAMES_PER_SNIPPET  # frames per snippet, one feature row each
+DISPLAYMATRIX = getattr(getattr(av.sidedata.sidedata, 'Type', None), 'DISPLAYMATRIX', None)
 CROP = 224
 VIDEO_SUFFIXES = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.mpg', '.mpeg', '.m4v', '.flv', '.wmv', '.ts'}
 
@@ -86,7 +100,8 @@ def resample(timed_items, fps):
     time) the last item at or before it, so items are dropped when slowing down and repeated when
     speeding up. `timed_items` yields (time in seconds, item) in display order; use exact times
     (Fractions) so that a target falling on a frame's time picks that frame. The last item is
-    held for as long as the gap before it (one target step if it is the only one).
+    held for as long as the gap before it (one target step if it is the only one). Yields
+    (target time, item).
     """
     step = 1 / Fraction(str(fps))
     started, gap = False, 0
@@ -96,38 +111,141 @@ def resample(timed_items, fps):
         else:
             gap = time - last_time
             while target < time:
-                yield last
+                yield target, last
                 target += step
         last_time, last = time, item
     if started:
         end = last_time + (gap or step)
         while target < end:
-            yield last
+            yield target, last
             target += step
 
 
-def decode_frames(path, resize=256, fps=None):
-    """Yield a video's frames as (H, W, 3) uint8 RGB, resized per `resize`, resampled to `fps` if given."""
-    def timed(frames):
-        for frame in frames:
-            if frame.pts is None:
-                raise VideoError(f'{path}: frames carry no timestamps, cannot resample to {fps} fps')
-            yield frame.pts * frame.time_base, frame  # exact: pts is an int, time_base a Fraction
+@dataclass
+class Decoding:
+    """What decoding one video found, filled in while its frames are read (see decode_frames)."""
+    decoded: int = 0               # frames the decoder gave
+    expected: int | None = None    # frames the container's header announces (None: it does not say)
+    exact: bool = False            # expected is the header's frame count (else an estimate from its duration)
+    rate: float | None = None      # the container's average frame rate
+    rotation: int = 0              # degrees counterclockwise the frames were turned to show them upright
+    damaged: int = 0               # packets the decoder refused, skipped as ffmpeg skips them
+    end: float = 0.0               # seconds from the first frame to the end of the last one given
+    notes: list = field(default_factory=list)
+    snippet_times: list = field(default_factory=list)   # (start, end) seconds of each snippet
 
+    def warnings(self, path):
+        """One line per thing about this video that a user must hear: a file that ends before its
+        header says (a cut-off download), damaged data, a display transform not applied."""
+        out = [f"{path}: {note}" for note in self.notes]
+        if self.expected and self.decoded < self.expected - (0 if self.exact else max(2, self.expected // 100)):
+            end = f"; the features end at {self.snippet_times[-1][1]:.2f} s" if self.snippet_times else ""
+            out.append(f"{path}: decoded {self.decoded} of the {self.expected} frames its header announces (a cut-off "
+                       f"or damaged file?){end}")
+        if self.damaged:
+            out.append(f"{path}: {self.damaged} damaged packet(s) could not be decoded and were skipped")
+        return out
+
+
+def header_frames(container, stream):
+    """(frames the container announces, whether that count is exact), or (None, False)."""
+    if stream.frames:
+        return int(stream.frames), True
+    if stream.duration and stream.time_base and stream.average_rate:
+        return round(float(stream.duration * stream.time_base * stream.average_rate)), False
+    if container.duration and stream.average_rate:
+        return round(container.duration / av.time_base * float(stream.average_rate)), False
+    return None, False
+
+
+def display_turns(frame, decoding):
+    """Quarter turns counterclockwise (np.rot90's k) that show a frame as players show it: its display
+    matrix's rotation, as ffmpeg's autorotate applies it. A mirroring matrix or an angle that is not
+    a multiple of 90 degrees is noted (not applied)."""
+    matrix = frame.side_data.get(DISPLAYMATRIX) if DISPLAYMATRIX is not None else None
+    if matrix is None:
+        return 0
+    a, b, _, c, d = np.frombuffer(bytes(matrix), dtype=np.int32)[:5].astype(np.int64)
+    angle = float(getattr(frame, 'rotation', 0) or 0)
+    note = None
+    if a * d - b * c < 0:
+        note = 'its display matrix mirrors the picture; the mirroring is not applied'
+    elif angle % 90:
+        note = f'its display matrix rotates the picture by {angle:g} degrees; only quarter turns are applied'
+    if note and note not in decoding.notes:
+        decoding.notes.append(note)
+    return round(angle / 90) % 4
+
+
+def _decoded_frames(container, stream, decoding):
+    """The stream's frames in display order; a packet the decoder refuses (damaged data) is counted
+    and skipped, as ffmpeg does, so one bad packet does not end the video."""
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            decoding.damaged += 1
+            continue
+        for frame in frames:
+            decoding.decoded += 1
+            yield frame
+
+
+def _timed(frames, path):
+    """(start, end, frame) from each frame's own timestamp, in seconds from the first frame; a frame
+    ends where the next one starts (the last: after its own duration, else the previous gap)."""
+    first = previous = None
+    for frame in frames:
+        if frame.pts is None:
+            raise VideoError(f'{path}: frames carry no timestamps')
+        t = frame.pts * frame.time_base        # exact: pts is an int, time_base a Fraction
+        first = t if first is None else first
+        if previous is not None:
+            yield previous[0] - first, t - first, previous[1]
+            gap = t - previous[0]
+        previous = (t, frame)
+    if previous is not None:
+        t, frame = previous
+        length = frame.duration * frame.time_base if frame.duration else (gap if first != t else 0)
+        yield t - first, t - first + length, frame
+
+
+def decode_frames(path, resize=256, fps=None, decoding=None):
+    """
+    Yield a video's frames as (start s, end s, (H, W, 3) uint8 RGB), upright as players show them
+    (the display matrix's rotation applied), resized per `resize`, resampled to `fps` if given.
+    Times are the frames' own timestamps (variable frame rates included), in seconds from the
+    first frame, as Fractions. `decoding` (a Decoding) is filled in on the way: frames decoded
+    against the header's count, rotation, damaged packets.
+    """
+    decoding = decoding if decoding is not None else Decoding()
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VideoError(f'{path}: no video stream')
             stream = container.streams.video[0]
             stream.thread_type = 'AUTO'
-            frames = container.decode(stream)
+            decoding.expected, decoding.exact = header_frames(container, stream)
+            decoding.rate = float(stream.average_rate) if stream.average_rate else None
+            frames = _timed(_decoded_frames(container, stream, decoding), path)
             if fps:
-                frames = resample(timed(frames), fps)
-            for frame in frames:
-                width, height = resized_size(frame.width, frame.height, resize)
-                yield frame.to_ndarray(format='rgb24', width=width, height=height, interpolation='BILINEAR')
+                step = 1 / Fraction(str(fps))
+                frames = ((t, t + step, frame) for t, frame in
+                          resample(((start, frame) for start, _, frame in frames), fps))
+            for start, end, frame in frames:
+                decoding.end = float(end)
+                turns = display_turns(frame, decoding)
+                decoding.rotation = 90 * turns
+                width, height = resized_size(*((frame.height, frame.width) if turns % 2 else
+                                               (frame.width, frame.height)), resize)
+                if turns % 2:             # resized in the stored orientation, then turned
+                    width, height = height, width
+                image = frame.to_ndarray(format='rgb24', width=width, height=height, interpolation='BILINEAR')
+                yield start, end, np.ascontiguousarray(np.rot90(image, turns)) if turns else image
     except (av.error.FFmpegError, OSError) as e:
         raise VideoError(f'{path}: cannot decode ({one_line(e)})') from e
+    if decoding.decoded == 0 and decoding.damaged:
+        raise VideoError(f'{path}: cannot decode (none of its {decoding.damaged} packets could be decoded)')
 
 
 def video_fps(path):
@@ -140,16 +258,23 @@ def video_fps(path):
     return float(rate) if rate else None
 
 
-def snippets(frames, pad_last=False):
-    """Group frames into non-overlapping (16, H, W, 3) snippets; a last partial one is padded or dropped."""
+def snippets(frames, pad_last=False, times=None):
+    """Group (start, end, frame) triples into non-overlapping (16, H, W, 3) snippets; a last partial one
+    is padded (its last frame repeated) or dropped. times: a list that gets each snippet's (start of
+    its first frame, end of its last real frame) in seconds."""
     buffer = []
-    for frame in frames:
-        buffer.append(frame)
+    for start, end, frame in frames:
+        buffer.append((start, end, frame))
         if len(buffer) == SNIPPET:
-            yield np.stack(buffer)
+            if times is not None:
+                times.append((float(buffer[0][0]), float(buffer[-1][1])))
+            yield np.stack([f for _, _, f in buffer])
             buffer = []
     if pad_last and buffer:
-        yield np.stack(buffer + [buffer[-1]] * (SNIPPET - len(buffer)))
+        if times is not None:
+            times.append((float(buffer[0][0]), float(buffer[-1][1])))
+        images = [f for _, _, f in buffer]
+        yield np.stack(images + [images[-1]] * (SNIPPET - len(images)))
 
 
 def crop_boxes(height, width, crops=10):
@@ -174,10 +299,12 @@ def crop_frames(frames, crops=10):
     return np.stack(out)
 
 
-def snippet_batches(path, crops=10, resize=256, fps=None, pad_last=False, batch_size=4):
-    """Yield (B, crops, 16, 224, 224, 3) uint8 batches of a video's cropped snippets, in time order."""
+def snippet_batches(path, crops=10, resize=256, fps=None, pad_last=False, batch_size=4, decoding=None):
+    """Yield (B, crops, 16, 224, 224, 3) uint8 batches of a video's cropped snippets, in time order.
+    decoding: a Decoding that gets the decoding facts and each snippet's times."""
+    decoding = decoding if decoding is not None else Decoding()
     batch = []
-    for snippet in snippets(decode_frames(path, resize, fps), pad_last):
+    for snippet in snippets(decode_frames(path, resize, fps, decoding), pad_last, decoding.snippet_times):
         batch.append(crop_frames(snippet, crops))
         if len(batch) == batch_size:
             yield np.stack(batch)
@@ -227,18 +354,20 @@ def background(iterable, ahead=2):
 
 @torch.inference_mode()
 def video_features(path, model, crops=10, resize=256, fps=None, pad_last=False, batch_size=4, amp=False,
-                   progress=False):
+                   progress=False, decoding=None):
     """
     (crops, T, 1024) float32 features of one video; nothing is written. `model` is an I3D from
     load_i3d (any module with `.features(x)` and parameters on the device to run on); `batch_size`
-    snippets, each with all its crops, go through it per forward pass.
+    snippets, each with all its crops, go through it per forward pass. `decoding` (a Decoding) gets
+    what decoding found, each snippet's (start, end) times among it.
     """
     device = next(model.parameters()).device
     if amp and device.type != 'cuda':
         raise ValueError(f'amp needs a CUDA device, the model is on {device}')
+    decoding = decoding if decoding is not None else Decoding()
     features = []
     with tqdm(desc=Path(path).name, unit='snippet', leave=False, disable=not progress) as bar:
-        for batch in background(snippet_batches(path, crops, resize, fps, pad_last, batch_size)):
+        for batch in background(snippet_batches(path, crops, resize, fps, pad_last, batch_size, decoding)):
             x = torch.from_numpy(batch).to(device)  # (B, K, 16, 224, 224, 3) uint8
             x = x.flatten(0, 1).permute(0, 4, 1, 2, 3).float() / 255 * 2 - 1  # (B*K, 3, 16, 224, 224)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
@@ -256,28 +385,93 @@ def output_paths(video, out_dir, crops=10):
     return [Path(out_dir) / f'{Path(video).stem}__{k}.npy' for k in range(crops)]
 
 
-def extract_video(path, model, out_dir, crops=10, fp16=False, **options):
-    """Write the (T, 1024) features of each crop of `path` to output_paths(); return those paths.
-    `options` are video_features'."""
-    features = video_features(path, model, crops, **options)  # (K, T, 1024)
+FEATURE_VERSION = 2     # bump when a change to decoding or the network changes the features' numbers
+
+
+def file_identity(path):
+    """{path, size, mtime_ns} of a file: what a cache built from it is keyed by."""
+    st = os.stat(path)
+    return dict(path=str(Path(path).resolve()), size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def extraction_settings(crops, resize=256, fps=None, pad_last=False, fp16=False, weights=None):
+    """Every setting that changes the features' numbers, as plain JSON values (weights: the I3D
+    weights' file_identity, or any JSON value naming the network)."""
+    return dict(version=FEATURE_VERSION, crops=crops, resize=resize if isinstance(resize, int) else list(resize),
+                fps=fps, pad_last=pad_last, fp16=fp16, weights=weights)
+
+
+def read_extraction_record(video, out_dir):
+    """The record extract_video left for `video` in out_dir, or None (absent or unreadable)."""
+    try:
+        with open(record_path(out_dir, Path(video).stem), encoding='utf-8') as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get('format') == RECORD_FORMAT else None
+
+
+def stale_reason(video, out_dir, settings):
+    """Why `video`'s features in out_dir cannot be reused (None: they can). They can only when its
+    record names this very source (path, size, modification time), these settings, and files that
+    are all there."""
+    record = read_extraction_record(video, out_dir)
+    if record is None:
+        return 'not extracted yet'
+    source = file_identity(video) if Path(video).is_file() else None
+    if record.get('source') != source:
+        return 'the video file is not the one its features were made from'
+    if record.get('settings') != settings:
+        changed = [k for k in settings if record.get('settings', {}).get(k) != settings[k]]
+        return f'extraction settings differ ({", ".join(changed)})'
+    if not all((Path(out_dir) / name).is_file() for name in record.get('files', ['?'])):
+        return 'feature files are missing'
+    return None
+
+
+def extract_video(path, model, out_dir, crops=10, fp16=False, weights=None, **options):
+    """Write the (T, 1024) features of each crop of `path` to output_paths() and, last, its record
+    <out_dir>/<stem>.json: the source's identity, the settings, the frames decoded against the
+    header's count, each snippet's (start, end) seconds from the frames' timestamps, and any
+    warnings. Returns (paths, warnings). `options` are video_features'."""
+    decoding = Decoding()
+    source = file_identity(path)            # before decoding: a file that changes meanwhile reads as stale
+    features = video_features(path, model, crops, decoding=decoding, **options)  # (K, T, 1024)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     paths = output_paths(path, out_dir, crops)
     for out, f in zip(paths, features):
         atomic_write(out, lambda tmp: np.save(tmp, f.astype(np.float16 if fp16 else np.float32)))
-    return paths
+    warnings = decoding.warnings(path)
+    settings = extraction_settings(crops, options.get('resize', 256), options.get('fps'),
+                                   options.get('pad_last', False), fp16, weights)
+    record = dict(format=RECORD_FORMAT, video=Path(path).stem, source=source, settings=settings,
+                  files=[p.name for p in paths], snippets=features.shape[1], frames=decoding.decoded,
+                  frames_expected=decoding.expected, frame_rate=decoding.rate, rotation=decoding.rotation,
+                  duration_s=round(decoding.end, 6),
+                  snippet_times=[[round(a, 6), round(b, 6)] for a, b in decoding.snippet_times], warnings=warnings)
+    write_text(record_path(out_dir, Path(path).stem), json.dumps(record) + '\n')
+    return paths, warnings
 
 
-def extract_videos(videos, model, out_dir, crops=10, fp16=False, progress=True, **options):
-    """extract_video for each video whose crop files are not all there yet; return {video: error} of the failed ones."""
+def extract_videos(videos, model, out_dir, crops=10, fp16=False, progress=True, weights=None, **options):
+    """extract_video for each video whose features in out_dir cannot be reused (see stale_reason);
+    return {video: error} of the failed ones. Warnings are printed as they come."""
     failures, skipped = {}, 0
+    settings = extraction_settings(crops, options.get('resize', 256), options.get('fps'),
+                                   options.get('pad_last', False), fp16, weights)
     bar = tqdm(videos, desc='videos', unit='video', disable=not progress)
     for video in bar:
-        if all(p.exists() for p in output_paths(video, out_dir, crops)):
+        reason = stale_reason(video, out_dir, settings)
+        if reason is None:
             skipped += 1
             bar.set_postfix(skipped=skipped, failed=len(failures))
             continue
+        if reason != 'not extracted yet':
+            tqdm.write(f'{video}: extracting again: {reason}', file=sys.stderr)
         try:
-            extract_video(video, model, out_dir, crops, fp16, progress=progress, **options)
+            _, warnings = extract_video(video, model, out_dir, crops, fp16, weights, progress=progress, **options)
+            for warning in warnings:
+                tqdm.write(f'warning: {warning}', file=sys.stderr)
         except VideoError as e:
             failures[video] = str(e)
             tqdm.write(f'error: {e}', file=sys.stderr)
@@ -299,7 +493,7 @@ def list_videos(inputs):
         elif source.suffix == '.txt':
             if not source.is_file():
                 raise FileNotFoundError(f'video list not found: {source}')
-            lines = (line.strip() for line in source.read_text().splitlines())
+            lines = (line.strip() for line in read_text_lines(source, 'video list'))
             videos += [source.parent / line for line in lines if line and not line.startswith('#')]
         else:
             videos.append(source)
@@ -360,8 +554,9 @@ def main(argv=None):
         print(f'extract.py: error: {one_line(e)}', file=sys.stderr)
         return 2
 
-    failures = extract_videos(videos, model, args.out, crops=args.crops, fp16=args.fp16, resize=args.resize,
-                              fps=args.fps, pad_last=args.pad_last, batch_size=args.batch_size, amp=args.amp)
+    failures = extract_videos(videos, model, args.out, crops=args.crops, fp16=args.fp16,
+                              weights=file_identity(args.i3d_weights), resize=args.resize, fps=args.fps,
+                              pad_last=args.pad_last, batch_size=args.batch_size, amp=args.amp)
     print(f'{len(videos) - len(failures)} of {len(videos)} videos have features in {args.out}', file=sys.stderr)
     if failures:
         print(f'{len(failures)} failed:', file=sys.stderr)

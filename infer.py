@@ -31,12 +31,12 @@ import os
 import numpy as np
 import torch
 
-from dataset import (FRAMES_PER_SNIPPET, Video, dataset_info, ensure_lists, load_test_set, load_video, make_demo,
-                     scan_features, split_crop, video_shape)
+from dataset import dataset_info, ensure_lists, load_test_set, make_demo
+from features import FRAMES_PER_SNIPPET, Video, find_videos, load_video, read_record
 from model import BNWVAD
 from options import check_accelerator_flags, parse_infer_args
-from test import (calibrate, evaluate, false_alarm_rate, find_segments, normal_threshold, per_class_metrics,
-                  score_video, table_quantile, to_frames)
+from test import (calibrate, false_alarm_rate, find_segments, normal_threshold, per_class_metrics, score_batched,
+                  score_video, snippet_metrics, table_quantile, to_frames)
 from utils import InputError, atomic_write, load_state, make_dir, pick_device, read_checkpoint, run_cli, write_text
 
 
@@ -51,40 +51,6 @@ def load_model(args):
     model = BNWVAD(**config)
     load_state(model, state, args.model_path)
     return model.eval(), record
-
-
-def find_feature_videos(paths, len_feature, crops=None):
-    """Files and folders (searched recursively for .npy) -> [Video], labels unknown (normal False).
-
-    Crops are grouped by the `<video>__<k>.npy` naming (k = 0..N-1, each once); a file without the
-    suffix is one video, (T, D) or holding `crops` crops, (T, N, D) / (N, T, D). Every file's header is
-    checked here, before anything is scored.
-    """
-    files = []
-    for path in paths:
-        if os.path.isdir(path):       # hidden entries (a training-item .cache/) are not videos
-            files += [os.path.join(path, rel) for rel in scan_features(path)]
-        elif os.path.isfile(path):
-            files.append(path)
-        else:
-            raise InputError(f"--features path {path} does not exist")
-    groups = {}
-    for f in files:
-        name, k = split_crop(f)
-        groups.setdefault(name, {})
-        if k in groups[name]:
-            raise InputError(f"video {name}: crop {k} is given twice ({groups[name][k]} and {f})")
-        groups[name][k] = f
-    videos = []
-    for name, files in groups.items():
-        ks = sorted(files, key=lambda k: -1 if k is None else k)
-        if ks != [None] and ks != list(range(len(ks))):
-            raise InputError(f"video {name}: crop files {ks} (from {files[ks[0]]}); expected one file without "
-                             f"a crop suffix, or <video>__0.npy .. <video>__<N-1>.npy")
-        video = Video(name, [files[k] for k in ks], False, crops if ks == [None] else None)
-        video_shape(video, len_feature)
-        videos.append(video)
-    return videos
 
 
 def score_features(model, videos, device):
@@ -106,14 +72,39 @@ def checkpoint_calibration(record):
     return None
 
 
-def seconds(frames, fps):
-    """Frame numbers as seconds text, or empty cells where the frame rate is unknown."""
-    return [f"{f / fps:.3f}" if fps else "" for f in frames]
+def snippet_times(video, T, fps):
+    """(T, 2) start and end seconds of each snippet, or None when unknown.
+
+    From the extraction record beside the features (extract.py: the frames' own timestamps, true for
+    variable frame rates), else from --fps (snippet t spans frames 16 t .. 16 t + 16), else None.
+    """
+    record = read_record(video) if video is not None else None
+    if record is not None and len(record.get("snippet_times", [])) == T:
+        return np.asarray(record["snippet_times"], dtype=np.float64)
+    if fps:
+        return np.arange(T)[:, None] * FRAMES_PER_SNIPPET / fps + np.array([0.0, FRAMES_PER_SNIPPET / fps])
+    return None
 
 
-def write_scores(path, results, table, fps):
-    """scores.csv: one row per snippet of every video; fps: {video: frame rate or None}."""
-    timed = any(fps.values())
+def video_end(video, times):
+    """Where the video ends on its plot's axis (seconds with times, else frames) when that is past its
+    last whole snippet (the frames of a last partial snippet are not scored), else None."""
+    record = read_record(video)
+    if record is None:
+        return None
+    if times is not None:
+        return record.get("duration_s")
+    return record.get("frames")
+
+
+def cells(seconds):
+    """Seconds as CSV cells with millisecond precision."""
+    return [f"{x:.3f}" for x in seconds]
+
+
+def write_scores(path, results, table, times):
+    """scores.csv: one row per snippet of every video; times: {video: (T, 2) seconds or None}."""
+    timed = any(t is not None for t in times.values())
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
@@ -123,8 +114,9 @@ def write_scores(path, results, table, fps):
                 cal = calibrate(scores, table) if table is not None else None
                 for i, x in enumerate(scores):
                     a, b = i * FRAMES_PER_SNIPPET, (i + 1) * FRAMES_PER_SNIPPET
+                    seconds = cells(times[name][i]) if times[name] is not None else ["", ""]
                     w.writerow([name, i, f"{x:.6g}", f"{cal[i]:.4f}" if cal is not None else "", a, b]
-                               + (seconds((a, b), fps[name]) if timed else []))
+                               + (seconds if timed else []))
     atomic_write(path, write)
 
 
@@ -141,32 +133,38 @@ def video_segments(results, threshold, top_k):
     return [(name, find_segments(scores, threshold, top_k)) for name, scores in results]
 
 
-def write_segments(path, segments, table, fps):
-    """segments.csv: one row per anomalous segment, frames end exclusive; fps: {video: frame rate or None}."""
-    timed = any(fps.values())
+def write_segments(path, segments, table, times):
+    """segments.csv: one row per anomalous segment, frames end exclusive; times: {video: (T, 2) or None}."""
+    timed = any(t is not None for t in times.values())
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["video", "rank", "start_frame", "end_frame"] + (["start_s", "end_s", "peak_s"] if timed else [])
                        + ["peak_score", "peak_calibrated", "mean_score"])
             for name, segs in segments:
+                t = times[name]
                 for rank, s in enumerate(segs, 1):
                     a, b = s["start"] * FRAMES_PER_SNIPPET, s["end"] * FRAMES_PER_SNIPPET
-                    peak = s["peak_snippet"] * FRAMES_PER_SNIPPET
+                    seconds = cells((t[s["start"], 0], t[s["end"] - 1, 1], t[s["peak_snippet"], 0])) \
+                        if t is not None else ["", "", ""]
                     cal = f"{float(calibrate(s['peak'], table)):.4f}" if table is not None else ""
-                    w.writerow([name, rank, a, b] + (seconds((a, b, peak), fps[name]) if timed else [])
+                    w.writerow([name, rank, a, b] + (seconds if timed else [])
                                + [f"{s['peak']:.6g}", cal, f"{s['mean']:.6g}"])
     atomic_write(path, write)
 
 
-def write_plots(folder, results, threshold, fps, gts=None):
-    """plots/<video>.png for every video (fps: {video: frame rate or None}; gts: per video (16 T,)
-    ground truth, or None)."""
+def write_plots(folder, results, threshold, times, videos, segments=None, gts=None):
+    """plots/<video>.png for every video. times: {video: (T, 2) seconds or None}; videos: the Videos
+    (labels, extraction records); segments: [(name, segments)] or None; gts: per video (16 T,)
+    ground truth, or None; threshold None: no threshold line."""
     from plots import plot_video
     make_dir(folder, "plot")
-    for i, (name, scores) in enumerate(results):
-        plot_video(os.path.join(folder, f"{name}.png"), name, scores, threshold, fps[name],
-                   gts[i] if gts is not None else None)
+    segments = dict(segments or [])
+    for i, ((name, scores), video) in enumerate(zip(results, videos)):
+        label = None if video.normal is None else "normal" if video.normal else "abnormal"
+        plot_video(os.path.join(folder, f"{name}.png"), name, scores, threshold, times[name],
+                   gts[i] if gts is not None else None, segments.get(name, ()), label,
+                   video_end(video, times[name]))
 
 
 def print_class_table(per_class):
@@ -175,44 +173,77 @@ def print_class_table(per_class):
         print(f"{c:10s}{m['videos']:8d}{m['AUC']:9.2f}{m['AP']:9.2f}")
 
 
-def evaluate_test_set(args, model, device, result):
+def choose_threshold(args, table, normal_scores=None):
+    """(raw threshold or None, how it was chosen or why there is none).
+
+    --threshold if given; else the --normal_quantile quantile of the test set's normal videos' frame
+    scores (normal_scores, when there are any); else the same quantile of the training normals (the
+    checkpoint's calibration); else None.
+    """
+    q = args.normal_quantile
+    if args.threshold is not None:
+        return args.threshold, "--threshold"
+    if normal_scores is not None and len(normal_scores):
+        return normal_threshold(normal_scores, np.ones(len(normal_scores), bool), q), \
+            f"quantile {q} of the test set's normal videos' scores"
+    if table is not None:
+        return table_quantile(table, q), f"quantile {q} of the training normals' scores (the checkpoint's calibration)"
+    where = "the test set has no normal videos, and " if normal_scores is not None else ""
+    return None, (f"{where}this checkpoint holds no calibration (a bare state dict, or a run that did not finish): "
+                  f"segments need --threshold")
+
+
+def evaluate_test_set(args, model, device, table, result):
     """Score and evaluate the test list; fills `result` (metrics, per class, threshold) and returns
-    (per-video results, per-video ground truths, the frame scores and ground truth)."""
+    (per-video results, the Videos, per-video ground truths, the frame scores and ground truth).
+
+    What cannot be computed is said in one line and left out: metrics for a ground truth of one
+    class, a threshold from normal videos when there are none, false-alarm rates without normal frames.
+    """
     if args.dataset == "demo":
         make_demo(args.root_dir)
     ensure_lists(args)
-    test_set = load_test_set(args)
-    metrics, scores = evaluate(model, test_set, device, args.eval_snippets, args.amp)
+    test_set = load_test_set(args, both_classes=False)
+    scores = score_batched(model, test_set.features, device, args.eval_snippets, args.amp)
+    metrics = {}
+    if test_set.one_class:
+        print(f"no AUC/AP: {test_set.one_class}")
+    else:
+        metrics = snippet_metrics(scores, test_set.gt, test_set.abnormal_frames)
     for name in ("AUC", "AUC_sub", "AP", "AP_sub"):
         if name in metrics:
             print(f"{name:8s}{metrics[name]:.4f}")
     names = [v.name for v in test_set.videos]
     frame_scores = to_frames(scores)
-    per_class = per_class_metrics(names, [v.normal for v in test_set.videos], test_set.lengths, frame_scores,
-                                  test_set.gt)
+    per_class = {} if test_set.one_class else per_class_metrics(
+        names, [v.normal for v in test_set.videos], test_set.lengths, frame_scores, test_set.gt)
     if per_class:
         print_class_table(per_class)
     normal_frames = ~test_set.abnormal_frames.astype(bool)
-    if args.threshold is not None:
-        threshold, source = args.threshold, "--threshold"
-    else:
-        threshold = normal_threshold(frame_scores, normal_frames, args.normal_quantile)
-        source = f"quantile {args.normal_quantile} of the test set's normal videos' scores"
-    far = false_alarm_rate(frame_scores, test_set.gt, threshold)
-    far_normal = false_alarm_rate(frame_scores[normal_frames], test_set.gt[normal_frames], threshold)
-    print(f"threshold {threshold:.4g} ({source}): false alarms on {100 * far:.2f}% of all normal frames, "
-          f"{100 * far_normal:.2f}% of the normal videos' frames")
-    result.update(metrics, per_class=per_class, threshold=dict(
-        value=threshold, source=source, false_alarm_rate=100 * far, false_alarm_rate_normal_videos=100 * far_normal))
+    threshold, source = choose_threshold(args, table, frame_scores[normal_frames])
+    result.update(metrics, per_class=per_class, threshold=dict(value=threshold, source=source))
+    if threshold is not None:
+        rates = []
+        if (test_set.gt == 0).any():
+            far = 100 * false_alarm_rate(frame_scores, test_set.gt, threshold)
+            result["threshold"]["false_alarm_rate"] = far
+            rates.append(f"false alarms on {far:.2f}% of all normal frames")
+        if normal_frames.any():
+            far_normal = 100 * false_alarm_rate(frame_scores[normal_frames], test_set.gt[normal_frames], threshold)
+            result["threshold"]["false_alarm_rate_normal_videos"] = far_normal
+            rates.append(f"{far_normal:.2f}% of the normal videos' frames")
+        print(f"threshold {threshold:.4g} ({source})" + (f": {', '.join(rates)}" if rates else ""))
+    if not normal_frames.any():
+        print("no false-alarm rate on normal videos: the test set has no normal videos")
     bounds = np.cumsum(test_set.lengths * FRAMES_PER_SNIPPET)[:-1]
-    return list(zip(names, scores)), np.split(test_set.gt, bounds), frame_scores, test_set.gt
+    return list(zip(names, scores)), test_set.videos, np.split(test_set.gt, bounds), frame_scores, test_set.gt
 
 
 def extract_videos_for_scoring(args, device):
-    """--video: I3D features of each video (cached in --feature_cache; videos already there are not
-    extracted again) -> ([Video], {video: its own frame rate}). A video that fails is reported and
-    skipped; none left is an error."""
-    from extract import extract_videos, list_videos, output_paths, video_fps
+    """--video: I3D features of each video, in --feature_cache (a video whose cached features were
+    made from this very file with these settings is not extracted again; anything else is) ->
+    [Video]. A video that fails is reported and skipped; none left is an error."""
+    from extract import extract_videos, file_identity, list_videos, output_paths
     from i3d import load_i3d
     if args.len_feature != 1024:
         raise InputError(f"checkpoint {args.model_path} takes {args.len_feature}-d features; I3D gives 1024-d")
@@ -228,12 +259,12 @@ def extract_videos_for_scoring(args, device):
     crops = dataset_info(args).crops or 1
     cache = args.feature_cache or os.path.join(args.output_dir, "features")
     make_dir(cache, "feature cache")
-    failures = extract_videos(paths, i3d, cache, crops=crops, resize=args.resize)
+    failures = extract_videos(paths, i3d, cache, crops=crops, weights=file_identity(args.i3d_weights),
+                              resize=args.resize)
     done = [p for p in paths if p not in failures]
     if not done:
         raise InputError(f"no video could be read ({len(failures)} failed, see above)")
-    videos = [Video(p.stem, [str(f) for f in output_paths(p, cache, crops)], False) for p in done]
-    return videos, {p.stem: args.fps or video_fps(p) for p in done}
+    return [Video(p.stem, [str(f) for f in output_paths(p, cache, crops)], None) for p in done]
 
 
 def main(argv=None):
@@ -250,41 +281,41 @@ def main(argv=None):
 
     if args.features and args.video:
         raise InputError("give --features or --video, not both")
+    gts = None
     if args.features or args.video:
-        if args.threshold is None and table is None:
-            raise InputError("give --threshold: without a ground truth the threshold comes from the checkpoint's "
-                             "calibration, which this checkpoint does not hold")
         if args.video:
-            videos, fps = extract_videos_for_scoring(args, device)
+            videos = extract_videos_for_scoring(args, device)
         else:
-            videos = find_feature_videos(args.features, args.len_feature, dataset_info(args).crops)
-            fps = {v.name: args.fps for v in videos}
+            videos = find_videos(args.features, args.len_feature, dataset_info(args).crops)
         results = score_features(run_model, ((v.name, load_video(v, args.len_feature)) for v in videos), device)
-        gts = None
-        if args.threshold is not None:
-            threshold, source = args.threshold, "--threshold"
-        else:
-            threshold = table_quantile(table, args.normal_quantile)
-            source = f"quantile {args.normal_quantile} of the training normals' scores (the checkpoint's calibration)"
-        print(f"scored {len(results)} videos; threshold {threshold:.4g} ({source})")
+        threshold, source = choose_threshold(args, table)
+        print(f"scored {len(results)} videos" + (f"; threshold {threshold:.4g} ({source})" if threshold is not None
+                                                  else ""))
         result.update(videos=len(results), threshold=dict(value=threshold, source=source))
     else:
-        results, gts, frame_scores, gt = evaluate_test_set(args, run_model, device, result)
-        fps = {name: args.fps for name, _ in results}
+        results, videos, gts, frame_scores, gt = evaluate_test_set(args, run_model, device, table, result)
+        threshold = result["threshold"]["value"]
+    times = {v.name: snippet_times(v, len(scores), args.fps) for v, (_, scores) in zip(videos, results)}
 
-    segments = video_segments(results, result["threshold"]["value"], args.top_k)
     write_text(os.path.join(args.output_dir, "metrics.json"), json.dumps(result, indent=2) + "\n")
-    write_scores(os.path.join(args.output_dir, "scores.csv"), results, table, fps)
+    write_scores(os.path.join(args.output_dir, "scores.csv"), results, table, times)
     write_frame_scores(os.path.join(args.output_dir, "frame_scores"), results)
-    write_segments(os.path.join(args.output_dir, "segments.csv"), segments, table, fps)
+    written = ["metrics.json", "scores.csv", "frame_scores/"]
+    if threshold is not None:
+        segments = video_segments(results, threshold, args.top_k)
+        write_segments(os.path.join(args.output_dir, "segments.csv"), segments, table, times)
+        written.append(f"segments.csv ({sum(len(s) for _, s in segments)} segments)")
+    else:
+        print(f"no segments.csv: {result['threshold']['source']}")
     if args.plot:
-        write_plots(os.path.join(args.output_dir, "plots"), results, result["threshold"]["value"], fps, gts)
-        if gts is not None:
+        write_plots(os.path.join(args.output_dir, "plots"), results, threshold, times, videos,
+                    segments if threshold is not None else None, gts)
+        written.append("plots/")
+        if gts is not None and not (gt.min() == gt.max()):
             from plots import plot_curves
             plot_curves(os.path.join(args.output_dir, "roc_pr.png"), frame_scores, gt)
-    n_segments = sum(len(s) for _, s in segments)
-    print(f"wrote metrics.json, scores.csv, segments.csv ({n_segments} segments), frame_scores/"
-          f"{' and plots/' if args.plot else ''} in {args.output_dir}")
+            written.append("roc_pr.png")
+    print(f"wrote {', '.join(written)} in {args.output_dir}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dataset import BatchStream, dataset_info, ensure_lists, load_splits, load_video, make_demo, read_list
+from dataset import BatchStream, dataset_info, ensure_lists, load_splits, make_demo
+from features import load_video
+from lists import read_list
 from model import BNWVAD
 from options import check_accelerator_flags, parse_main_args
 from plots import plot_run

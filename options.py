@@ -98,14 +98,32 @@ def add_data_args(p):
     g.add_argument("--test_list", help="test list file (default per dataset: list/<dataset>_test.list)")
     g.add_argument("--gt", help="frame-level ground truth .npy of the test list (default per dataset: "
                                 "list/<dataset>_gt.npy; not used with --annotations)")
-    g.add_argument("--annotations", help="temporal annotations of the test videos (XD, either UCF format, or "
-                                         "`video start end`): the ground truth is built from them instead of --gt")
+    add_annotation_args(g)
     g.add_argument("--len_feature", type=positive_int, default=1024, help="feature width D")
     g.add_argument("--num_workers", type=int, default=4, help="threads reading feature files")
     add_split_args(g)
     g.add_argument("--eval_snippets", type=positive_int, default=EVAL_SNIPPETS,
                    help="evaluation packs test videos' crops into passes of at most this many snippets "
                         "(rows x padded length); lower it to bound memory, raise it on a GPU")
+
+
+ANNOTATIONS_HELP = ("temporal annotations of the test videos, one line per video (or per interval): `video s1 e1 "
+                    "[s2 e2 ...]` (XD-Violence), `video.mp4 class s1 e1 s2 e2` (UCF-Crime; -1 -1: none), "
+                    "`Class/video.mp4 frames class s1 e1 s2 e2` (UR-DMU's UCF copy) or `video,start,end`; start and "
+                    "end in frames, end exclusive (see --annotation_unit); a first line without numbers is a header")
+
+
+def add_annotation_args(g, required=False):
+    g.add_argument("--annotations", required=required, help=ANNOTATIONS_HELP + (
+        "" if required else "; the ground truth is built from them instead of --gt"))
+    g.add_argument("--annotation_unit", default="frames", choices=["frames", "seconds"],
+                   help="unit of the annotations' start and end: frames (the datasets' own files), or seconds "
+                        "(decimals allowed), converted with --fps to the first frame at or after each time, "
+                        "ceil(t * fps)")
+    g.add_argument("--fps", type=positive_float,
+                   help="frame rate of the videos: converts annotations in seconds to frames; infer.py also "
+                        "gives times in seconds from it where the features carry no frame times of their own "
+                        "(extract.py records each snippet's times from the frames' timestamps)")
 
 
 def add_dataset_args(g):
@@ -233,9 +251,6 @@ def parse_infer_args(argv=None):
                                            "(default <output_dir>/features)")
     p.add_argument("--resize", type=parse_resize, default=256,
                    help="with --video: 'S' scales the short side to S, 'WxH' resizes to W x H, before 224x224 crops")
-    p.add_argument("--fps", type=positive_float,
-                   help="frame rate of the videos: adds times in seconds to the outputs and plots (with --video "
-                        "the default is each video's own frame rate)")
     p.add_argument("--threshold", type=float,
                    help="raw score above which snippets are anomalous, for segments.csv and the plots "
                         "(default: the --normal_quantile quantile of normal scores)")
@@ -275,8 +290,7 @@ def parse_tool_args(argv=None):
                    "temporal annotations and each video's T (read from the feature files' headers).")
         add_dataset_args(p)
         p.add_argument("--test_list", help="test list file (default per dataset: list/<dataset>_test.list)")
-        p.add_argument("--annotations", required=True, help="temporal annotations (XD, either UCF format, or "
-                                                            "`video start end`)")
+        add_annotation_args(p, required=True)
         p.add_argument("--out", help="output .npy (default per dataset: list/<dataset>_gt.npy)")
     p.add_argument("--len_feature", type=positive_int, help="feature width D the files must have (default: any, "
                                                             "the same for all)")

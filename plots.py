@@ -5,7 +5,7 @@ need it when they plot. Every figure is written atomically.
 """
 import numpy as np
 
-from dataset import FRAMES_PER_SNIPPET
+from features import FRAMES_PER_SNIPPET
 from utils import atomic_write
 
 
@@ -29,24 +29,55 @@ def _runs(mask):
     return list(zip(edges[::2], edges[1::2]))
 
 
-def plot_video(path, name, scores, threshold, fps=None, gt=None):
-    """One video's snippet scores as a step curve over frames (or seconds with fps), the threshold
-    as a dashed line and, when gt (T*16 frames) is given, its anomalous frames shaded."""
+def plot_video(path, name, scores, threshold=None, times=None, gt=None, segments=(), label=None, video_end=None):
+    """One video's snippet scores as a step curve over seconds (times: (T, 2) start and end of each
+    snippet) or frames (times None), with the threshold as a dashed line (threshold None: none), the
+    detected segments (find_segments' dicts) as bands along the top, the ground truth's anomalous
+    frames (gt: T*16 frames) shaded, and the stretch after the last whole snippet (video_end, in the
+    axis' unit: its frames are not scored) hatched. The title gives the label and the verdict: peak
+    score and its time, and the time above the threshold."""
     plt = _pyplot()
-    unit = 1.0 / fps if fps else 1.0
-    edges = np.arange(len(scores) + 1) * FRAMES_PER_SNIPPET * unit        # (T + 1,) snippet boundaries
+    T = len(scores)
+    if times is None:
+        starts = np.arange(T) * FRAMES_PER_SNIPPET
+        ends = starts + FRAMES_PER_SNIPPET
+        unit = "frame"
+    else:
+        starts, ends = times[:, 0], times[:, 1]
+        unit = "s"
+    edges = np.r_[starts, ends[-1]]                                 # (T + 1,) snippet boundaries
+
+    def at(frame):      # a frame number on the time axis: within its snippet, linearly
+        i = min(frame // FRAMES_PER_SNIPPET, T - 1)
+        return starts[i] + (frame - i * FRAMES_PER_SNIPPET) / FRAMES_PER_SNIPPET * (ends[i] - starts[i])
     fig, ax = plt.subplots(figsize=(9, 3))
+    top = 1.1 * max(float(np.max(scores)), threshold if threshold is not None else 0.0)
     if gt is not None:
         for i, (s, e) in enumerate(_runs(gt)):
-            ax.axvspan(s * unit, e * unit, color="tab:red", alpha=0.15, lw=0,
+            ax.axvspan(at(s), at(e), color="tab:red", alpha=0.15, lw=0,
                        label="ground-truth anomaly" if i == 0 else None)
-    ax.stairs(scores, edges, color="tab:blue", lw=1.5, label="anomaly score")
-    ax.axhline(threshold, color="tab:orange", ls="--", lw=1.2, label=f"threshold {threshold:.3g}")
-    ax.set_xlim(0, edges[-1])
-    ax.set_ylim(0, 1.1 * max(float(np.max(scores)), threshold))
-    ax.set_xlabel("time (s)" if fps else "frame")
+    ax.stairs(scores, edges, baseline=None, color="tab:blue", lw=1.5, label="anomaly score")
+    if threshold is not None:
+        ax.axhline(threshold, color="tab:orange", ls="--", lw=1.2, label=f"threshold {threshold:.3g}")
+    for i, seg in enumerate(segments):
+        ax.axvspan(starts[seg["start"]], ends[seg["end"] - 1], ymin=0.93, ymax=1.0, color="tab:orange", lw=0,
+                   label="detected segment" if i == 0 else None)
+    right = edges[-1]
+    if video_end is not None and video_end > right:
+        ax.axvspan(right, video_end, color="gray", alpha=0.25, hatch="//", lw=0,
+                   label="last partial snippet (not scored)")
+        right = video_end
+    ax.set_xlim(edges[0], right)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("time (s)" if unit == "s" else "frame")
     ax.set_ylabel("anomaly score (raw)")
-    ax.set_title(name, fontsize=10)
+    peak = int(np.argmax(scores))
+    verdict = f"peak {scores[peak]:.3g} at {starts[peak]:.1f} {unit}"
+    if threshold is not None:
+        above = float(np.sum((ends - starts)[np.asarray(scores) > threshold]))
+        verdict += f", {above:.1f} {unit} above the threshold" if unit == "s" else \
+            f", {int(above)} frames above the threshold"
+    ax.set_title(f"{name}{f' ({label})' if label else ''}\n{verdict}", fontsize=9)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
     _save(fig, path)

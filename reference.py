@@ -14,7 +14,7 @@ import copy
 import numpy as np
 import torch
 
-from dataset import load_features
+from features import load_features
 from model import Attention, dense_local_matrix
 
 RELEASE_MEMORY = 4 * 2 ** 30   # bytes of T x T copies the reference allows in one forward pass

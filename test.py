@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
-from dataset import FRAMES_PER_SNIPPET
+from features import FRAMES_PER_SNIPPET
 
 EVAL_SNIPPETS = 16384   # default snippets (rows x padded length) per forward pass in evaluation
 MIN_FILL = 0.8          # a video joins a batch only if it is at least this fraction of its padded length

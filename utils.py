@@ -83,6 +83,20 @@ def atomic_write(path, write):
             os.remove(tmp)
 
 
+def read_text_lines(path, what):
+    """The lines of a UTF-8 text file, or a one-line error naming it. Every text input (lists,
+    annotations, labels, test-video and video-list files) is read here: a byte-order mark (as
+    Windows editors save UTF-8) is dropped and CRLF / CR line ends are accepted. Other encodings
+    (UTF-16, Latin-1 with non-ASCII bytes) are an error: their text would be misread."""
+    if not os.path.isfile(path):
+        raise InputError(f"{what} {path} does not exist")
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{what} {path} is not a readable text file (UTF-8 expected: {e})") from None
+
+
 def write_text(path, text):
     """Write a text file atomically."""
     def write(tmp):

@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from dataset import DATASETS, TestSet, frame_gt, make_demo, read_list, resample, split_crop
+from dataset import DATASETS, TestSet, make_demo, resample
+from features import split_crop
+from lists import frame_gt, read_list
 from utils import InputError
 
 
@@ -58,11 +60,21 @@ def test_read_list_groups_crops_and_labels_by_name(tmp_path):
     assert videos[0].paths[2].endswith("v1_label_A__2.npy")
 
 
-@pytest.mark.parametrize("ks", [[0, 1, 2, 3], [0, 1, 3, 2, 4], [0, 1, 2, 3, 4, 4]])
-def test_read_list_rejects_missing_or_disordered_crops(tmp_path, ks):
+@pytest.mark.parametrize("ks", [[0, 1, 2, 3], [0, 1, 2, 3, 4, 4], [0, 1, 2, 3, 4, 5]])
+def test_read_list_rejects_missing_or_repeated_crops(tmp_path, ks):
     names = [f"v_label_A__{k}.npy" for k in ks]
     with pytest.raises(InputError, match="v_label_A"):
         read_list(write_list(tmp_path, names), str(tmp_path), DATASETS["xd"])
+
+
+def test_read_list_puts_crops_in_crop_order(tmp_path):
+    """Crops are videos' rows by their index, wherever the list names them (crop 0 of the DeepMIL
+    layout, `<video>.npy`, can stand anywhere among `<video>__1.npy` ..)."""
+    names = [f"v_label_A__{k}.npy" for k in (0, 1, 3, 2, 4)] + ["w_label_A__3.npy", "w_label_A__1.npy",
+                                                                "w_label_A.npy", "w_label_A__4.npy", "w_label_A__2.npy"]
+    v, w = read_list(write_list(tmp_path, names), str(tmp_path), DATASETS["xd"])
+    assert [p.rsplit("/", 1)[1] for p in v.paths] == [f"v_label_A__{k}.npy" for k in range(5)]
+    assert [p.rsplit("/", 1)[1] for p in w.paths] == ["w_label_A.npy"] + [f"w_label_A__{k}.npy" for k in range(1, 5)]
 
 
 def test_frame_gt_end_exclusive_and_cut():

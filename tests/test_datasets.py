@@ -11,8 +11,9 @@ import dataset
 import infer
 import main
 from conftest import run_script
-from dataset import (DATASETS, TrainItems, annotated_gt, dataset_info, load_video, make_lists,
-                     read_annotations, read_list)
+from dataset import DATASETS, TrainItems, dataset_info
+from features import load_video
+from lists import annotated_gt, make_lists, read_annotations, read_list
 from options import parse_main_args
 from utils import InputError, run_cli
 
@@ -261,7 +262,7 @@ def test_custom_make_list_from_labels_file_or_name_rule(tmp_path):
     assert [g[1] for g in got[:6]] == ["1"] * 6                              # abnormal first
     # a name rule instead: here every clip whose name contains "n0" (cliptrain00..09) is normal
     args = parse_main_args(["--dataset", "custom", "--normal_marker", "n0"])
-    train, test, _ = make_lists(str(ds["root"]), "custom", dataset_info(args), str(tmp_path / "l2"))
+    train, test, _ = make_lists(str(ds["root"]), "custom", dataset_info(args), str(tmp_path / "l2"), label_column=True)
     labelled = [line.split() for f in (train, test) for line in open(f)]
     assert len(labelled) == 18 and all((label == "0") == ("n0" in path) for path, label in labelled)
 
@@ -295,7 +296,7 @@ def test_annotation_formats_read_the_same(tmp_path):
 
 
 def test_annotated_gt_reports_what_it_cannot_use(tmp_path):
-    from dataset import Video
+    from features import Video
     videos = [Video("a", [], False), Video("b", [], False), Video("n", [], True)]
     gt, notes = annotated_gt(videos, [2, 2, 2], {"a": [(0, 10), (20, 40), (50, 60)], "n": []}, "ann.txt")
     np.testing.assert_array_equal(gt[:32], [1] * 10 + [0] * 10 + [1] * 12)

@@ -11,7 +11,8 @@ import dataset
 from conftest import data_args, run_script, write_xd_dataset
 from options import check_accelerator_flags, parse_infer_args
 from utils import InputError
-from dataset import DATASETS, TrainItems, read_list, resample
+from dataset import DATASETS, TrainItems, resample
+from lists import read_list
 from model import LOCAL_BLOCK, LOCAL_REACH, BNWVAD, dense_local_matrix, local_attention
 from reference import load_items, release_model, resample_loop, score_videos
 from test import (evaluate, frame_metrics, plan_batches, score_batched, score_test_set, score_video, snippet_metrics,

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from conftest import ROOT, data_args, run_script, write_xd_dataset
-from dataset import BatchStream, load_video
+from dataset import BatchStream
+from features import find_videos, load_video
 from utils import InputError
 from test import auc_ap, calibrate, find_segments, per_class_metrics, quantile_table, table_quantile, video_classes
 
@@ -135,7 +136,7 @@ def test_segments_cover_planted_stretches_of_a_trained_model(trained):
     model, _ = infer.load_model(Namespace(model_path=str(trained["ckpt"])))
     gt = np.load(ds["gt"])
     name = "vidtest00_label_B1-0-0"                       # abnormal, the first video of the test list
-    [video] = infer.find_feature_videos([str(p) for p in (ds["root"] / "test").glob(f"{name}__*.npy")], 64)
+    [video] = find_videos([str(p) for p in (ds["root"] / "test").glob(f"{name}__*.npy")], 64)
     assert video.name == name and len(video.paths) == 5
     [(_, scores)] = infer.score_features(model, [(name, load_video(video, 64))], "cpu")
     planted = gt[:16 * len(scores):16].astype(bool)        # (T,) snippet-level truth
@@ -207,16 +208,27 @@ def bare_checkpoint(path):
     return str(path)
 
 
-def test_features_without_calibration_need_a_threshold(tmp_path):
+def test_features_with_a_bare_state_dict_and_no_threshold_write_all_but_segments(tmp_path, capsys):
+    """A release's bare state dict holds no calibration, so without --threshold there is no threshold:
+    the scores, frame scores and plots are written, and one line says that segments need --threshold
+    (no segments.csv at all: an empty one would read as 'no anomalies')."""
     import infer
-    np.save(tmp_path / "v.npy", np.zeros((8, 64), np.float32))
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(0, 1, (8, 64)).astype(np.float32))
     args = ["--model_path", bare_checkpoint(tmp_path / "bare.pt"), "--features", str(tmp_path / "v.npy"),
-            "--len_feature", "64", "--device", "cpu", "--output_dir", str(tmp_path / "out")]
-    with pytest.raises(InputError, match="--threshold"):
-        infer.main(args)
-    infer.main(args + ["--threshold", "1.0"])
+            "--len_feature", "64", "--device", "cpu", "--output_dir", str(tmp_path / "out"), "--plot"]
+    infer.main(args)
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if "segments need --threshold" in line] == [
+        "no segments.csv: this checkpoint holds no calibration (a bare state dict, or a run that did not finish): "
+        "segments need --threshold"]
     rows = read_csv(tmp_path / "out" / "scores.csv")
     assert len(rows) == 8 and {r["calibrated"] for r in rows} == {""} and "start_s" not in rows[0]
+    assert np.load(tmp_path / "out" / "frame_scores" / "v.npy").shape == (128,)
+    assert (tmp_path / "out" / "plots" / "v.png").read_bytes().startswith(PNG_MAGIC)
+    assert not (tmp_path / "out" / "segments.csv").exists()
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["threshold"]["value"] is None
+    infer.main(args + ["--threshold", "1.0"])
+    assert (tmp_path / "out" / "segments.csv").read_text().startswith("video,rank,")
 
 
 def test_features_with_a_missing_crop_fail_cleanly(tmp_path):
@@ -225,7 +237,7 @@ def test_features_with_a_missing_crop_fail_cleanly(tmp_path):
         np.save(tmp_path / f"v__{k}.npy", np.zeros((8, 64), np.float32))
     args = ["--model_path", bare_checkpoint(tmp_path / "bare.pt"), "--features", str(tmp_path),
             "--len_feature", "64", "--threshold", "1", "--device", "cpu", "--output_dir", str(tmp_path / "o")]
-    with pytest.raises(InputError, match="video v: crop files"):
+    with pytest.raises(InputError, match=r"video v is missing crop\(s\) \[1\] of its 3"):
         infer.main(args)
     assert not (tmp_path / "o" / "scores.csv").exists()
 
@@ -261,5 +273,5 @@ def test_features_folder_skips_hidden_cache(tmp_path):
         np.save(tmp_path / f"v__{k}.npy", np.zeros((8, 64), np.float32))
     (tmp_path / ".cache").mkdir()
     np.save(tmp_path / ".cache" / "items-abc.npy", np.zeros((3, 8, 64), np.float32))
-    [video] = infer.find_feature_videos([str(tmp_path)], 64)
+    [video] = find_videos([str(tmp_path)], 64)
     assert video.name == "v" and len(video.paths) == 2

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import run_script, shared_path
-from dataset import DATASETS, annotated_gt, read_annotations, read_list
+from dataset import DATASETS
+from lists import annotated_gt, read_annotations, read_list
 
 COUNTS = {  # dataset: (train abnormal, train normal, test abnormal, test normal)
     "xd": (1905, 2049, 500, 300),

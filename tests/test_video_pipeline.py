@@ -23,7 +23,8 @@ def test_extracted_features_train_and_score(tmp_path):
         (tmp_path / split).mkdir()
         paths = [write_video(tmp_path / split / f"{n}.mp4", 48) for n in names]   # 3 snippets each
         assert extract_videos(paths, GridProbe(), root / split, crops=5, progress=False) == {}
-    assert sorted(p.name for p in (root / "test").iterdir())[:2] == ["ta_label_B1-0-0__0.npy", "ta_label_B1-0-0__1.npy"]
+    assert sorted(p.name for p in (root / "test").iterdir())[:3] == ["ta_label_B1-0-0.json", "ta_label_B1-0-0__0.npy",
+                                                                  "ta_label_B1-0-0__1.npy"]
     assert np.load(root / "test" / "ta_label_B1-0-0__0.npy").shape == (3, 1024)
     annotations = tmp_path / "annotations.txt"
     annotations.write_text("ta_label_B1-0-0 16 48\n")

@@ -1,0 +1,260 @@
+"""Feature files and the videos they make up: naming, grouping, layouts, reading.
+
+Every reader of features goes through this file, so a folder means the same videos to make-list,
+to a list file and to `infer.py --features`:
+  group_videos   files -> videos: the one rule that groups crop files (every reader calls it)
+  find_videos    files and folders given on a command line -> checked videos
+  file_layout    (crops, T, D) of one .npy file from its header, checked
+  load_video     (N, T, D) float32 of one video, checked for NaN/Inf
+  read_record    the extraction record extract.py writes beside a video's features (frame times)
+
+Naming. Crop k of a video is `<video>__<k>.npy`, the crop index after the *last* `__` (real
+XD-Violence names contain `__#`). A file without that suffix is a whole video: (T, D) is one crop,
+(T, N, D) or (N, T, D) holds all N crops. One layout from the field mixes the two: the 10-crop
+UCF-Crime I3D features of the DeepMIL extraction (listed so by PEL4VAD) name crop 0 `<video>.npy`
+and crops 1..9 `<video>__1.npy` .. `<video>__9.npy`; a suffix-less file beside `__1`.. files of
+the same video is therefore its crop 0. A trailing `_i3d` (RTFM's `<video>_i3d.npy`) is not part
+of the video's name.
+"""
+import json
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from utils import InputError
+
+FRAMES_PER_SNIPPET = 16
+RECORD_FORMAT = "bn-wvad-features"     # the "format" field of an extraction record (see extract.py)
+
+
+@dataclass
+class Video:
+    name: str
+    paths: list                 # one feature file per crop, crop order (or the video's one file)
+    normal: bool | None         # None: not known (features scored without a list)
+    crops: int | None = None    # the crops this video must have (None: any count); also the N of a
+                                # one-file (T, N, D) / (N, T, D) video
+
+
+def split_crop(path):
+    """'dir/<video>__<k>.npy' -> ('<video>', k); a name without a crop suffix -> (name, None)."""
+    stem = os.path.basename(path)
+    stem = stem[:-4] if stem.endswith(".npy") else stem
+    m = re.fullmatch(r"(.+)__(\d+)", stem)
+    name, k = (m.group(1), int(m.group(2))) if m else (stem, None)
+    return name.removesuffix("_i3d"), k
+
+
+def check_crops(name, ks, places, n_crops, source):
+    """A video's crop indices (sorted, None for a whole-video file) must be 0..N-1, each once.
+
+    N is n_crops, or the video's own count when n_crops is None. places: where each file was named.
+    """
+    if ks == [None]:
+        return
+    for j in range(1, len(ks)):
+        if ks[j] == ks[j - 1] or ks[0] is None:     # a whole-video file beside crop files is a second copy
+            raise InputError(f"{source}: video {name} appears more than once ({places[j - 1]} and {places[j]})")
+    n = n_crops if n_crops is not None else ks[-1] + 1
+    missing = [k for k in range(n) if k not in ks]
+    if missing:
+        raise InputError(f"{source}: video {name} is missing crop(s) {missing} of its {n} ({places[0]})")
+    if ks[-1] >= n:
+        raise InputError(f"{source}: video {name} has crop {ks[-1]}, but videos have {n} crops (--crops)")
+
+
+def group_videos(files, source, n_crops=None, same_count=False):
+    """Files -> [(video name, [(crop index, path, place)] in crop order)], first-appearance order.
+
+    files: (path, place) pairs, place saying where the file was named (a list line, a path); source:
+    the list or folder, for errors. A suffix-less file beside `__1`.. files of the same video is its
+    crop 0 (the DeepMIL layout); beside a `__0` file it is the same crop twice, an error. Every video
+    must have crops 0..N-1, each once: N = n_crops if given, else with same_count the most any video
+    has here (a dataset has one crop count), else each video's own count. This is the one place
+    that turns file names into videos.
+    """
+    groups = {}
+    for path, place in files:
+        name, k = split_crop(path)
+        groups.setdefault(name, []).append([k, path, place])
+    for crops in groups.values():
+        whole = [c for c in crops if c[0] is None]
+        if whole and len(crops) > len(whole) and 0 not in [c[0] for c in crops]:
+            whole[0][0] = 0                    # DeepMIL: <video>.npy is crop 0 of <video>__1.npy ..
+        crops.sort(key=lambda c: -1 if c[0] is None else c[0])
+    if n_crops is None and same_count:
+        n_crops = max((c[0] + 1 for crops in groups.values() for c in crops if c[0] is not None), default=1)
+    for name, crops in groups.items():
+        check_crops(name, [c[0] for c in crops], [c[2] for c in crops], n_crops, source)
+    return [(name, [tuple(c) for c in crops]) for name, crops in groups.items()]
+
+
+def header_shape(path):
+    """The array shape a .npy file's header gives, or a one-line error naming the file."""
+    if not os.path.isfile(path):
+        raise InputError(f"feature file {path} does not exist")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False).shape
+    except Exception as e:
+        raise InputError(f"feature file {path} is not a readable .npy file ({e})") from None
+
+
+def file_layout(path, len_feature, crops=None):
+    """(N, T, D, crop axis) of a feature file from its header alone, checked.
+
+    (T, D): one crop, crop axis None. (T, N, D) or (N, T, D) with N = crops: crop axis 1 or 0; a file
+    whose T equals N is read as (T, N, D). len_feature None accepts any width D.
+    """
+    shape = header_shape(path)
+    width = len_feature if len_feature is not None else "D"
+    if len(shape) == 2:
+        N, T, axis = 1, shape[0], None
+    elif len(shape) == 3 and crops is not None and crops in shape[:2]:
+        axis = 1 if shape[1] == crops else 0
+        N, T = crops, shape[1 - axis]
+    elif len(shape) == 3 and crops is not None:
+        raise InputError(f"feature file {path} has shape {shape}; expected (snippets, {width}), (snippets, {crops}, "
+                         f"{width}) or ({crops}, snippets, {width}) for {crops} crops")
+    elif len(shape) == 3:
+        raise InputError(f"feature file {path} has shape {shape}: give --crops to say how many crops it holds")
+    else:
+        raise InputError(f"feature file {path} has shape {shape}; expected (snippets, {width})")
+    if len_feature is not None and shape[-1] != len_feature:
+        raise InputError(f"feature file {path} has feature width {shape[-1]}; expected {len_feature} "
+                         f"(--len_feature)")
+    if T == 0:
+        raise InputError(f"feature file {path} has no snippets")
+    return N, T, shape[-1], axis
+
+
+def feature_shape(path, len_feature, crops=None):
+    """(T, D) of a feature file from its header alone, checked (see file_layout)."""
+    _, T, D, _ = file_layout(path, len_feature, crops)
+    return T, D
+
+
+def video_shape(video, len_feature):
+    """(N crops, T) of a video from its files' headers. All its crops must agree on T, and a video
+    that must have video.crops crops must have that many (a lone (T, D) file is one crop)."""
+    one_file = len(video.paths) == 1
+    layouts = [file_layout(p, len_feature, video.crops if one_file else None) for p in video.paths]
+    lengths = {T for _, T, _, _ in layouts}
+    if len(lengths) != 1:
+        raise InputError(f"video {video.name}: its crop files have different numbers of snippets {sorted(lengths)}")
+    n = sum(N for N, _, _, _ in layouts)
+    if video.crops is not None and n != video.crops:
+        raise InputError(f"video {video.name} has {n} crop ({video.paths[0]} holds (snippets, D)), but videos have "
+                         f"{video.crops} crops: name crop files <video>__<k>.npy, or give --crops {n}")
+    return n, lengths.pop()
+
+
+def video_length(video, len_feature):
+    """T of a video from its files' headers; all its crops must agree."""
+    return video_shape(video, len_feature)[1]
+
+
+def read_features(path):
+    """The whole array of a feature file as float32, checked for NaN/Inf."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise InputError(f"feature file {path} could not be read ({e})") from None
+    arr = np.asarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise InputError(f"feature file {path} contains NaN or Inf values")
+    return arr
+
+
+def load_features(path, len_feature):
+    """The whole (T, D) float32 array of a one-crop feature file, checked for shape and NaN/Inf."""
+    feature_shape(path, len_feature)
+    return read_features(path)
+
+
+def load_video(video, len_feature):
+    """(N, T, D) float32: all crops of a video, from its crop files or its one (T, N, D) / (N, T, D) file."""
+    if len(video.paths) == 1:
+        _, _, _, axis = file_layout(video.paths[0], len_feature, video.crops)
+        if axis is not None:
+            arr = read_features(video.paths[0])
+            return np.ascontiguousarray(arr.transpose(1, 0, 2)) if axis == 1 else arr
+    return np.stack([load_features(p, len_feature) for p in video.paths])
+
+
+def map_features(path, len_feature):
+    """A feature file memory-mapped as (T, D) float32, checked for NaN/Inf (one streaming read)."""
+    feature_shape(path, len_feature)
+    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    if arr.dtype != np.float32:
+        return load_features(path, len_feature)
+    for start in range(0, len(arr), 4096):
+        if not np.isfinite(arr[start:start + 4096]).all():
+            raise InputError(f"feature file {path} contains NaN or Inf values")
+    return arr
+
+
+def scan_features(root_dir):
+    """Every .npy file under root_dir: paths relative to it with '/', sorted (hidden entries skipped)."""
+    if not os.path.isdir(root_dir):
+        raise InputError(f"feature folder {root_dir} does not exist")
+    found = []
+    for folder, dirs, files in os.walk(root_dir, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.relpath(os.path.join(folder, f), root_dir).replace(os.sep, "/")
+                  for f in files if f.endswith(".npy") and not f.startswith(".")]
+    if not found:
+        raise InputError(f"feature folder {root_dir} holds no .npy feature files")
+    return sorted(found)
+
+
+def find_videos(paths, len_feature, crops=None):
+    """Feature files and folders (searched recursively for .npy) -> [Video], labels unknown (normal None).
+
+    Crops are grouped by group_videos, each video with its own crop count. A one-file video is (T, D),
+    or (T, N, D) / (N, T, D) with N = crops. Every file's header is checked here, before anything is
+    scored.
+    """
+    files = []
+    for path in paths:
+        if os.path.isdir(path):       # hidden entries (a training-item .cache/) are not videos
+            files += [os.path.join(path, rel) for rel in scan_features(path)]
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            raise InputError(f"--features path {path} does not exist")
+    videos = []
+    for name, group in group_videos([(f, f) for f in files], "--features"):
+        own = [path for _, path, _ in group]
+        whole = len(own) == 1 and len(header_shape(own[0])) == 3        # one (T, N, D) / (N, T, D) file
+        video = Video(name, own, None, crops if whole else None)
+        video_shape(video, len_feature)
+        videos.append(video)
+    return videos
+
+
+def record_path(folder, name):
+    """Where extract.py keeps the extraction record of video `name`: <folder>/<name>.json."""
+    return os.path.join(folder, f"{name}.json")
+
+
+def read_record(video):
+    """The extraction record beside a video's feature files (written by extract.py), or None.
+
+    A record counts only if it names exactly these feature files; its `times` (T + 1 snippet
+    boundaries in seconds, from the frames' own timestamps) must then match the features' T.
+    """
+    path = record_path(os.path.dirname(video.paths[0]), video.name)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputError(f"extraction record {path} is not readable JSON ({e})") from None
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        return None
+    if sorted(record.get("files", [])) != sorted(os.path.basename(p) for p in video.paths):
+        return None
+    return record
