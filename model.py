@@ -355,14 +355,15 @@ class URDMU(nn.Module):
     def forward(self, x, mask=None):
         """x (B, T, D) or (B, N, T, D) with N crops.
 
-        eval:  -> scores (B, T) in [0, 1]: classifier([x | mu(A_aug(x)) + mu(N_aug(x))]), averaged
-               over crops. mask (B, T) bool, optional, 3-D input only: rows zero-padded to a common
-               T, each row's scores on its valid snippets are those of the row alone.
-        train: rows [B/2 normal ; B/2 abnormal] -> dict (SPEC-URDMU "Training forward"), T' = T // 16 + 1:
+        eval:  -> scores (B, T) in [0, 1]: classifier([h | mu(A_aug(h)) + mu(N_aug(h))]) with h the
+               enhanced features, averaged over crops. mask (B, T) bool, optional, 3-D input only:
+               rows zero-padded to a common T, each row's scores on its valid snippets are those of
+               the row alone.
+        train: rows [B/2 normal ; B/2 abnormal] -> dict (SPEC-URDMU "Training forward"), k = T // 16 + 1:
                scores (B, T) classifier scores, crop-averaged;
                A_att, N_Aatt (B/2, T) the anomaly / normal memory's attention on the abnormal videos,
                A_Natt, N_att (B/2, T) the same on the normal videos, each crop-averaged;
-               anchor, positive, negative (B/2, H) triplet features: the mean of the top-T' snippets
+               anchor, positive, negative (B/2, H) triplet features: the mean of the top-k snippets
                of normal videos by N_att, of abnormal videos by N_Aatt and by A_att;
                mu, logvar (B*N/2, T, H) the encoder of the normal memory's read-out of normal rows;
                anchor_new, negative_new (B/2, H) the sampled normal read-out at the anchor snippets
@@ -441,7 +442,7 @@ def config_from_state_dict(state):
     wrong = [f"{k} {tuple(v.shape)} != {tuple(expected[k].shape)}" for k, v in state.items()
              if v.shape != expected[k].shape]
     if wrong:
-        raise ValueError(f"{name} state dict with shapes no {name} config gives: {'; '.join(wrong[:3])}")
+        raise ValueError(f"a {name} state dict whose shapes fit no {name} config: {'; '.join(wrong[:3])}")
     return name, {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
 
 

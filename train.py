@@ -30,6 +30,7 @@ URDMU_DISTANCE = 100.0      # the margin the encoded anomaly read-out must excee
 
 
 def as_float(t):
+    """A loss (tensor or number) as a plain float, for logging."""
     return float(t.detach()) if torch.is_tensor(t) else float(t)
 
 
