@@ -1,13 +1,18 @@
-"""BN-WVAD: the network, its anomaly score and the snippet selection used by its loss.
+"""The networks: BN-WVAD (its anomaly score and the snippet selection used by its loss) and
+UR-DMU (the dual-memory baseline BN-WVAD is compared with, sharing its embedding and enhancer).
 
-A pure nn.Module (no files, no devices, no argparse). Parameter and buffer names follow the
-authors' release, so their checkpoints load with `load_state_dict(..., strict=True)`.
+Pure nn.Modules (no files, no devices, no argparse). Parameter and buffer names follow the
+authors' releases, so their checkpoints load with `load_state_dict(..., strict=True)`, and
+`config_from_state_dict` tells from a bare state dict which model it holds and how it was built.
 Mode comes from `self.training`:
   eval:  model(x) -> anomaly scores (B, T), x of shape (B, T, D) or (B, N, T, D) with N crops
-  train: model(x) -> dict with the classifier scores and, per BatchNorm layer, the selected
-         (positive, negative) feature pairs and the running statistics the loss measures them by.
-The losses themselves live in train.py. See ../shared/SPEC.md for the method stated exactly.
+  train: model(x) -> dict with what the model's loss needs (BN-WVAD: the classifier scores and,
+         per BatchNorm layer, the selected (positive, negative) feature pairs and the running
+         statistics the loss measures them by; UR-DMU: see URDMU.forward).
+The losses themselves live in train.py. See ../shared/SPEC.md and ../shared/SPEC-URDMU.md for the
+methods stated exactly.
 """
+import inspect
 import math
 
 import torch
@@ -216,7 +221,27 @@ def select_pairs(feats, dist, ratio_sample, ratio_batch):
     return positives, negatives
 
 
+def fold_crops(x, mask, training):
+    """Checks the optional mask and folds crops into the batch: x (B, T, D) or (B, N, T, D) -> (x, N)
+    with x (B*N, T, D).
+
+    mask (B, T) bool is for 3-D input in evaluation mode; x is then zeroed outside it, since the
+    embedding's kernel-3 convolution must see zeros beyond a row's end.
+    """
+    if mask is not None:
+        if x.dim() != 3 or training:
+            raise ValueError("mask is for 3-D input in evaluation mode")
+        x = x * mask[..., None].to(x.dtype)
+    if x.dim() == 4:
+        B, N, T, D = x.shape
+        return x.reshape(B * N, T, D), N
+    return x, 1
+
+
 class BNWVAD(nn.Module):
+    """BN-WVAD (Zhou et al., arXiv 2311.15367) as its authors' release computes it (SPEC.md):
+    embedding, enhancer, normal head; anomaly score (d_1 + d_2) * s."""
+
     def __init__(self, len_feature=1024, ratios=(16, 32), kernel_sizes=(1, 1, 1), ratio_sample=0.2,
                  ratio_batch=0.4):
         super().__init__()
@@ -238,19 +263,10 @@ class BNWVAD(nn.Module):
         """mask (B, T) bool, optional, 3-D evaluation input only: rows are zero-padded to a common T
         and mask marks their valid snippets; each row's scores on its valid snippets are those of
         the row alone (padding and packing change nothing)."""
-        if mask is not None:
-            if x.dim() != 3 or self.training:
-                raise ValueError("mask is for 3-D input in evaluation mode")
-            x = x * mask[..., None].to(x.dtype)                   # the embedding conv must see zeros
-        if x.dim() == 4:
-            B, N, T, D = x.shape
-            x = x.reshape(B * N, T, D)                            # crops folded into the batch
-        else:
-            B, T, D = x.shape
-            N = 1
+        x, N = fold_crops(x, mask, self.training)                 # (B*N, T, D)
 
         def crop_mean(t):                                         # (B*N, ...) -> (B, ...)
-            return t.view(B, N, *t.shape[1:]).mean(1)
+            return t.view(-1, N, *t.shape[1:]).mean(1)
 
         h = self.selfatt(self.embedding(x), mask)                 # (B*N, T, H)
         feats, s = self.normal_head(h.transpose(1, 2), mask)      # f_l (B*N, C_l, T), s (B*N, T)
@@ -268,3 +284,175 @@ class BNWVAD(nn.Module):
             pos, neg = select_pairs(crop_mean(f).transpose(1, 2), d, self.ratio_sample, self.ratio_batch)
             layers.append(dict(positives=pos, negatives=neg, mean=bn.running_mean, var=bn.running_var))
         return dict(scores=scores, layers=layers)
+
+
+class MemoryUnit(nn.Module):
+    """K learned memory slots M (K, H) read by sigmoid attention (SPEC-URDMU Model 2; the release's
+    Memory_Unit, initialised uniform in +-1/sqrt(H)).
+
+    x (R, T, H) -> (temporal (R, T), augmented (R, T, H)) with a = sigmoid(x M^T / sqrt(H)) (R, T, K),
+    temporal the mean of each snippet's top K // 16 + 1 slot attentions, augmented = a M.
+    """
+
+    def __init__(self, slots, dim=HIDDEN):
+        super().__init__()
+        bound = 1.0 / math.sqrt(dim)
+        self.memory_block = nn.Parameter(torch.empty(slots, dim).uniform_(-bound, bound))
+
+    def forward(self, x):
+        K, H = self.memory_block.shape
+        a = torch.sigmoid(torch.matmul(x, self.memory_block.t()) / math.sqrt(H))   # (R, T, K)
+        temporal = torch.topk(a, K // 16 + 1, dim=-1).values.mean(-1)             # (R, T)
+        return temporal, torch.matmul(a, self.memory_block)                        # (R, T, H)
+
+
+class ScoreHead(nn.Module):
+    """Linear(2H, 128) -> ReLU -> Linear(128, 1) -> sigmoid, per snippet: (R, T, 2H) -> (R, T).
+
+    The release's ADCLS_head; `mlp.0` and `mlp.2` are its key names.
+    """
+
+    def __init__(self, in_dim=2 * HIDDEN, hidden=128):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.mlp(x).squeeze(-1)
+
+
+def top_mean(feats, index):
+    """Mean over time of the snippets at `index`: feats (R, T, C), index (R, k) -> (R, C)."""
+    return torch.gather(feats, 1, index[..., None].expand(-1, -1, feats.shape[-1])).mean(1)
+
+
+class URDMU(nn.Module):
+    """UR-DMU (Zhou, Yu, Yang, AAAI 2023) as its authors' release computes it (SPEC-URDMU.md).
+
+    BN-WVAD's embedding and enhancer (with dropout), an anomaly memory (`Amemory`, a_nums slots)
+    and a normal memory (`Nmemory`, n_nums slots), a Gaussian encoder of the memory read-outs
+    (`encoder_mu`, `encoder_var`) and a snippet classifier on [enhanced | encoded read-outs].
+    """
+
+    def __init__(self, len_feature=1024, a_nums=60, n_nums=60, dropout=0.5):
+        super().__init__()
+        self.len_feature = len_feature
+        self.a_nums = a_nums
+        self.n_nums = n_nums
+        self.dropout = dropout
+        # definition order as in the release, so parameters() lists them in its order
+        self.embedding = Embedding(len_feature, HIDDEN)
+        self.cls_head = ScoreHead(2 * HIDDEN)
+        self.Amemory = MemoryUnit(a_nums, HIDDEN)
+        self.Nmemory = MemoryUnit(n_nums, HIDDEN)
+        self.selfatt = Transformer(HIDDEN, DEPTH, HEADS, HEAD_DIM, HIDDEN, dropout)
+        self.encoder_mu = nn.Sequential(nn.Linear(HIDDEN, HIDDEN))
+        self.encoder_var = nn.Sequential(nn.Linear(HIDDEN, HIDDEN))
+
+    def config(self):
+        """Constructor arguments as plain types (stored in checkpoints)."""
+        return dict(len_feature=self.len_feature, a_nums=self.a_nums, n_nums=self.n_nums, dropout=self.dropout)
+
+    def forward(self, x, mask=None):
+        """x (B, T, D) or (B, N, T, D) with N crops.
+
+        eval:  -> scores (B, T) in [0, 1]: classifier([h | mu(A_aug(h)) + mu(N_aug(h))]) with h the
+               enhanced features, averaged over crops. mask (B, T) bool, optional, 3-D input only:
+               rows zero-padded to a common T, each row's scores on its valid snippets are those of
+               the row alone.
+        train: rows [B/2 normal ; B/2 abnormal] -> dict (SPEC-URDMU "Training forward"), k = T // 16 + 1:
+               scores (B, T) classifier scores, crop-averaged;
+               A_att, N_Aatt (B/2, T) the anomaly / normal memory's attention on the abnormal videos,
+               A_Natt, N_att (B/2, T) the same on the normal videos, each crop-averaged;
+               anchor, positive, negative (B/2, H) triplet features: the mean of the top-k snippets
+               of normal videos by N_att, of abnormal videos by N_Aatt and by A_att;
+               mu, logvar (B*N/2, T, H) the encoder of the normal memory's read-out of normal rows;
+               anchor_new, negative_new (B/2, H) the sampled normal read-out at the anchor snippets
+               and the encoded anomaly read-out at the negative snippets.
+        Random numbers are drawn in the release's order: the enhancer's dropout masks, then the
+        reparameterisation noise.
+        """
+        x, N = fold_crops(x, mask, self.training)                 # (B*N, T, D)
+        T = x.shape[1]
+
+        def crop_mean(t):                                         # (B*N, ...) -> (B, ...)
+            return t.view(-1, N, *t.shape[1:]).mean(1)
+
+        h = self.selfatt(self.embedding(x), mask)                 # (B*N, T, H)
+        if not self.training:
+            _, a_aug = self.Amemory(h)                            # (B*N, T, H)
+            _, n_aug = self.Nmemory(h)
+            y = torch.cat([h, self.encoder_mu(a_aug) + self.encoder_mu(n_aug)], dim=-1)  # (B*N, T, 2H)
+            return crop_mean(self.cls_head(y))
+
+        half = x.shape[0] // 2
+        normal, abnormal = h[:half], h[half:]                     # (B*N/2, T, H) each
+        A_att, A_aug = self.Amemory(abnormal)                     # (B*N/2, T), (B*N/2, T, H)
+        N_Aatt, N_Aaug = self.Nmemory(abnormal)
+        A_Natt, A_Naug = self.Amemory(normal)
+        N_att, N_aug = self.Nmemory(normal)
+
+        k = T // 16 + 1
+        i_A = torch.topk(A_att, k, dim=-1).indices                # (B*N/2, k)
+        i_N = torch.topk(N_att, k, dim=-1).indices
+        i_P = torch.topk(N_Aatt, k, dim=-1).indices
+
+        mu, logvar = self.encoder_mu(N_aug), self.encoder_var(N_aug)   # (B*N/2, T, H)
+        std = torch.exp(logvar).sqrt()                            # the release's sqrt(exp), not exp(logvar / 2)
+        N_new = mu + torch.randn_like(std) * std
+        A_mu = self.encoder_mu(A_aug)
+        read_out = torch.cat([N_new + self.encoder_mu(A_Naug), A_mu + self.encoder_mu(N_Aaug)], dim=0)
+        y = torch.cat([h, read_out], dim=-1)                      # (B*N, T, 2H)
+        return dict(scores=crop_mean(self.cls_head(y)),
+                    A_att=crop_mean(A_att), N_Aatt=crop_mean(N_Aatt),
+                    A_Natt=crop_mean(A_Natt), N_att=crop_mean(N_att),
+                    anchor=crop_mean(top_mean(normal, i_N)), positive=crop_mean(top_mean(abnormal, i_P)),
+                    negative=crop_mean(top_mean(abnormal, i_A)),
+                    mu=mu, logvar=logvar,
+                    anchor_new=crop_mean(top_mean(N_new, i_N)), negative_new=crop_mean(top_mean(A_mu, i_A)))
+
+
+MODELS = {"bnwvad": BNWVAD, "urdmu": URDMU}   # the name stored in checkpoints -> the class
+
+
+def config_from_state_dict(state):
+    """A bare state dict (as the releases save) -> (model name, constructor config) from its keys
+    and tensor shapes; settings that shapes do not determine take the constructor's defaults.
+
+    bnwvad: len_feature from the embedding's conv weight (H, D, 3), ratios H // (out channels of
+            normal_head.conv1 / conv2), kernel_sizes the last dim of conv1..3's weights.
+    urdmu:  len_feature likewise, a_nums / n_nums the slots of Amemory / Nmemory.
+    Raises ValueError (one line) when the keys are neither model's or the shapes fit no config.
+    """
+    name = next((n for n, cls in MODELS.items() if set(state) == set(_template(cls))), None)
+    if name is None:
+        examples = ", ".join(f"{n} (e.g. {_signature_key(cls)!r})" for n, cls in MODELS.items())
+        raise ValueError(f"not a known model's state dict: expected the keys of one of {examples}; "
+                         f"got {len(state)} keys, e.g. {sorted(state)[:3]}")
+    len_feature = state["embedding.conv_1.0.weight"].shape[1]
+    if name == "bnwvad":
+        conv = [state[f"normal_head.conv{i}.weight"].shape for i in (1, 2, 3)]   # (out, in, kernel) each
+        shaped = dict(len_feature=len_feature, ratios=[HIDDEN // conv[0][0], HIDDEN // conv[1][0]],
+                      kernel_sizes=[c[-1] for c in conv])
+    else:
+        shaped = dict(len_feature=len_feature, a_nums=state["Amemory.memory_block"].shape[0],
+                      n_nums=state["Nmemory.memory_block"].shape[0])
+    cls = MODELS[name]
+    config = {k: p.default for k, p in inspect.signature(cls).parameters.items()} | shaped
+    expected = _template(cls, **config)
+    wrong = [f"{k} {tuple(v.shape)} != {tuple(expected[k].shape)}" for k, v in state.items()
+             if v.shape != expected[k].shape]
+    if wrong:
+        raise ValueError(f"a {name} state dict whose shapes fit no {name} config: {'; '.join(wrong[:3])}")
+    return name, {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+
+
+def _template(cls, **config):
+    """The state dict of cls(**config) on the meta device: names and shapes, no memory."""
+    with torch.device("meta"):
+        return cls(**config).state_dict()
+
+
+def _signature_key(cls):
+    """A key that only cls's state dict has (to name it in errors)."""
+    others = set().union(*(_template(c) for c in MODELS.values() if c is not cls))
+    return next(k for k in _template(cls) if k not in others)
