@@ -354,7 +354,7 @@ def segment_record(line, row, rank, timing, path):
 def event_record(event, rank, folder):
     """One stream event -> a segment in seconds, with its wall-clock times and its clip (or None)."""
     text = lambda key: str(event[key]) if event.get(key) is not None else None
-    return dict(rank=rank, start=float(event["start_s"]), end=float(event["end_s"]), peak_at=None,
+    return dict(event=True, rank=rank, start=float(event["start_s"]), end=float(event["end_s"]), peak_at=None,
                 peak_score=finite(event.get("peak_score")), peak_calibrated=finite(event.get("peak_calibrated")),
                 mean=finite(event.get("mean_score")), wall_start=text("wall_start"), wall_end=text("wall_end"),
                 clip=media_path(event["clip"], folder) if isinstance(event.get("clip"), str) else None)
@@ -442,18 +442,18 @@ def is_training_log(path):
     """True when a .jsonl file's first record has a `step` (events.jsonl and the like have none)."""
     try:
         with open(path, encoding="utf-8") as f:
-            first = next((line for line in f if line.strip()), "")
-        return isinstance(json.loads(first), dict) and "step" in json.loads(first)
+            first = json.loads(next((line for line in f if line.strip()), "null"))
+        return isinstance(first, dict) and "step" in first
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
 
 
 def read_log(path):
-    """A training log -> {file, versions, steps, metrics: {key: values}, others: {key: values}, best}.
+    """A training log -> {file, text, steps, metrics: {key: values}, others: {key: values}, best}.
 
     Records are ordered by step; every numeric key becomes a series (None where a record lacks it):
-    AUC, AP, AUC_sub, AP_sub in `metrics`, the rest (lr, losses, grad_norm, ...) in `others`; text
-    keys (version) are listed. best: the record with the highest AP (its step and metrics), or None.
+    AUC, AP, AUC_sub, AP_sub in `metrics`, the rest (lr, losses, grad_norm, ...) in `others`; text:
+    the [key, value] pairs of text values (version). best: the record with the highest AP (its step and metrics), or None.
     InputError naming the file and line for a malformed line or a record without a numeric step.
     """
     records = read_json_lines(path)
@@ -463,20 +463,20 @@ def read_log(path):
         if finite(record.get("step")) is None:
             raise InputError(f"{path} line {line}: no numeric step")
     records = sorted((r for _, r in records), key=lambda r: r["step"])
-    keys, versions = [], []
+    keys, text = [], []
     for record in records:
         for k, v in record.items():
             if k != "step" and k not in keys and finite(v) is not None:
                 keys.append(k)
-            if isinstance(v, str) and [k, v] not in versions:
-                versions.append([k, v])
+            if isinstance(v, str) and [k, v] not in text:
+                text.append([k, v])
     series = {k: [finite(r.get(k)) for r in records] for k in keys}
     ap = series.get("AP", [])
     best = None
     if any(v is not None for v in ap):
         i = max((i for i, v in enumerate(ap) if v is not None), key=lambda i: ap[i])
         best = dict(step=records[i]["step"], **{k: series[k][i] for k in METRICS if k in series})
-    return dict(file=os.path.basename(path), text=versions, steps=[r["step"] for r in records],
+    return dict(file=os.path.basename(path), text=text, steps=[r["step"] for r in records],
                 metrics={k: series[k] for k in METRICS if k in series},
                 others={k: v for k, v in series.items() if k not in METRICS}, best=best)
 
@@ -519,6 +519,8 @@ def write_report(path):
     is written (an earlier page stays as it was).
     """
     if os.path.isfile(path):
+        if not path.endswith(".jsonl"):
+            raise InputError(f"{path} is not a training log (.jsonl); give it, an output folder or a folder of logs")
         data = training_data([path], os.path.basename(path))
         out = os.path.splitext(path)[0] + ".html"
     elif os.path.isdir(path):
@@ -802,7 +804,7 @@ const COLUMNS = [
   {key: "length", title: "length", show: v => time(v.length, v.unit)},
   {key: "peak", title: "peak score", show: v => score(v.peak)},
   {key: "above", title: "above threshold", show: v => time(v.above, v.unit)},
-  {key: "segments", title: DATA.videos.some(v => v.segments.some(s => s.wall_start !== undefined)) ? "events" : "segments",
+  {key: "segments", title: DATA.videos.some(v => v.segments.some(s => s.event)) ? "events" : "segments",
    show: v => String(v.segments.length)},
 ];
 const collator = new Intl.Collator(undefined, {numeric: true});
@@ -949,7 +951,7 @@ function drawTimeline(canvas, v) {
 function segmentTable(v, clipBox) {
   state.segmentRows = [];
   if (!v.segments.length) return el("p", {class: "muted", text: "no segments above the threshold"});
-  const events = v.segments.some(s => s.wall_start !== undefined);
+  const events = v.segments.some(s => s.event);
   const heads = ["#", "start", "end", "peak at", "peak score", "calibrated", "mean"];
   if (events) heads.splice(3, 1, "wall clock", "clip");
   const body = v.segments.map(s => {

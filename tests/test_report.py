@@ -282,6 +282,7 @@ def test_training_logs(tmp_path):
     ("bad metrics", "metrics.json is not valid JSON"),
     ("bad event", "events.jsonl line 2 is not valid JSON"),
     ("bad log line", "xd_1.jsonl line 2 is not valid JSON"),
+    ("not a log", "scores.csv is not a training log (.jsonl)"),
 ])
 def test_bad_input_names_the_file_and_writes_nothing(tmp_path, case, message):
     out = write_output(tmp_path / "out", demo_videos()[:2], files=False)
@@ -323,6 +324,8 @@ def test_bad_input_names_the_file_and_writes_nothing(tmp_path, case, message):
             f.seek(0)
             f.truncate()
             f.writelines(lines)
+    elif case == "not a log":
+        target = str(out / "scores.csv")
     if Path(target).is_dir():
         (Path(target) / "report.html").write_text("the page of an earlier run")
     with pytest.raises(InputError, match=re.escape(message)):
@@ -495,11 +498,16 @@ def test_copied_folder_plays_and_segments_seek(browser, demo_folder, tmp_path):
         assert abs(now - aimed) <= 1 / FPS + 0.05
 
         browser.execute_script("const v = document.querySelector('.viewer video'); v.currentTime = 0.5; v.play()")
-        wait_for(browser, "document.querySelector('.viewer video').currentTime > 1.2")   # the playhead follows playback
-        left, expected = browser.execute_script(
-            "const v = document.querySelector('.viewer video'); v.pause();"
-            " return [parseFloat(document.querySelector('.viewer .playhead').style.left), state.frame.x(v.currentTime)]")
-        assert left == pytest.approx(expected, abs=3)
+        wait_for(browser, "document.querySelector('.viewer video').currentTime > 0.7")
+        behind = []                                     # the playhead follows playback frame by frame, not only
+        for _ in range(9):                              # at the video's 4 Hz timeupdate events (~25 px apart here)
+            left, expected = browser.execute_script(
+                "return [parseFloat(document.querySelector('.viewer .playhead').style.left),"
+                " state.frame.x(document.querySelector('.viewer video').currentTime)]")
+            behind.append(abs(left - expected))
+            time.sleep(0.07)
+        browser.execute_script("document.querySelector('.viewer video').pause()")
+        assert np.median(behind) < 6, behind            # the median: a busy machine may skip a frame or two
         assert not script_errors(browser)
     finally:
         moved.rename(demo_folder)
