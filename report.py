@@ -555,7 +555,7 @@ TEMPLATE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
 <meta http-equiv="Content-Security-Policy"
-      content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; media-src *; img-src data:">
+      content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; media-src * file: blob: data:; img-src data:">
 <title>@@TITLE@@</title>
 <style>@@CSS@@</style>
 </head>
@@ -851,7 +851,7 @@ function openVideo(i) {
   const v = DATA.videos[i];
   state.index = i;
   state.media = null;
-  history.replaceState(null, "", "#video=" + encodeURIComponent(v.name));
+  try { history.replaceState(null, "", "#video=" + encodeURIComponent(v.name)); } catch (e) { /* a browser may refuse it for file: pages */ }
   const title = el("h2", {}, [v.name, el("span", {class: "badge " + (v.label || "unknown"), text: v.label || "label unknown"})]);
   const parts = [title];
   if (v.source && v.unit === "s") {
