@@ -1,0 +1,635 @@
+"""The review page (report.py): what it reads from an output folder, a stream's folder and training
+logs, its one-line errors, and the page itself in a real headless Chromium: no script errors, the
+table sorts, a segment click seeks the video to the segment's start within one frame, a name cannot
+inject markup, and a copied folder still plays.
+
+The browser tests need Chromium, its driver and selenium (apt-get install chromium chromium-driver;
+pip install -r requirements-test.txt); without them they skip and say what is missing.
+REPORT_TEST_CHROMIUM and REPORT_TEST_CHROMEDRIVER point them at other binaries.
+"""
+import base64
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_script
+from report import write_report
+from test import find_segments
+from utils import InputError
+
+FPS = 25
+SNIPPET = 16                     # frames per snippet
+THRESHOLD = 0.5
+NASTY = "evil <img src=x onerror=\"window.__pwned=1\"> & 'q' </script><script>window.__pwned=2</script>"
+NASTY_FILE = "clip #1 & \"q\" <b>%41?.webm"
+
+
+# ---------------------------------------------------------------------------------------------
+# folders like infer.py's, stream.py's and main.py's
+
+def write_video(path, frames, fps=FPS):
+    """A small VP9 WebM (64x48) whose brightness ramps, `frames` frames at `fps`."""
+    import av
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="webm") as out:
+        stream = out.add_stream("libvpx-vp9", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            image = np.full((48, 64, 3), (3 * i) % 256, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def seconds(frame):
+    return f"{frame / FPS:.3f}"
+
+
+def write_output(folder, videos, timed=True, metrics=None, files=True):
+    """An infer.py output folder: metrics.json, scores.csv, segments.csv and videos.csv.
+
+    videos: [dict(name, label, scores, gt=[(start, end) frames] or None, source=file name or None)];
+    with `files`, each source is written as a real video under folder/videos/.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics or {"threshold": {"value": THRESHOLD}}))
+    times = ["start_s", "end_s"] if timed else []
+    with open(folder / "scores.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "snippet", "score", "calibrated", "start_frame", "end_frame"] + times)
+        for v in videos:
+            for i, x in enumerate(v["scores"]):
+                a, b = i * SNIPPET, (i + 1) * SNIPPET
+                w.writerow([v["name"], i, f"{x:.6g}", f"{min(x, 1.0):.4f}", a, b]
+                           + ([seconds(a), seconds(b)] if timed else []))
+    with open(folder / "segments.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "rank", "start_frame", "end_frame"] + (times + ["peak_s"] if timed else [])
+                   + ["peak_score", "peak_calibrated", "mean_score"])
+        for v in videos:
+            for rank, s in enumerate(find_segments(np.asarray(v["scores"]), THRESHOLD, 5), 1):
+                a, b, peak = s["start"] * SNIPPET, s["end"] * SNIPPET, s["peak_snippet"] * SNIPPET
+                w.writerow([v["name"], rank, a, b] + ([seconds(a), seconds(b), seconds(peak)] if timed else [])
+                           + [f"{s['peak']:.6g}", "", f"{s['mean']:.6g}"])
+    with open(folder / "videos.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "label", "snippets", "source", "gt"])
+        for v in videos:
+            source = f"videos/{v['source']}" if v.get("source") else ""
+            gt = " ".join(f"{a}-{b}" for a, b in v["gt"]) if v.get("gt") else ""
+            w.writerow([v["name"], v["label"], len(v["scores"]), source, gt])
+            if files and source:
+                write_video(folder / source, len(v["scores"]) * SNIPPET)
+    return folder
+
+
+def demo_videos():
+    """Three videos with distinct peaks and lengths; the third has a hostile name and file name."""
+    return [
+        dict(name="vid10_fight", label="abnormal", gt=[(32, 80)], source="vid10_fight.webm",
+             scores=[0.1, 0.2, 0.7, 0.9, 0.8, 0.3, 0.2, 0.6, 0.55, 0.1]),
+        dict(name="vid2_walk", label="normal", gt=None, source="vid2_walk.webm",
+             scores=[0.1, 0.2, 0.3, 0.2, 0.1, 0.52]),
+        dict(name=NASTY, label="", gt=[(0, 16)], source=NASTY_FILE,
+             scores=[0.6, 0.65, 0.2, 0.1, 0.3, 0.4, 0.1, 0.75]),
+    ]
+
+
+def full_metrics(tmp_path):
+    """A metrics.json as infer.py writes it with a ground truth, holding absolute paths of this machine."""
+    return {"checkpoint": str(tmp_path / "ckpts" / "xd_best_2022.pkl"), "step": 1200, "model": "bnwvad",
+            "settings": {"root_dir": str(tmp_path / "data"), "normal_quantile": 0.99, "ratios": [16, 32]},
+            "threshold": {"value": THRESHOLD, "source": "quantile 0.99 of the test set's normal videos' scores",
+                          "false_alarm_rate": 1.25, "false_alarm_rate_normal_videos": 0.5},
+            "AUC": 91.5, "AP": 70.25, "AUC_sub": 80.0, "AP_sub": 65.5,
+            "per_class": {"B1": {"AUC": 90.0, "AP": 60.0, "videos": 3}, "G": {"AUC": float("nan"), "AP": 1.0,
+                                                                                "videos": 1}},
+            "videos": 3, "note": "anything plain", "nested": {"not": "shown"}}
+
+
+def page_data(path):
+    """The JSON the page embeds, as the browser will read it."""
+    text = Path(path).read_text()
+    block = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.S).group(1)
+    return json.loads(block)
+
+
+def floats(b64):
+    return np.frombuffer(base64.b64decode(b64), dtype="<f4")
+
+
+def write_stream(folder):
+    """A stream.py output folder: scores.csv with wall times, events.jsonl (one event with a saved
+    clip), threshold.json; the stream's time starts at 100 s."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    scores = [0.1, 0.2, 0.8, 0.9, 0.3, 0.1, 0.7, 0.2]
+    with open(folder / "scores.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "snippet", "score", "calibrated", "start_s", "end_s", "wall_time"])
+        for i, x in enumerate(scores):
+            w.writerow(["cam1", i, x, "", f"{100 + 0.64 * i:.3f}", f"{100 + 0.64 * (i + 1):.3f}",
+                        f"2026-11-29T10:00:{i:02d}"])
+    events = [dict(start_s=101.28, end_s=102.56, peak_score=0.9, peak_calibrated=None, wall_start="2026-11-29T10:00:02",
+                   wall_end="2026-11-29T10:00:04", clip="clips/event1.webm"),
+              dict(start_s=103.84, end_s=104.48, peak_score=0.7, peak_calibrated=0.97,
+                   wall_start="2026-11-29T10:00:06", wall_end="2026-11-29T10:00:07", clip=None)]
+    (folder / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    (folder / "threshold.json").write_text(json.dumps({"value": THRESHOLD, "source": "--threshold"}))
+    write_video(folder / "clips" / "event1.webm", 32)
+    return folder, events
+
+
+def write_log(path, steps, loss_name="mpp_loss", best_at=None):
+    """A main.py training log: one JSON line per evaluation; AP peaks at step best_at."""
+    lines = []
+    for k, step in enumerate(steps):
+        ap = 60.0 + k if best_at is None or step <= best_at else 60.0 + k - 2 * (step - best_at) / steps[0]
+        lines.append(json.dumps(dict(step=step, lr=0.001, normal_loss=1.0 / (k + 1), **{loss_name: 0.5 / (k + 1)},
+                                     total_loss=2.0 / (k + 1), grad_norm=3.0, AUC=80.0 + k, AP=ap,
+                                     AUC_sub=70.0, AP_sub=50.0, version="train")))
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# what the page holds
+
+def test_scoring_folder_data(tmp_path):
+    videos = demo_videos()
+    out = write_output(tmp_path / "out", videos, metrics=full_metrics(tmp_path), files=False)
+    page = write_report(str(out))
+    assert page == str(out / "report.html")
+    data = page_data(page)
+    assert data["kind"] == "scores" and data["threshold"] == THRESHOLD and data["has_gt"]
+    assert [v["name"] for v in data["videos"]] == [v["name"] for v in videos]     # videos.csv's order
+    score = floats(data["arrays"]["score"])
+    start, end = floats(data["arrays"]["start"]), floats(data["arrays"]["end"])
+    for v, d in zip(videos, data["videos"]):
+        x = np.array(v["scores"])
+        assert d["unit"] == "s" and d["count"] == len(x) and d["label"] == v["label"]
+        np.testing.assert_allclose(score[d["offset"]:d["offset"] + d["count"]], x, rtol=1e-6)
+        np.testing.assert_allclose(start[d["offset"]:d["offset"] + d["count"]], np.arange(len(x)) * SNIPPET / FPS,
+                                   atol=1e-3)
+        assert d["peak"] == pytest.approx(x.max(), rel=1e-6)
+        assert d["above"] == pytest.approx((x > THRESHOLD).sum() * SNIPPET / FPS, abs=1e-3)
+        assert d["length"] == pytest.approx(len(x) * SNIPPET / FPS, abs=1e-3)
+        assert d["source"] == f"videos/{v['source']}"
+        assert d["gt"] == [[a / FPS, b / FPS] for a, b in v["gt"] or []]       # [] : known to hold none
+        expected = find_segments(x, THRESHOLD, 5)
+        assert [(s["start"], s["end"]) for s in d["segments"]] == pytest.approx(
+            [(e["start"] * SNIPPET / FPS, e["end"] * SNIPPET / FPS) for e in expected], abs=1e-3)
+        assert [s["peak_score"] for s in d["segments"]] == pytest.approx([e["peak"] for e in expected], rel=1e-5)
+    s = data["summary"]
+    assert s["checkpoint"] == "\u2026/xd_best_2022.pkl" and s["step"] == 1200 and s["model"] == "bnwvad"
+    assert s["metrics"] == {"AUC": 91.5, "AP": 70.25, "AUC_sub": 80.0, "AP_sub": 65.5}
+    assert s["per_class"] == [["B1", 90.0, 60.0, 3], ["G", None, 1.0, 1]]
+    assert s["threshold"]["source"].startswith("quantile 0.99") and s["threshold"]["false_alarm_rate"] == 1.25
+    settings = dict(s["settings"])
+    assert settings == {"root_dir": "\u2026/data", "normal_quantile": 0.99, "ratios": [16, 32],
+                        "note": "anything plain"}
+    assert s["files"] == ["metrics.json", "scores.csv", "videos.csv", "segments.csv"]
+
+
+def test_page_holds_no_path_of_this_machine(tmp_path):
+    out = write_output(tmp_path / "out", demo_videos(), metrics=full_metrics(tmp_path), files=False)
+    text = Path(write_report(str(out))).read_text()
+    for path in {str(tmp_path), str(ROOT), os.getcwd(), os.path.expanduser("~")}:
+        assert path not in text
+
+
+def test_a_name_cannot_break_the_page(tmp_path):
+    out = write_output(tmp_path / "out", demo_videos(), files=False)
+    text = Path(write_report(str(out))).read_text()
+    assert text.count("<script") == 2 and text.count("</script>") == 2     # the template's own two blocks
+    assert "<img" not in text and "<b>" not in text
+    assert text.isascii()
+    assert page_data(out / "report.html")["videos"][2]["name"] == NASTY       # yet the name comes back intact
+
+
+def test_frames_axis_when_times_are_unknown(tmp_path):
+    videos = demo_videos()[:1]
+    out = write_output(tmp_path / "out", videos, timed=False, files=False)
+    v = page_data(write_report(str(out)))["videos"][0]
+    assert v["unit"] == "frame" and v["gt"] == [[32.0, 80.0]] and v["length"] == 160
+    assert v["above"] == 5 * SNIPPET                                         # five snippets above 0.5
+    assert [(s["start"], s["end"]) for s in v["segments"]] == [(32, 80), (112, 144)]
+
+
+def test_videos_csv_is_optional(tmp_path):
+    out = write_output(tmp_path / "out", demo_videos(), files=False)
+    (out / "videos.csv").unlink()
+    (out / "metrics.json").unlink()
+    data = page_data(write_report(str(out)))
+    assert [v["name"] for v in data["videos"]] == [v["name"] for v in demo_videos()]   # scores.csv's order
+    assert all(v["label"] == "" and v["source"] is None and v["gt"] is None for v in data["videos"])
+    assert data["threshold"] is None and all(v["above"] is None for v in data["videos"])
+    assert not data["has_gt"]
+
+
+def test_stream_folder(tmp_path):
+    folder, events = write_stream(tmp_path / "stream")
+    data = page_data(write_report(str(folder)))
+    (video,) = data["videos"]
+    assert video["name"] == "cam1" and video["unit"] == "s" and video["length"] == pytest.approx(8 * 0.64, abs=1e-3)
+    assert data["threshold"] == THRESHOLD and data["summary"]["threshold"]["source"] == "--threshold"
+    assert data["summary"]["stream"] == ["2026-11-29T10:00:00", "2026-11-29T10:00:07"]
+    assert [(s["start"], s["end"], s["clip"]) for s in video["segments"]] == [
+        (e["start_s"], e["end_s"], e["clip"]) for e in events]
+    assert video["segments"][0]["wall_start"] == "2026-11-29T10:00:02"
+    assert video["segments"][1]["peak_calibrated"] == 0.97
+
+
+def test_training_logs(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_log(logs / "xd_1.jsonl", [100, 200, 300, 400], best_at=300)
+    write_log(logs / "xd_2.jsonl", [100, 200], loss_name="triplet_loss")
+    (logs / "events.jsonl").write_text(json.dumps({"start_s": 1.0}) + "\n")       # not a log: left out
+    data = page_data(write_report(str(logs)))
+    assert data["kind"] == "training" and [r["file"] for r in data["runs"]] == ["xd_1.jsonl", "xd_2.jsonl"]
+    first, second = data["runs"]
+    assert first["steps"] == [100, 200, 300, 400] and first["best"]["step"] == 300
+    assert first["best"]["AP"] == pytest.approx(62.0) and first["best"]["AUC"] == 82.0
+    assert list(first["metrics"]) == ["AUC", "AP", "AUC_sub", "AP_sub"]
+    assert list(first["others"]) == ["lr", "normal_loss", "mpp_loss", "total_loss", "grad_norm"]
+    assert "triplet_loss" in second["others"] and "mpp_loss" not in second["others"]
+    assert ["version", "train"] in first["text"]
+
+    page = write_report(str(logs / "xd_2.jsonl"))                           # one log: a page beside it
+    assert page == str(logs / "xd_2.html")
+    assert [r["file"] for r in page_data(page)["runs"]] == ["xd_2.jsonl"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "does not exist"),
+    ("empty folder", "holds neither scores.csv"),
+    ("score not a number", "scores.csv line 3: score 'abc' is not a number"),
+    ("no score column", "scores.csv has no column score"),
+    ("short row", "scores.csv line 2: 3 cells"),
+    ("bad gt", "videos.csv line 2: gt '32-x' is not"),
+    ("bad segment", "segments.csv line 2: peak_score 'high' is not a number"),
+    ("bad metrics", "metrics.json is not valid JSON"),
+    ("bad event", "events.jsonl line 2 is not valid JSON"),
+    ("bad log line", "xd_1.jsonl line 2 is not valid JSON"),
+    ("not a log", "scores.csv is not a training log (.jsonl)"),
+])
+def test_bad_input_names_the_file_and_writes_nothing(tmp_path, case, message):
+    out = write_output(tmp_path / "out", demo_videos()[:2], files=False)
+    def edit(name, old, new, count=1):
+        path = out / name
+        path.write_text(path.read_text().replace(old, new, count))
+    target = str(out)
+    if case == "missing":
+        target = str(tmp_path / "nowhere")
+    elif case == "empty folder":
+        target = str(tmp_path / "empty")
+        os.mkdir(target)
+    elif case == "score not a number":
+        lines = (out / "scores.csv").read_text().splitlines()
+        lines[2] = lines[2].replace(",0.2,", ",abc,")
+        (out / "scores.csv").write_text("\n".join(lines) + "\n")
+    elif case == "no score column":
+        edit("scores.csv", "score,", "points,")
+    elif case == "short row":
+        lines = (out / "scores.csv").read_text().splitlines()
+        (out / "scores.csv").write_text("\n".join([lines[0], "vid,0,1"] + lines[2:]) + "\n")
+    elif case == "bad gt":
+        edit("videos.csv", "32-80", "32-x")
+    elif case == "bad segment":
+        lines = (out / "segments.csv").read_text().splitlines()
+        lines[1] = re.sub(r",0\.9,", ",high,", lines[1])
+        (out / "segments.csv").write_text("\n".join(lines) + "\n")
+    elif case == "bad metrics":
+        (out / "metrics.json").write_text("{threshold")
+    elif case == "bad event":
+        (out / "events.jsonl").write_text('{"start_s": 1, "end_s": 2, "video": "vid2_walk"}\n{oops\n')
+    elif case == "bad log line":
+        target = str(tmp_path / "logs")
+        os.mkdir(target)
+        write_log(Path(target) / "xd_1.jsonl", [100, 200])
+        with open(Path(target) / "xd_1.jsonl", "r+") as f:
+            lines = f.readlines()
+            lines[1] = lines[1][:20] + "\n"
+            f.seek(0)
+            f.truncate()
+            f.writelines(lines)
+    elif case == "not a log":
+        target = str(out / "scores.csv")
+    if Path(target).is_dir():
+        (Path(target) / "report.html").write_text("the page of an earlier run")
+    with pytest.raises(InputError, match=re.escape(message)):
+        write_report(target)
+    if Path(target).is_dir():
+        assert (Path(target) / "report.html").read_text() == "the page of an earlier run"
+        assert not [p for p in Path(target).iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_cli(tmp_path):
+    out = write_output(tmp_path / "out", demo_videos()[:2], files=False)
+    ok = run_script("report.py", [str(out)])
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == str(out / "report.html") and (out / "report.html").is_file()
+    (out / "segments.csv").write_text("video,rank\nx,1\n")
+    bad = run_script("report.py", [str(out)])
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [f"error: {out / 'segments.csv'} has no column start_frame, end_frame, "
+                                                f"peak_score (header: video,rank)"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the page in a real browser
+
+ERROR_COLLECTOR = """
+window.__errors = [];
+window.addEventListener("error", e => window.__errors.push("error: " + (e.message || (e.target && e.target.src))), true);
+window.addEventListener("unhandledrejection", e => window.__errors.push("unhandled rejection: " + e.reason));
+const consoleError = console.error;
+console.error = (...args) => { window.__errors.push("console.error: " + args.join(" ")); consoleError(...args); };
+"""
+
+
+def browser_problem():
+    """Why the browser tests cannot run on this machine (the reason they skip with), or None."""
+    try:
+        import selenium  # noqa: F401  (only whether it is installed)
+    except ImportError:
+        return "selenium is not installed (pip install -r requirements-test.txt)"
+    for what, variable, default in (("chromium", "REPORT_TEST_CHROMIUM", "/usr/bin/chromium"),
+                                    ("chromedriver", "REPORT_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")):
+        path = os.environ.get(variable, default)
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            return f"{what} not found at {path} (apt-get install chromium chromium-driver, or set {variable})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module, driven through the system's chromedriver. Naming the
+    driver's path keeps Selenium Manager from looking for (and downloading) one of its own."""
+    problem = browser_problem()
+    if problem:
+        pytest.skip(problem)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = os.environ.get("REPORT_TEST_CHROMIUM", "/usr/bin/chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--mute-audio",
+                "--window-size=1400,1000", "--autoplay-policy=no-user-gesture-required"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(os.environ.get("REPORT_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")),
+                              options=options)
+    driver.set_page_load_timeout(60)
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": ERROR_COLLECTOR})
+    yield driver
+    driver.quit()
+
+
+def open_page(driver, path, fragment=""):
+    """Load a page from disk, as a user double-clicking it would, and check that it ran cleanly."""
+    driver.get_log("browser")                                               # drop the previous page's log
+    driver.get(Path(path).as_uri() + fragment)
+    errors = script_errors(driver)
+    assert not errors, errors
+    return driver
+
+
+def script_errors(driver):
+    """What went wrong in the page so far: uncaught errors, rejections, console.error, SEVERE log lines."""
+    errors = driver.execute_script("return window.__errors")
+    return errors + [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def wait_for(driver, script, timeout=10):
+    """Poll a JS expression until it is truthy; its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = driver.execute_script("return " + script)
+        if value or time.monotonic() > deadline:
+            assert value, f"timed out waiting for {script}"
+            return value
+        time.sleep(0.05)
+
+
+def table_names(driver):
+    """The names in the table of videos, top to bottom."""
+    return driver.execute_script("return [...document.querySelectorAll('#videos tbody td.name')].map(td => td.textContent)")
+
+
+def click_header(driver, title):
+    """Click a column heading of the table of videos (as a user sorts it)."""
+    from selenium.webdriver.common.by import By
+    driver.find_element(By.XPATH, f"//table[@id='videos']//th[text()='{title}']").click()
+
+
+@pytest.fixture(scope="module")
+def demo_folder(tmp_path_factory):
+    """An output folder with three real videos, the page built in it."""
+    out = write_output(tmp_path_factory.mktemp("demo") / "out", demo_videos())
+    write_report(str(out))
+    return out
+
+
+def test_table_sorts(browser, demo_folder):
+    open_page(browser, demo_folder / "report.html")
+    videos = demo_videos()
+    peak = sorted(videos, key=lambda v: -max(v["scores"]))
+    assert table_names(browser) == [v["name"] for v in peak]                  # the default: highest peak first
+    click_header(browser, "video")
+    assert table_names(browser) == [NASTY, "vid2_walk", "vid10_fight"]         # A to Z, numbers by value
+    click_header(browser, "video")
+    assert table_names(browser) == ["vid10_fight", "vid2_walk", NASTY]
+    click_header(browser, "above threshold")
+    above = sorted(videos, key=lambda v: -sum(x > THRESHOLD for x in v["scores"]))
+    assert table_names(browser) == [v["name"] for v in above]
+    click_header(browser, "peak score")
+    click_header(browser, "peak score")
+    assert table_names(browser) == [v["name"] for v in peak[::-1]]
+    assert browser.execute_script("return document.querySelector('#videos th[aria-sort=ascending]').textContent") \
+        == "peak score"
+    assert not script_errors(browser)
+
+
+def segment_click_seeks(driver, k):
+    """Click the opened video's k-th segment row, wait for the seek; the video's currentTime."""
+    from selenium.webdriver.common.by import By
+    wait_for(driver, "document.querySelector('.viewer video').readyState >= 1")
+    row = driver.find_elements(By.CSS_SELECTOR, "table.segments tbody tr")[k]
+    row.click()
+    wait_for(driver, "!document.querySelector('.viewer video').seeking")
+    return driver.execute_script("return document.querySelector('.viewer video').currentTime")
+
+
+def test_copied_folder_plays_and_segments_seek(browser, demo_folder, tmp_path):
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(demo_folder, copy)
+    moved = tmp_path / "moved-away"
+    demo_folder.rename(moved)                                   # the original is gone while the copy is open
+    try:
+        open_page(browser, copy / "report.html")
+        from selenium.webdriver.common.by import By
+        browser.find_element(By.XPATH, "//td[text()='vid10_fight']").click()
+        assert browser.find_element(By.CSS_SELECTOR, ".viewer h2").text.startswith("vid10_fight")
+        src = browser.execute_script("return document.querySelector('.viewer video').currentSrc")
+        assert src == (copy / "videos" / "vid10_fight.webm").as_uri()
+        segments = page_data(copy / "report.html")["videos"][0]["segments"]
+        for k in (1, 0):                                                      # later one first: seeking back works too
+            now = segment_click_seeks(browser, k)
+            assert abs(now - segments[k]["start"]) <= 1 / FPS, (now, segments[k])
+            left = browser.execute_script("return parseFloat(document.querySelector('.viewer .playhead').style.left)")
+            assert left == pytest.approx(browser.execute_script(f"return state.frame.x({segments[k]['start']})"), abs=1)
+            assert browser.execute_script("return document.querySelector('table.segments tr.current') !== null")
+
+        canvas = browser.find_element(By.CSS_SELECTOR, ".viewer canvas")               # a click on the curve seeks there
+        from selenium.webdriver.common.action_chains import ActionChains
+        ActionChains(browser).move_to_element_with_offset(canvas, 40, 0).click().perform()
+        wait_for(browser, "!document.querySelector('.viewer video').seeking")
+        now, aimed = browser.execute_script(
+            "const c = document.querySelector('.viewer canvas'); return [document.querySelector('.viewer video').currentTime,"
+            " state.frame.xAt(c.clientWidth / 2 + 40)]")
+        assert abs(now - aimed) <= 1 / FPS + 0.05
+
+        browser.execute_script("const v = document.querySelector('.viewer video'); v.currentTime = 0.5; v.play()")
+        wait_for(browser, "document.querySelector('.viewer video').currentTime > 0.7")
+        behind = []                                     # the playhead follows playback frame by frame, not only
+        for _ in range(9):                              # at the video's 4 Hz timeupdate events (~25 px apart here)
+            left, expected = browser.execute_script(
+                "return [parseFloat(document.querySelector('.viewer .playhead').style.left),"
+                " state.frame.x(document.querySelector('.viewer video').currentTime)]")
+            behind.append(abs(left - expected))
+            time.sleep(0.07)
+        browser.execute_script("document.querySelector('.viewer video').pause()")
+        assert np.median(behind) < 6, behind            # the median: a busy machine may skip a frame or two
+        assert not script_errors(browser)
+    finally:
+        moved.rename(demo_folder)
+
+
+def test_hostile_name_is_shown_as_text(browser, demo_folder):
+    from selenium.webdriver.common.by import By
+    open_page(browser, demo_folder / "report.html")
+    assert browser.execute_script("return window.__pwned === undefined && document.querySelectorAll('img').length === 0")
+    cell = [td for td in browser.find_elements(By.CSS_SELECTOR, "#videos td.name") if td.text.startswith("evil")]
+    assert browser.execute_script("return arguments[0].textContent", cell[0]) == NASTY
+    cell[0].click()
+    assert browser.execute_script("return document.querySelector('.viewer h2').firstChild.textContent") == NASTY
+    src = browser.execute_script("return document.querySelector('.viewer video').currentSrc")
+    assert src == (demo_folder / "videos" / NASTY_FILE).as_uri()
+    start = page_data(demo_folder / "report.html")["videos"][2]["segments"][1]["start"]
+    assert abs(segment_click_seeks(browser, 1) - start) <= 1 / FPS              # the file's odd name plays
+    assert browser.execute_script("return window.__pwned === undefined")
+    assert not script_errors(browser)
+
+
+def test_page_opens_the_video_named_in_its_address(browser, demo_folder):
+    viewed = "return document.querySelector('.viewer h2').firstChild.textContent"
+    browser.get("about:blank")
+    open_page(browser, demo_folder / "report.html", "#video=vid2_walk")
+    assert browser.execute_script(viewed) == "vid2_walk"
+    browser.execute_script("location.hash = '#video=' + encodeURIComponent(arguments[0])", NASTY)   # a link, or Back
+    wait_for(browser, f"document.querySelector('.viewer h2').firstChild.textContent === {json.dumps(NASTY)}")
+    browser.execute_script("location.hash = '#video=%E0%A4%A'")                                # a broken address
+    assert browser.execute_script(viewed) == NASTY
+    assert not script_errors(browser)
+
+
+def test_pages_without_times_or_threshold_render(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    framed = write_output(tmp_path / "framed", demo_videos()[:2], timed=False)
+    open_page(browser, write_report(str(framed)))
+    assert browser.execute_script("return document.querySelector('.viewer video')") is None   # frames: not synced
+    assert "times unknown" in browser.find_element(By.CSS_SELECTOR, ".viewer .note").text
+    browser.find_elements(By.CSS_SELECTOR, "table.segments tbody tr")[0].click()
+    assert browser.execute_script("return state.playhead.hidden") is False
+    bare = write_output(tmp_path / "bare", demo_videos()[:2], files=False)
+    for name in ("metrics.json", "videos.csv", "segments.csv"):
+        (bare / name).unlink()
+    open_page(browser, write_report(str(bare)))
+    assert table_names(browser) == ["vid10_fight", "vid2_walk"]
+    assert not script_errors(browser)
+
+
+def test_stream_page_embeds_event_clip(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    folder, events = write_stream(tmp_path / "stream")
+    open_page(browser, write_report(str(folder)))
+    assert browser.execute_script("return document.querySelector('.viewer video')") is None     # a live source
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.segments tbody tr")
+    assert len(rows) == 2
+    rows[0].click()
+    wait_for(browser, "document.querySelector('video.clip') && document.querySelector('video.clip').readyState >= 1")
+    assert browser.execute_script("return document.querySelector('video.clip').currentSrc").endswith("/clips/event1.webm")
+    assert browser.execute_script("return state.playhead.hidden") is False
+    rows[1].click()                                                            # no clip: the old one stays
+    assert not script_errors(browser)
+
+
+def test_training_page_renders(browser, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_log(logs / "xd_1.jsonl", [100, 200, 300], best_at=200)
+    write_log(logs / "xd_2.jsonl", [100, 200, 300, 400])
+    open_page(browser, write_report(str(logs)))
+    runs = browser.execute_script("return [...document.querySelectorAll('table.runs tbody tr td:first-child')]"
+                                  ".map(td => td.textContent)")
+    assert runs == ["xd_2.jsonl", "xd_1.jsonl"]                                # best AP first
+    assert browser.execute_script("return document.querySelectorAll('section.run canvas').length") == 2 * 6
+    assert browser.execute_script("return [...document.querySelectorAll('section.run canvas')].every(c => c.width > 0)")
+
+
+def test_full_test_set_loads_fast(browser, tmp_path):
+    """800 videos, 150,000 snippets: the page loads in a couple of seconds and opens a video at once."""
+    rng = np.random.default_rng(0)
+    counts = rng.multinomial(150_000 - 800 * 20, np.ones(800) / 800) + 20
+    out = tmp_path / "big"
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps({"threshold": {"value": 0.9, "source": "test"}}))
+    lines, segments, listing = ["video,snippet,score,calibrated,start_frame,end_frame,start_s,end_s"], [], []
+    seg_header = "video,rank,start_frame,end_frame,start_s,end_s,peak_s,peak_score,peak_calibrated,mean_score"
+    for v, n in enumerate(counts):
+        scores = rng.random(n)
+        lines += [f"v{v:03d},{i},{x:.6g},{x:.4f},{16 * i},{16 * i + 16},{16 * i / 25:.3f},{(16 * i + 16) / 25:.3f}"
+                  for i, x in enumerate(scores)]
+        segments += [f"v{v:03d},{r + 1},{16 * r},{16 * r + 16},{16 * r / 25:.3f},{(16 * r + 16) / 25:.3f},"
+                     f"{16 * r / 25:.3f},0.95,0.99,0.95" for r in range(3)]
+        listing.append(f"v{v:03d},{'abnormal' if v % 2 else 'normal'},{n},,{'32-96 160-320' if v % 2 else ''}")
+    (out / "scores.csv").write_text("\n".join(lines) + "\n")
+    (out / "segments.csv").write_text(seg_header + "\n" + "\n".join(segments) + "\n")
+    (out / "videos.csv").write_text("video,label,snippets,source,gt\n" + "\n".join(listing) + "\n")
+
+    began = time.perf_counter()
+    page = write_report(str(out))
+    built = time.perf_counter() - began
+    size = os.path.getsize(page)
+    open_page(browser, page)
+    load_ms = browser.execute_script("const n = performance.getEntriesByType('navigation')[0]; return n.loadEventEnd")
+    assert browser.execute_script("return document.querySelectorAll('#videos tbody tr').length") == 800
+    open_ms = browser.execute_script("const t = performance.now(); document.querySelector('#videos tbody tr:last-child')"
+                                     ".click(); return performance.now() - t")
+    print(f"\n800 videos, {counts.sum()} snippets: built in {built:.2f} s, {size / 1e6:.2f} MB, "
+          f"loaded in {load_ms:.0f} ms, a video opened in {open_ms:.0f} ms")
+    assert size < 5e6
+    assert load_ms < 3000 and open_ms < 500
+    click_header(browser, "above threshold")
+    assert not script_errors(browser)
+
+
+def test_browser_tests_skip_with_a_reason_when_chromium_is_missing(tmp_path):
+    env = {**os.environ, "REPORT_TEST_CHROMIUM": str(tmp_path / "no-chromium"), "PYTHONWARNINGS": "ignore"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider",
+                          f"{__file__}::test_table_sorts"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 skipped" in run.stdout and "SKIPPED" in run.stdout
+    assert f"chromium not found at {tmp_path / 'no-chromium'} (apt-get install chromium chromium-driver" in run.stdout
