@@ -210,17 +210,19 @@ def _timed(frames, path):
         yield t - first, t - first + length, frame
 
 
-def decode_frames(path, resize=256, fps=None, decoding=None):
+def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None):
     """
     Yield a video's frames as (start s, end s, (H, W, 3) uint8 RGB), upright as players show them
     (the display matrix's rotation applied), resized per `resize`, resampled to `fps` if given.
     Times are the frames' own timestamps (variable frame rates included), in seconds from the
     first frame, as Fractions. `decoding` (a Decoding) is filled in on the way: frames decoded
-    against the header's count, rotation, damaged packets.
+    against the header's count, rotation, damaged packets. `path` is anything FFmpeg opens (a file,
+    a URL, a capture device); open_options are av.open's keyword arguments for such sources
+    (format, options, timeout), e.g. dict(format='v4l2') for a webcam.
     """
     decoding = decoding if decoding is not None else Decoding()
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), **(open_options or {})) as container:
             if not container.streams.video:
                 raise VideoError(f'{path}: no video stream')
             stream = container.streams.video[0]
@@ -353,6 +355,20 @@ def background(iterable, ahead=2):
 
 
 @torch.inference_mode()
+def snippet_features(model, batch, amp=False):
+    """(B, K, 16, 224, 224, 3) uint8 cropped snippets (as snippet_batches gives them) -> (B, K, 1024)
+    float32 features on the CPU, in one forward pass of `model` (an I3D from load_i3d, or any module
+    with `.features(x)`) on its parameters' device, as `rgb / 255 * 2 - 1`. amp: float16 autocast
+    (callers check that the device is CUDA)."""
+    device = next(model.parameters()).device
+    x = torch.from_numpy(batch).to(device)  # (B, K, 16, 224, 224, 3) uint8
+    x = x.flatten(0, 1).permute(0, 4, 1, 2, 3).float() / 255 * 2 - 1  # (B*K, 3, 16, 224, 224)
+    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        f = model.features(x)  # (B*K, 1024)
+    return f.float().view(batch.shape[0], batch.shape[1], -1).cpu()  # (B, K, 1024)
+
+
+@torch.inference_mode()
 def video_features(path, model, crops=10, resize=256, fps=None, pad_last=False, batch_size=4, amp=False,
                    progress=False, decoding=None):
     """
@@ -368,11 +384,7 @@ def video_features(path, model, crops=10, resize=256, fps=None, pad_last=False, 
     features = []
     with tqdm(desc=Path(path).name, unit='snippet', leave=False, disable=not progress) as bar:
         for batch in background(snippet_batches(path, crops, resize, fps, pad_last, batch_size, decoding)):
-            x = torch.from_numpy(batch).to(device)  # (B, K, 16, 224, 224, 3) uint8
-            x = x.flatten(0, 1).permute(0, 4, 1, 2, 3).float() / 255 * 2 - 1  # (B*K, 3, 16, 224, 224)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                f = model.features(x)  # (B*K, 1024)
-            features.append(f.float().view(len(batch), crops, -1).cpu())  # (B, K, 1024)
+            features.append(snippet_features(model, batch, amp))  # (B, K, 1024)
             bar.update(len(batch))
     if not features:
         hint = '' if pad_last else ' (--pad_last keeps a partial one)'
