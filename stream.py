@@ -572,7 +572,8 @@ class ClipRecorder:
 
 class Latencies:
     """Count, mean, max and quantiles of latencies over a whole run in fixed memory: counts in
-    log-spaced bins from 1 ms to 10^4 s, each 2.3% wide (a quantile is its bin's geometric middle)."""
+    log-spaced bins from 1 ms to 10^4 s, each 2.3% wide (a quantile is its bin's geometric middle, at
+    most the largest latency seen)."""
     EDGES = np.geomspace(1e-3, 1e4, 701)
 
     def __init__(self):
@@ -591,7 +592,7 @@ class Latencies:
             return float(self.EDGES[0])
         if i >= len(self.EDGES):
             return self.max
-        return float(math.sqrt(self.EDGES[i - 1] * self.EDGES[i]))
+        return min(self.max, float(math.sqrt(self.EDGES[i - 1] * self.EDGES[i])))
 
 
 class Outputs:
@@ -709,33 +710,31 @@ def run_stream(source, model, i3d, output_dir, threshold, settings=None, *, tabl
                on_score=None, on_event=None, quiet=False, overwrite=False):
     """
     Score `source` while it plays until it ends (a file's end, or a live source lost for good) or
-    KeyboardInterrupt (re-raised once every output is complete). Returns the run's health summary.
+    KeyboardInterrupt (re-raised once every output is complete). Returns the run's health summary
+    (metrics.json's `health`).
 
-    model: a BN-WVAD or UR-DMU in eval mode ((B, T, D) -> (B, T) scores) on the device to score on;
-    i3d: the I3D (load_i3d) or any module with `.features((N, 3, 16, 224, 224)) -> (N, D)`;
-    threshold: the raw score alerts are raised above; table: the checkpoint's calibration (None: no
-    calibrated scores); name: the video name in the outputs (default from the source); info: more
-    fields for metrics.json (checkpoint, model, threshold source); on_score(row dict) and
-    on_event(kind 'open' | 'close', event dict) are called in this thread as they happen.
-    Raises InputError (one line) when the source cannot be opened or the output folder holds an
-    earlier run's outputs (unless overwrite), ValueError for settings that cannot work together.
+    model: a BN-WVAD or UR-DMU ((B, T, D) -> (B, T) scores in eval mode, which this sets) on the
+    device to score on; i3d: the I3D (load_i3d) or any module with `.features(x)`, x (N, 3, 16, 224,
+    224) in [-1, 1] -> (N, D); threshold: the raw score alerts are raised above; settings: a
+    StreamSettings; table: the checkpoint's calibration (None: no calibrated scores); name: the video
+    name in the outputs (default from the source); info: more fields for metrics.json (checkpoint,
+    model, step, threshold_source); on_score(row dict) and on_event(kind 'open' | 'close', event dict)
+    are called in this thread as they happen. Raises InputError (one line) when the source cannot be
+    opened or the output folder holds an earlier run's outputs (unless overwrite), ValueError for
+    settings that cannot work together.
     """
     s = settings or StreamSettings()
     s.check()
-    model.eval(), i3d.eval()
-    device = next(model.parameters()).device
     if s.amp and next(i3d.parameters()).device.type != "cuda":
         raise ValueError("amp needs the I3D on a CUDA device")
-    name = name or source_name(source)
     if not overwrite and existing_outputs(output_dir):
         raise InputError(f"{output_dir} holds an earlier run's {', '.join(existing_outputs(output_dir))}; "
                          f"choose another --output_dir")
     live = is_live(source) if s.live is None else s.live
-    paced = live or s.realtime          # a clock to lag behind
     reader = Reader(source, s, live).start()
     try:
         first = reader.get()
-        while isinstance(first, Notice) and first.kind == "warning":
+        while first.kind == "warning":
             first = reader.get()
     except BaseException:
         reader.close()
@@ -745,160 +744,190 @@ def run_stream(source, model, i3d, output_dir, threshold, settings=None, *, tabl
         if first.kind == "error":
             raise first.error
         raise InputError(f"cannot open {redact(source)}: {first.message}")
+    session = LiveRun(reader, model.eval(), i3d.eval(), output_dir, threshold, s, table,
+                      name or source_name(source), on_score, on_event, quiet)
+    return session.run(first.message, info or {})
 
-    out = Outputs(output_dir, name, quiet)
-    started = time.time()
-    record = dict(info or {}, source=redact(source), video=name, live=live, settings=settings_record(s),
-                  threshold=dict(value=threshold, source=(info or {}).get("threshold_source", "given")),
-                  calibrated=table is not None, started=iso(started), ended=None, end_reason=None)
-    record.pop("threshold_source", None)
-    out.metrics(record)
-    out.log(f"{first.message} as {name}: threshold {threshold:.4g}, window {s.window}, delay {s.delay}, "
-            f"{s.crops} crop{'s' if s.crops > 1 else ''}, outputs in {output_dir}")
 
-    health = Health()
-    scorer = CausalScorer(model, device, s.window, s.delay)
-    alarm = Alarm(threshold, s.min_snippets)
-    ring = CLIP_FPS_BOUND * s.pre_roll + SNIPPET * (s.min_snippets + s.delay + s.batch_size + s.queue + 2)
-    clips = ClipRecorder(Path(output_dir) / "clips", s.pre_roll, s.post_roll, int(ring), out.log) \
-        if s.save_clips else None
-    state = dict(clip_paths={}, behind=False, last_status=time.monotonic())
+class LiveRun:
+    """One run of run_stream once its source is open: snippets in, scores, events and health out."""
 
-    def scored(snippet, score):
-        now = time.monotonic()
-        calibrated = float(calibrate(score, table)) if table is not None else None
-        health.add(snippet, now, reader.anchor if paced else None)
-        out.score(snippet, score, calibrated)
-        if on_score is not None:
-            on_score(dict(video=name, snippet=snippet.index, score=score, calibrated=calibrated,
-                          start_s=snippet.start_s, end_s=snippet.end_s, wall_time=snippet.wall))
-        for kind, event in alarm.update(snippet, score, calibrated):
-            if kind == "open":
-                opened(event)
-            else:
-                closed(event)
+    def __init__(self, reader, model, i3d, output_dir, threshold, settings, table, name, on_score, on_event, quiet):
+        s = self.settings = settings
+        self.reader, self.i3d, self.threshold, self.table, self.name = reader, i3d, threshold, table, name
+        self.on_score, self.on_event = on_score, on_event
+        self.paced = reader.live or s.realtime            # a clock to lag behind
+        self.out = Outputs(output_dir, name, quiet)
+        self.health = Health()
+        self.scorer = CausalScorer(model, next(model.parameters()).device, s.window, s.delay)
+        self.alarm = Alarm(threshold, s.min_snippets)
+        # the clip buffer holds what an event that has not opened yet may need (see ClipRecorder.trim)
+        ring = CLIP_FPS_BOUND * s.pre_roll + SNIPPET * (s.min_snippets + s.delay + s.batch_size + 2)
+        self.clips = ClipRecorder(Path(output_dir) / "clips", s.pre_roll, s.post_roll, int(ring), self.out.log) \
+            if s.save_clips else None
+        self.clip_paths = {}                               # open event -> its clip's relative path
+        self.said_waiting = False
+        self.record = {}
 
-    def opened(event):
-        if clips is not None:
-            state["clip_paths"][event["event"]] = clips.open(event["event"], event["start_s"])
-        cal = "" if event["peak_calibrated"] is None else f", calibrated {event['peak_calibrated']:.3f}"
-        out.log(f"ALERT event {event['event']} from {event['start_s']:.2f} s: score {event['peak_score']:.4g}"
-                f"{cal} above {threshold:.4g} for {s.min_snippets} snippets", stdout=True)
-        if on_event is not None:
-            on_event("open", dict(event))
+    def run(self, opened, info):
+        """Read, score and alert until the end; every output complete however it ends."""
+        s = self.settings
+        self.record = dict(info, source=redact(self.reader.source), video=self.name, live=self.reader.live,
+                           settings=settings_record(s),
+                           threshold=dict(value=self.threshold, source=info.get("threshold_source", "given")),
+                           calibrated=self.table is not None, started=iso(time.time()), ended=None, end_reason=None)
+        self.record.pop("threshold_source", None)
+        self.record["settings"]["live"] = self.reader.live
+        self.out.metrics(self.record)
+        self.out.log(f"{opened} as {self.name}: threshold {self.threshold:.4g}, window {s.window}, delay {s.delay}, "
+                     f"{s.crops} crop{'s' if s.crops > 1 else ''}, outputs in {self.out.folder}")
+        ended = "end of stream"
+        try:
+            ended = self._loop()
+        except KeyboardInterrupt:
+            ended = "interrupted"
+            raise
+        except BaseException as e:
+            ended = f"error: {type(e).__name__}: {one_line(e)}"
+            raise
+        finally:
+            self._finish(ended)
+        return self.record["health"]
 
-    def closed(event):
-        if clips is not None:
-            clips.close(event["event"], event["end_s"])
-        result = dict(video=name, event=event["event"], start_s=round(event["start_s"], 3),
-                      end_s=round(event["end_s"], 3), peak_score=event["peak_score"],
-                      peak_calibrated=event["peak_calibrated"], mean_score=event["mean_score"],
-                      wall_start=iso(event["wall_start"]), wall_end=iso(event["wall_end"]),
-                      wall_alert=iso(event["wall_alert"]), first_snippet=event["first_snippet"],
-                      last_snippet=event["last_snippet"], clip=state["clip_paths"].pop(event["event"], None),
-                      closed_by=event["closed_by"])
-        out.event(result)
-        out.log(f"event {result['event']}: {result['start_s']:.2f}-{result['end_s']:.2f} s, peak "
-                f"{result['peak_score']:.4g}" + (f", clip {result['clip']}" if result["clip"] else ""), stdout=True)
-        if on_event is not None:
-            on_event("close", result)
-
-    def process(batch):
-        t = time.monotonic()
-        crops = np.stack([crop_frames(sn.frames, s.crops) for sn in batch])   # (B, K, 16, 224, 224, 3) uint8
-        features = snippet_features(i3d, crops, s.amp).numpy()               # (B, K, 1024)
-        for snippet, f in zip(batch, features):
-            if clips is not None:
-                clips.add(snippet)
-            for done, score in scorer.push(snippet, f):
-                scored(done, score)
-        if clips is not None:
-            waiting = [x.start_s for x in scorer.pending] + [batch[-1].end_s]
-            start = alarm.earliest_start()
-            clips.trim(min(waiting) if start is None else min(start, *waiting))
-        health.busy += time.monotonic() - t
-
-    def status(final=False):
-        rate, capacity, speed = health.interval()
-        parts = [f"{health.scored} snippets", f"{rate:.2f}/s"]
-        if capacity is not None:
-            parts.append(f"capacity {capacity:.2f}/s ({speed:.2f}x real time)")
-        if health.last_latency is not None:
-            parts.append(f"latency {health.last_latency:.2f} s")
-        if paced and health.lag is not None:
-            parts.append(f"lag {health.lag:.1f} s")
-        parts.append(f"queue {reader.items.qsize()}/{s.queue}")
-        if not final:
-            out.log(" | ".join(parts))
-        if paced and speed is not None and speed < 1 and not final:
-            out.log(f"behind: the pipeline handles {speed:.2f}x real time, the source needs {1 / speed:.2f}x that; "
-                    f"the lag grows by {1 / speed - 1:.2f} s per second (fewer --crops, or a GPU with --device)")
-        if reader.blocked_s and paced and not state["behind"]:
-            state["behind"] = True
-            out.log(f"behind: the reader has waited {reader.blocked_s:.1f} s for the network; a live source may "
-                    f"lose frames meanwhile (they show as gaps)")
-        record.update(health=health_record(health, reader, alarm, paced))
-        out.metrics(record)
-
-    ended, held = "end of stream", None
-    try:
+    def _loop(self):
+        """Batches of the snippets waiting (at most --batch_size), the reader's notices in order; returns
+        why the stream ended."""
+        held, last_status = None, time.monotonic()
         while True:
-            if time.monotonic() - state["last_status"] >= s.status_every:
-                state["last_status"] = time.monotonic()
-                status()
-            item = held or reader.get(timeout=min(1.0, s.status_every))
-            held = None
+            if time.monotonic() - last_status >= self.settings.status_every:
+                last_status = time.monotonic()
+                self._status()
+            item, held = held or self.reader.get(timeout=min(1.0, self.settings.status_every)), None
             if item is None:
                 continue
             if isinstance(item, Notice):
                 if item.kind == "error":
                     raise item.error
                 if item.kind == "end":
-                    ended = item.message
-                    break
-                out.log(item.message if item.kind in ("gap", "warning") else f"{item.kind}: {item.message}")
+                    return item.message
+                self.out.log(item.message if item.kind in ("gap", "warning") else f"{item.kind}: {item.message}")
                 continue
             batch = [item]
-            while len(batch) < s.batch_size:
-                nxt = reader.get(0)
-                if nxt is None:
+            while len(batch) < self.settings.batch_size:
+                waiting = self.reader.get(0)
+                if isinstance(waiting, Notice):
+                    held = waiting
+                if not isinstance(waiting, Snippet):
                     break
-                if isinstance(nxt, Notice):
-                    held = nxt
-                    break
-                batch.append(nxt)
-            process(batch)
-    except KeyboardInterrupt:
-        ended = "interrupted"
-        raise
-    except BaseException as e:
-        ended = f"error: {type(e).__name__}: {one_line(e)}"
-        raise
-    finally:
-        reader.close()
+                batch.append(waiting)
+            self._process(batch)
+
+    def _process(self, batch):
+        """Crops, I3D and scores of the snippets in one batch."""
+        t = time.monotonic()
+        s = self.settings
+        crops = np.stack([crop_frames(snippet.frames, s.crops) for snippet in batch])   # (B, K, 16, 224, 224, 3)
+        features = snippet_features(self.i3d, crops, s.amp).numpy()                     # (B, K, 1024)
+        for snippet, f in zip(batch, features):
+            if self.clips is not None:
+                self.clips.add(snippet)
+            for done, score in self.scorer.push(snippet, f):
+                self._scored(done, score)
+        if self.clips is not None:
+            # an event not opened yet starts no earlier than the run above the threshold under way, or
+            # else the first snippet not scored yet
+            starts = [x.start_s for x in self.scorer.pending] + [batch[-1].end_s]
+            if self.alarm.earliest_start() is not None:
+                starts.append(self.alarm.earliest_start())
+            self.clips.trim(min(starts))
+        self.health.busy += time.monotonic() - t
+
+    def _scored(self, snippet, score):
+        calibrated = float(calibrate(score, self.table)) if self.table is not None else None
+        self.health.add(snippet, time.monotonic(), self.reader.anchor if self.paced else None)
+        self.out.score(snippet, score, calibrated)
+        if self.on_score is not None:
+            self.on_score(dict(video=self.name, snippet=snippet.index, score=score, calibrated=calibrated,
+                               start_s=snippet.start_s, end_s=snippet.end_s, wall_time=snippet.wall))
+        for kind, event in self.alarm.update(snippet, score, calibrated):
+            self._opened(event) if kind == "open" else self._closed(event)
+
+    def _opened(self, event):
+        if self.clips is not None:
+            self.clip_paths[event["event"]] = self.clips.open(event["event"], event["start_s"])
+        cal = "" if event["peak_calibrated"] is None else f" (calibrated {event['peak_calibrated']:.3f})"
+        self.out.log(f"ALERT event {event['event']} from {event['start_s']:.2f} s: score {event['peak_score']:.4g}"
+                     f"{cal}, above {self.threshold:.4g} for {self.settings.min_snippets} snippets", stdout=True)
+        if self.on_event is not None:
+            self.on_event("open", dict(event))
+
+    def _closed(self, event):
+        if self.clips is not None:
+            self.clips.close(event["event"], event["end_s"])
+        record = dict(video=self.name, event=event["event"], start_s=round(event["start_s"], 3),
+                      end_s=round(event["end_s"], 3), peak_score=event["peak_score"],
+                      peak_calibrated=event["peak_calibrated"], mean_score=event["mean_score"],
+                      wall_start=iso(event["wall_start"]), wall_end=iso(event["wall_end"]),
+                      wall_alert=iso(event["wall_alert"]), first_snippet=event["first_snippet"],
+                      last_snippet=event["last_snippet"], clip=self.clip_paths.pop(event["event"], None),
+                      closed_by=event["closed_by"])
+        self.out.event(record)
+        self.out.log(f"event {record['event']}: {record['start_s']:.2f}-{record['end_s']:.2f} s, peak "
+                     f"{record['peak_score']:.4g}" + (f", clip {record['clip']}" if record["clip"] else ""),
+                     stdout=True)
+        if self.on_event is not None:
+            self.on_event("close", record)
+
+    def _status(self, final=False):
+        """The status line (and what is behind, and by how much); metrics.json's health rewritten."""
+        health, reader = self.health, self.reader
+        rate, capacity, speed = health.interval()
+        if not final:
+            parts = [f"{health.scored} snippets", f"{rate:.2f}/s"]
+            if capacity is not None:
+                parts.append(f"capacity {capacity:.2f}/s ({speed:.2f}x real time)")
+            if health.last_latency is not None:
+                parts.append(f"latency {health.last_latency:.2f} s")
+            if self.paced and health.lag is not None:
+                parts.append(f"lag {health.lag:.1f} s")
+            parts.append(f"queue {reader.items.qsize()}/{self.settings.queue}")
+            self.out.log(" | ".join(parts))
+            if self.paced and speed is not None and speed < 1:
+                self.out.log(f"behind: the pipeline handles {speed:.2f}x real time, the source needs {1 / speed:.2f}x "
+                             f"that; the lag grows by {1 / speed - 1:.2f} s per second of video (fewer --crops, or "
+                             f"a GPU with --device)")
+            if reader.blocked_s and self.paced and not self.said_waiting:
+                self.said_waiting = True
+                self.out.log(f"behind: the reader has waited {reader.blocked_s:.1f} s for the network to take "
+                             f"snippets; a live source may lose frames meanwhile (they show as gaps)")
+        self.record.update(health=health_record(health, reader, self.alarm, self.paced))
+        self.out.metrics(self.record)
+
+    def _finish(self, ended):
+        """Score what waits for later snippets, close the open event and clips, write the summary."""
+        self.reader.close()
         try:
             if not ended.startswith("error"):
-                for done, score in scorer.flush():
-                    scored(done, score)
-            event = alarm.close(ended)
+                for done, score in self.scorer.flush():
+                    self._scored(done, score)
+            event = self.alarm.close(ended)
             if event is not None:
-                closed(event)
-            if clips is not None:
-                clips.finish()
+                self._closed(event)
+            if self.clips is not None:
+                self.clips.finish()
         finally:
-            status(final=True)
-            record.update(ended=iso(time.time()), end_reason=ended)
-            out.metrics(record)
-            summary = record["health"]
-            p50, p95 = summary["latency_p50_s"], summary["latency_p95_s"]
-            out.log(f"ended ({ended}): {summary['snippets']} snippets, {summary['events']} events, latency "
-                    + (f"p50 {p50:.2f} s p95 {p95:.2f} s" if p50 is not None else "-")
-                    + (f", {summary['reconnects']} reconnections" if summary["reconnects"] else "")
-                    + (f", {summary['gaps']} gaps in the source" if summary["gaps"] else "")
-                    + (f"; could not keep up: {summary['speed']:.2f}x real time" if summary["kept_up"] is False
-                       else ""))
-            out.close()
-    return record["health"]
+            self._status(final=True)
+            self.record.update(ended=iso(time.time()), end_reason=ended)
+            self.out.metrics(self.record)
+            h = self.record["health"]
+            latency = "-" if h["latency_p50_s"] is None else \
+                f"p50 {h['latency_p50_s']:.2f} s p95 {h['latency_p95_s']:.2f} s"
+            self.out.log(f"ended ({ended}): {h['snippets']} snippets, {h['events']} event{'s' * (h['events'] != 1)}, "
+                         f"latency {latency}"
+                         + (f", {h['reconnects']} reconnections" if h["reconnects"] else "")
+                         + (f", {h['gaps']} gaps in the source" if h["gaps"] else "")
+                         + (f"; could not keep up: {h['speed']:.2f}x real time" if h["kept_up"] is False else ""))
+            self.out.close()
 
 
 def health_record(health, reader, alarm, paced):

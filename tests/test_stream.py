@@ -202,7 +202,7 @@ def test_live_tcp_scores_equal_offline_and_an_event_covers_the_anomaly(clip, tmp
     assert event["start_s"] <= BRIGHT[0] * 16 / RATE and event["end_s"] >= BRIGHT[1] * 16 / RATE
     assert event["end_s"] <= (BRIGHT[1] + WINDOW) * 16 / RATE      # not beyond what the window carries along
     assert event["peak_score"] == pytest.approx(expected.max(), abs=1e-4) and event["peak_calibrated"] == 1
-    assert event["wall_start"] <= event["wall_end"] <= event["wall_alert"]
+    assert event["wall_start"] <= event["wall_end"] and event["wall_start"] <= event["wall_alert"]
     assert event["clip"] == "clips/event_0001.mp4"
     with av.open(str(out / event["clip"])) as saved:
         frames = list(saved.decode(video=0))
