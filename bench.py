@@ -1,6 +1,6 @@
 """Time the fast paths against the plain reference paths (reference.py) in one run, on generated data.
 
-  python bench.py                          # all sections at the default sizes (a few minutes on 2 cores)
+  python bench.py                          # sections a-e at the default sizes (a few minutes on 2 cores)
   python bench.py --sections b --eval_fraction 1     # the whole UCF-Crime-length test set
   python bench.py --sections d --long 2000 20000 100000
 
@@ -19,6 +19,16 @@ Sections (each prints fast, reference and their ratio):
   e  I3D feature extraction (extract.py) on a generated 320x256 video of --extract_frames frames:
      snippets per second per crop for 1 and 10 crops, on --device (random weights: the speed does
      not depend on them), and decoding alone
+Live video (stream.py; not in the default run: `python bench.py --sections fgh`):
+  f  what causal scoring costs: AUC/AP of the demo test set (--demo_checkpoint, trained by
+     `python main.py --dataset demo`) scored offline (whole videos) and as stream.py scores it, each
+     snippet over the last --windows snippets (0: all past ones), and with --delays later snippets
+  g  sustainable snippets per second (the pipeline's capacity, reading a generated 320x256 25 fps
+     file as fast as it can) and latency p50/p95 at a live pace it can sustain (--realtime, 25 fps
+     or slower), for 1 and 5 crops, random-weight I3D on --device; and whether it keeps up at 25 fps
+  h  memory over a long stream: --stream_hours of FFmpeg's testsrc2 pattern (25 fps) through
+     run_stream as fast as it goes, with a cheap stand-in for I3D (the stream code's memory does not
+     depend on the network), events and clips on; resident memory after 1 minute and at the end
 Feature files are written to a temporary folder (in the OS page cache, so "from disk" reads are
 mostly memory reads) and removed at the end.
 """
@@ -62,7 +72,16 @@ def parse_args(argv=None):
     p.add_argument("--ref_memory", type=float, default=8.0, help="(d) GB of T x T copies the reference may use")
     p.add_argument("--extract_frames", type=int, default=64, help="(e) frames of the generated video")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                   help="(e) device of the I3D network")
+                   help="(e, g) device of the I3D network")
+    p.add_argument("--demo_checkpoint", default="ckpts/demo_best_2022.pkl",
+                   help="(f) the demo checkpoint (python main.py --dataset demo)")
+    p.add_argument("--windows", type=int, nargs="+", default=[8, 16, 32, 64, 128, 0],
+                   help="(f) causal windows in snippets, 0: all past snippets")
+    p.add_argument("--delays", type=int, nargs="*", default=[2, 4, 8], help="(f) delays at --delay_window")
+    p.add_argument("--delay_window", type=int, nargs="+", default=[16, 64], help="(f) windows the delays are "
+                   "measured at")
+    p.add_argument("--stream_snippets", type=int, default=12, help="(g) snippets of each timed run")
+    p.add_argument("--stream_hours", type=float, default=1.0, help="(h) length of the simulated stream")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--score_one", type=int, nargs=3, metavar=("T", "CROPS", "REF"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -276,6 +295,143 @@ def section_extract(args, work, rng, results):
         row(results, "e", f"{crops:2d} crops: snippets/s per crop", T * crops / t, None, "snippets/s", True)
 
 
+def section_causal(args, work, rng, results):
+    from dataset import load_test_set
+    from infer import load_model
+    from options import parse_infer_args
+    from stream import causal_scores
+    if not os.path.isfile(args.demo_checkpoint):
+        print(f"(f) skipped: {args.demo_checkpoint} does not exist (python main.py --dataset demo trains it)")
+        return
+    infer_args = parse_infer_args(["--dataset", "demo", "--model_path", args.demo_checkpoint, "--num_workers", "0"])
+    model, _ = load_model(infer_args)
+    test_set = load_test_set(infer_args, both_classes=False)
+    device = torch.device("cpu")
+    print(f"(f) causal scoring, demo test set: {len(test_set.videos)} videos, {sum(test_set.lengths):,} snippets "
+          f"(longest {max(test_set.lengths)}), {len(test_set.features[0])} crops, {args.demo_checkpoint}")
+    print(f"  {'scoring':34s}{'AUC':>8s}{'AP':>8s}{'AUC_sub':>9s}{'AP_sub':>8s}  {'latency added':>14s}{'time':>8s}")
+
+    def report(what, scores, seconds, delay):
+        m = snippet_metrics(scores, test_set.gt, test_set.abnormal_frames)
+        added = f"{delay} x 0.64 s" if delay else "-"
+        print(f"  {what:34s}{m['AUC']:8.2f}{m['AP']:8.2f}{m['AUC_sub']:9.2f}{m['AP_sub']:8.2f}  {added:>14s}"
+              f"{seconds:7.0f}s", flush=True)
+        results.append(dict(section="f", what=what, delay=delay, seconds=seconds, **m))
+
+    offline, t = timed(lambda: score_batched(model, test_set.features, device))
+    report("offline (whole video)", offline, t, 0)
+    configs = [(w, 0) for w in args.windows] + [(w, k) for w in args.delay_window for k in args.delays if k < w]
+    for window, delay in configs:
+        scores, t = timed(lambda: [causal_scores(model, f, window or None, delay, device) for f in test_set.features])
+        what = f"window {window or 'all past'}" + (f", delay {delay}" if delay else "")
+        report(what, scores, t, delay)
+
+
+def write_pattern_video(path, frames, rate, rng):
+    """A 320x256 video of moving noise blocks at `rate` fps (mpeg4), for timing the stream pipeline."""
+    import av
+    with av.open(path, "w") as container:
+        stream = container.add_stream("mpeg4", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = 320, 256, "yuv420p"
+        base = rng.integers(0, 256, (256, 640, 3), dtype=np.uint8)
+        for i in range(frames):
+            image = np.ascontiguousarray(base[:, (8 * i) % 320:(8 * i) % 320 + 320])
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def section_stream(args, work, rng, results):
+    from i3d import InceptionI3d
+    from stream import StreamSettings, run_stream
+    from utils import pick_device
+    device = pick_device(args.device)
+    i3d = InceptionI3d().to(device).eval()
+    model = BNWVAD(1024).to(device).eval()
+    n = args.stream_snippets
+    window = StreamSettings.window
+    print(f"(g) live pipeline: 320x256 video, random-weight I3D on {device}, window {window}, {n} snippets a run")
+    with torch.inference_mode():
+        i3d.features(torch.zeros(2, 3, 16, 224, 224, device=device))       # warm-up: first-call allocations
+    fast = write_pattern_video(os.path.join(work, "fast.mp4"), 16 * n, 25, rng)
+    for crops in (1, 5):
+        def run(path, name, realtime):
+            return run_stream(path, model, i3d, os.path.join(work, f"{name}-{crops}"), float("inf"),
+                              StreamSettings(crops=crops, window=window, realtime=realtime, live=realtime,
+                                             amp=device.type == "cuda", status_every=1e9), quiet=True)
+        capacity = run(fast, "fast", False)
+        rate = capacity["snippets_per_busy_s"]
+        fps = min(25.0, max(1.0, float(np.floor(0.8 * rate * 16))))      # a live pace with 20% to spare
+        paced = write_pattern_video(os.path.join(work, f"paced-{crops}.mp4"), 16 * n, fps, rng)
+        live = run(paced, "paced", True)
+        at25 = run(fast, "live25", True) if fps < 25 else live
+        kept = "kept up" if at25["kept_up"] else (f"cannot keep up: {at25['speed']:.2f}x real time, lag "
+                                                  f"{at25['max_lag_s']:.1f} s after {n} snippets")
+        print(f"  {crops} crop{'s' if crops > 1 else ' '}: {rate:6.2f} snippets/s ({rate * 0.64:.2f}x real time at "
+              f"25 fps); at {fps:g} fps live: latency p50 {live['latency_p50_s']:.2f} s, p95 "
+              f"{live['latency_p95_s']:.2f} s; at 25 fps: {kept}", flush=True)
+        results.append(dict(section="g", crops=crops, device=str(device), snippets_per_s=rate, live_fps=fps,
+                            latency_p50_s=live["latency_p50_s"], latency_p95_s=live["latency_p95_s"],
+                            kept_up_at_25fps=at25["kept_up"], speed_at_25fps=at25["speed"]))
+
+
+def current_rss():
+    """Resident memory of this process now, in bytes (VmRSS), or None where /proc is absent."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+
+
+class PoolProbe(torch.nn.Module):
+    """A stand-in for I3D that costs next to nothing: each clip's 1024-d grid of means."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))     # tells the pipeline the device
+
+    def features(self, x):                                     # (N, 3, 16, 224, 224) -> (N, 1024)
+        return x[..., ::32, ::32].flatten(1)[:, :1024]         # of (N, 3 * 16 * 7 * 7) samples
+
+
+def section_memory(args, work, rng, results):
+    from stream import StreamSettings, run_stream
+    seconds = int(args.stream_hours * 3600)
+    source = f"testsrc2=size=320x256:rate=25:duration={seconds}"
+    torch.manual_seed(0)
+    torch.set_num_threads(1)        # the small windows run faster on one thread than two on two busy cores
+    model = BNWVAD(1024).eval()
+    settings = lambda: StreamSettings(input_format="lavfi", live=False, save_clips=True, pre_roll=2.0, post_roll=2.0,
+                                      status_every=1e9)
+    first = []
+    run_stream(source.replace(f"duration={seconds}", "duration=60"), model, PoolProbe(), os.path.join(work, "pre"),
+               float("inf"), settings(), on_score=lambda row: first.append(row["score"]), quiet=True)
+    threshold = float(np.quantile(first, 0.9))       # events now and then, with their clips
+    marks = {}
+
+    def on_score(row):
+        if row["end_s"] >= 60 and "1 min" not in marks:
+            marks["1 min"] = current_rss()
+    out = os.path.join(work, "long")
+    print(f"(h) memory: {seconds / 3600:g} h of testsrc2 320x256 25 fps through run_stream, stand-in I3D, "
+          f"threshold at the 0.9 quantile of the first minute's scores, clips on")
+    summary, t = timed(lambda: run_stream(source, model, PoolProbe(), out, threshold, settings(), on_score=on_score,
+                                          quiet=True))
+    marks["end"] = current_rss()
+    clips = len(os.listdir(os.path.join(out, "clips"))) if os.path.isdir(os.path.join(out, "clips")) else 0
+    scores_mb = os.path.getsize(os.path.join(out, "scores.csv")) / 2 ** 20
+    print(f"  {summary['snippets']:,} snippets ({summary['video_s'] / 3600:.2f} h of video) in {t:.0f} s, "
+          f"{summary['events']} events, {clips} clips, scores.csv {scores_mb:.1f} MB")
+    print(f"  resident memory after 1 minute {marks['1 min'] / 2 ** 20:.0f} MB, at the end "
+          f"{marks['end'] / 2 ** 20:.0f} MB ({(marks['end'] - marks['1 min']) / 2 ** 20:+.0f} MB); peak "
+          f"{peak_rss() / 2 ** 20:.0f} MB", flush=True)
+    results.append(dict(section="h", hours=seconds / 3600, snippets=summary["snippets"], events=summary["events"],
+                        rss_1min=marks["1 min"], rss_end=marks["end"], seconds=t))
+
+
 def main():
     args = parse_args()
     if args.score_one:
@@ -284,7 +440,8 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     rng = np.random.default_rng(0)
     results = []
-    sections = dict(a=section_items, b=section_eval, c=section_train, d=section_long, e=section_extract)
+    sections = dict(a=section_items, b=section_eval, c=section_train, d=section_long, e=section_extract,
+                    f=section_causal, g=section_stream, h=section_memory)
     with tempfile.TemporaryDirectory(prefix="bench-") as work:
         for s in args.sections:
             sections[s](args, work, rng, results)
