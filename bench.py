@@ -20,9 +20,10 @@ Sections (each prints fast, reference and their ratio):
      snippets per second per crop for 1 and 10 crops, on --device (random weights: the speed does
      not depend on them), and decoding alone
 Live video (stream.py; not in the default run: `python bench.py --sections fgh`):
-  f  what causal scoring costs: AUC/AP of the demo test set (--demo_checkpoint, trained by
-     `python main.py --dataset demo`) scored offline (whole videos) and as stream.py scores it, each
-     snippet over the last --windows snippets (0: all past ones), and with --delays later snippets
+  f  what causal scoring costs: AUC/AP of a test set (by default the demo's, with the checkpoint
+     `python main.py --dataset demo` trains; --causal_dataset/--causal_root_dir/--causal_checkpoint
+     for your own) scored offline (whole videos) and as stream.py scores it, each snippet over the
+     last --windows snippets (0: all past ones), and with --delays later snippets
   g  sustainable snippets per second (the pipeline's capacity, reading a generated 320x256 25 fps
      file as fast as it can) and latency p50/p95 at a live pace it can sustain (--realtime, 25 fps
      or slower), for 1 and 5 crops, random-weight I3D on --device; and whether it keeps up at 25 fps
@@ -73,8 +74,10 @@ def parse_args(argv=None):
     p.add_argument("--extract_frames", type=int, default=64, help="(e) frames of the generated video")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="(e, g) device of the I3D network")
-    p.add_argument("--demo_checkpoint", default="ckpts/demo_best_2022.pkl",
-                   help="(f) the demo checkpoint (python main.py --dataset demo)")
+    p.add_argument("--causal_checkpoint", default="ckpts/demo_best_2022.pkl",
+                   help="(f) the checkpoint (default: the demo's, from python main.py --dataset demo)")
+    p.add_argument("--causal_dataset", default="demo", help="(f) the dataset whose test list is scored")
+    p.add_argument("--causal_root_dir", help="(f) its --root_dir (default: the dataset's)")
     p.add_argument("--windows", type=int, nargs="+", default=[8, 16, 32, 64, 128, 0],
                    help="(f) causal windows in snippets, 0: all past snippets")
     p.add_argument("--delays", type=int, nargs="*", default=[2, 4, 8], help="(f) delays at --delay_window")
@@ -300,15 +303,17 @@ def section_causal(args, work, rng, results):
     from infer import load_model
     from options import parse_infer_args
     from stream import causal_scores
-    if not os.path.isfile(args.demo_checkpoint):
-        print(f"(f) skipped: {args.demo_checkpoint} does not exist (python main.py --dataset demo trains it)")
+    if not os.path.isfile(args.causal_checkpoint):
+        print(f"(f) skipped: {args.causal_checkpoint} does not exist (python main.py --dataset demo trains the demo's)")
         return
-    infer_args = parse_infer_args(["--dataset", "demo", "--model_path", args.demo_checkpoint, "--num_workers", "0"])
+    flags = ["--dataset", args.causal_dataset, "--model_path", args.causal_checkpoint, "--num_workers", "0"]
+    infer_args = parse_infer_args(flags + (["--root_dir", args.causal_root_dir] if args.causal_root_dir else []))
     model, _ = load_model(infer_args)
     test_set = load_test_set(infer_args, both_classes=False)
     device = torch.device("cpu")
-    print(f"(f) causal scoring, demo test set: {len(test_set.videos)} videos, {sum(test_set.lengths):,} snippets "
-          f"(longest {max(test_set.lengths)}), {len(test_set.features[0])} crops, {args.demo_checkpoint}")
+    print(f"(f) causal scoring, {args.causal_dataset} test set: {len(test_set.videos)} videos, "
+          f"{sum(test_set.lengths):,} snippets (longest {max(test_set.lengths)}), {len(test_set.features[0])} crops, "
+          f"{args.causal_checkpoint}")
     print(f"  {'scoring':34s}{'AUC':>8s}{'AP':>8s}{'AUC_sub':>9s}{'AP_sub':>8s}  {'latency added':>14s}{'time':>8s}")
 
     def report(what, scores, seconds, delay):
@@ -357,11 +362,11 @@ def section_stream(args, work, rng, results):
     for crops in (1, 5):
         def run(path, name, realtime):
             return run_stream(path, model, i3d, os.path.join(work, f"{name}-{crops}"), float("inf"),
-                              StreamSettings(crops=crops, window=window, realtime=realtime, live=realtime,
+                              StreamSettings(crops=crops, window=window, realtime=realtime, live=False,
                                              amp=device.type == "cuda", status_every=1e9), quiet=True)
         capacity = run(fast, "fast", False)
         rate = capacity["snippets_per_busy_s"]
-        fps = min(25.0, max(1.0, float(np.floor(0.8 * rate * 16))))      # a live pace with 20% to spare
+        fps = int(min(25, max(1, np.floor(0.8 * rate * 16))))      # a live pace with 20% to spare
         paced = write_pattern_video(os.path.join(work, f"paced-{crops}.mp4"), 16 * n, fps, rng)
         live = run(paced, "paced", True)
         at25 = run(fast, "live25", True) if fps < 25 else live
@@ -410,26 +415,27 @@ def section_memory(args, work, rng, results):
     run_stream(source.replace(f"duration={seconds}", "duration=60"), model, PoolProbe(), os.path.join(work, "pre"),
                float("inf"), settings(), on_score=lambda row: first.append(row["score"]), quiet=True)
     threshold = float(np.quantile(first, 0.9))       # events now and then, with their clips
-    marks = {}
+    marks = {}                       # stream minute -> resident bytes when it was scored
 
     def on_score(row):
-        if row["end_s"] >= 60 and "1 min" not in marks:
-            marks["1 min"] = current_rss()
+        for minute in (1, 10, 30):
+            if row["end_s"] >= 60 * minute and minute not in marks:
+                marks[minute] = current_rss()
     out = os.path.join(work, "long")
     print(f"(h) memory: {seconds / 3600:g} h of testsrc2 320x256 25 fps through run_stream, stand-in I3D, "
           f"threshold at the 0.9 quantile of the first minute's scores, clips on")
     summary, t = timed(lambda: run_stream(source, model, PoolProbe(), out, threshold, settings(), on_score=on_score,
                                           quiet=True))
-    marks["end"] = current_rss()
+    marks[summary["video_s"] / 60] = current_rss()
     clips = len(os.listdir(os.path.join(out, "clips"))) if os.path.isdir(os.path.join(out, "clips")) else 0
     scores_mb = os.path.getsize(os.path.join(out, "scores.csv")) / 2 ** 20
     print(f"  {summary['snippets']:,} snippets ({summary['video_s'] / 3600:.2f} h of video) in {t:.0f} s, "
           f"{summary['events']} events, {clips} clips, scores.csv {scores_mb:.1f} MB")
-    print(f"  resident memory after 1 minute {marks['1 min'] / 2 ** 20:.0f} MB, at the end "
-          f"{marks['end'] / 2 ** 20:.0f} MB ({(marks['end'] - marks['1 min']) / 2 ** 20:+.0f} MB); peak "
-          f"{peak_rss() / 2 ** 20:.0f} MB", flush=True)
+    print("  resident memory " + ", ".join(f"after {m:.0f} min {rss / 2 ** 20:.0f} MB" for m, rss in marks.items())
+          + f"; peak {peak_rss() / 2 ** 20:.0f} MB (run it alone: other sections' memory stays in the process)",
+          flush=True)
     results.append(dict(section="h", hours=seconds / 3600, snippets=summary["snippets"], events=summary["events"],
-                        rss_1min=marks["1 min"], rss_end=marks["end"], seconds=t))
+                        rss_by_minute={f"{m:.0f}": rss for m, rss in marks.items()}, seconds=t))
 
 
 def main():

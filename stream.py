@@ -103,7 +103,7 @@ class StreamSettings:
     crops: int = 1                      # 1, 5 or 10 crops per snippet (extract.py's crop order)
     resize: int | tuple = 256           # extract.py's --resize: short side, or (width, height)
     fps: float | None = None            # resample by timestamp before cutting snippets (None: every frame)
-    window: int | None = 16             # snippets of causal context; None: all past snippets (grows: tests only)
+    window: int | None = 8              # snippets of causal context; None: all past snippets (grows: tests only)
     delay: int = 0                      # later snippets awaited before scoring one (< window)
     min_snippets: int = 2               # snippets above (below) the threshold that open (close) an event
     batch_size: int = 8                 # most snippets per I3D pass, when several are waiting

@@ -2,6 +2,7 @@
 by a PyAV subprocess, is scored live exactly as offline scoring scores the same file's features cut
 the same way; the stretch raises an event; a source killed and restarted is reconnected with every
 output complete; Ctrl-C closes the outputs; a source that cannot be opened is a one-line error."""
+import argparse
 import csv
 import json
 import signal
@@ -235,10 +236,11 @@ def test_delay_scores_each_snippet_with_later_context(clip, tmp_path):
 
 
 def test_killed_source_reconnects_and_outputs_are_complete(clip, tmp_path):
-    """The server is killed after the fourth snippet is scored and comes back half a second later with
-    the video from its start, as a restarted camera would; the stream goes on, then gives up."""
+    """The server, sending at the video's pace, is killed after the fourth snippet is scored and comes
+    back half a second later with the video from its start, as a restarted camera would; the stream
+    goes on, then gives up."""
     port = free_port()
-    servers = [serve(clip["path"], port, speed=2.0)]
+    servers = [serve(clip["path"], port, speed=1.0)]
 
     def restart():
         time.sleep(0.5)
@@ -262,8 +264,9 @@ def test_killed_source_reconnects_and_outputs_are_complete(clip, tmp_path):
     assert [int(r[1]) for r in rows] == list(range(len(rows))) and len(rows) >= 4 + SNIPPETS
     starts = np.array([float(r[4]) for r in rows])
     assert (np.diff(starts) > 0).all()
-    gap = np.diff(starts).max()                            # the outage shows in the stream's time
-    assert gap >= 0.5
+    # the outage (half a second and the new server's start) shows in the stream's time, less at most a
+    # few frames' jitter in when they arrived
+    assert np.diff(starts).max() >= 16 / RATE + summary["outage_s"] - 0.2
     log = (out / "stream.log").read_text()
     assert "lost: source lost at" in log and "reconnected: reconnected after" in log and "gave up" in log
     metrics = json.loads((out / "metrics.json").read_text())
@@ -362,7 +365,7 @@ def test_cli_sigint_closes_outputs(clip, checkpoint, tmp_path):
 def test_settings_and_parsing():
     assert stream.parse_reconnect("5") == (5, None) and stream.parse_reconnect("300s") == (None, 300.0)
     assert stream.parse_reconnect("forever") == (None, None) and stream.parse_reconnect("0") == (0, None)
-    with pytest.raises(Exception):
+    with pytest.raises(argparse.ArgumentTypeError):
         stream.parse_reconnect("soon")
     assert stream.source_name("rtsp://admin:secret@10.0.0.5:554/live/ch1") == "10.0.0.5_554_live_ch1"
     assert stream.redact("rtsp://admin:secret@cam/live") == "rtsp://admin:***@cam/live"
