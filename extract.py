@@ -50,6 +50,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.filter
 import av.sidedata.sidedata
 import numpy as np
 import torch
@@ -177,6 +178,36 @@ def display_turns(frame, decoding):
     return round(angle / 90) % 4
 
 
+class Upright:
+    """Turns decoded frames upright with FFmpeg's own filters, the ones ffmpeg's autorotate inserts
+    (transpose for a quarter turn, hflip + vflip for a half turn), before any scaling: a sideways
+    clip is then scaled exactly as its upright copy would be. One filter graph per (turns, size,
+    pixel format), built when first needed."""
+    FILTERS = {1: [("transpose", "cclock")], 2: [("hflip", None), ("vflip", None)], 3: [("transpose", "clock")]}
+
+    def __init__(self):
+        self.graphs = {}
+
+    def __call__(self, frame, turns):
+        """The frame turned `turns` quarter turns counterclockwise (np.rot90's sense)."""
+        if not turns:
+            return frame
+        key = (turns, frame.width, frame.height, frame.format.name)
+        if key not in self.graphs:
+            graph = av.filter.Graph()
+            node = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
+                                    time_base=frame.time_base or Fraction(1, 1))
+            for name, argument in self.FILTERS[turns]:
+                step = graph.add(name, argument)
+                node.link_to(step)
+                node = step
+            node.link_to(graph.add("buffersink"))
+            graph.configure()
+            self.graphs[key] = graph
+        self.graphs[key].push(frame)
+        return self.graphs[key].pull()
+
+
 def _decoded_frames(container, stream, decoding):
     """The stream's frames in display order; a packet the decoder refuses (damaged data) is counted
     and skipped, as ffmpeg does, so one bad packet does not end the video."""
@@ -232,16 +263,15 @@ def decode_frames(path, resize=256, fps=None, decoding=None):
                 step = 1 / Fraction(str(fps))
                 frames = ((t, t + step, frame) for t, frame in
                           resample(((start, frame) for start, _, frame in frames), fps))
+            upright = Upright()
             for start, end, frame in frames:
                 decoding.end = float(end)
                 turns = display_turns(frame, decoding)
                 decoding.rotation = 90 * turns
-                width, height = resized_size(*((frame.height, frame.width) if turns % 2 else
-                                               (frame.width, frame.height)), resize)
-                if turns % 2:             # resized in the stored orientation, then turned
-                    width, height = height, width
-                image = frame.to_ndarray(format='rgb24', width=width, height=height, interpolation='BILINEAR')
-                yield start, end, np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+                frame = upright(frame, turns)
+                width, height = resized_size(frame.width, frame.height, resize)
+                yield start, end, frame.to_ndarray(format='rgb24', width=width, height=height,
+                                                   interpolation='BILINEAR')
     except (av.error.FFmpegError, OSError) as e:
         raise VideoError(f'{path}: cannot decode ({one_line(e)})') from e
     if decoding.decoded == 0 and decoding.damaged:

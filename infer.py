@@ -12,12 +12,15 @@ ground truth. Outputs in --output_dir:
   scores.csv           video, snippet, score, calibrated, start_frame, end_frame[, start_s, end_s]
   frame_scores/<video>.npy   (16 T,) float32 raw frame scores (each snippet's score for its 16 frames)
   segments.csv         per video its --top_k anomalous segments (maximal runs of snippets scored
-                       above the threshold), highest peak first
+                       above the threshold), highest peak first; not written without a threshold
   metrics.json         the threshold; with a ground truth also the metrics, the per-class metrics
                        and the threshold's false-alarm rate (percent of the normal frames scored
                        above it, over all videos and over the normal videos only)
   plots/<video>.png    with --plot: score over time, threshold, ground-truth intervals shaded;
   roc_pr.png           with --plot and a ground truth: the test set's ROC and PR curves
+Times in seconds come from the features' extraction record (extract.py: each snippet's frames'
+own timestamps), else from --fps. What cannot be computed (metrics for a ground truth of one class,
+a threshold without normal videos or calibration) is said in one line; everything else is written.
 score is the raw anomaly score (d_1 + d_2) * s, unbounded; calibrated is its empirical CDF over
 the training set's normal snippets, in [0, 1] (see test.py), empty when the checkpoint holds no
 calibration (the release's bare state dicts, or a run stopped before its end). The threshold is
