@@ -2,8 +2,9 @@
 
 A checkpoint is data, never code: it is written atomically (temporary file + os.replace) and
 read with torch.load(weights_only=True). Ours hold plain types:
-  {"format": "bn-wvad", "model_config": {...}, "state_dict": {...}, "step": int,
-   "metrics": {...}, "meta": {...}}
+  {"format": "bn-wvad", "model": "bnwvad" | "urdmu", "model_config": {...}, "state_dict": {...},
+   "step": int, "metrics": {...}, "meta": {...}}
+(a checkpoint written before "model" existed holds BN-WVAD).
 The authors' release saves a bare state dict; `load_checkpoint` accepts both.
 """
 import contextlib
@@ -105,10 +106,12 @@ def write_text(path, text):
     atomic_write(path, write)
 
 
-def save_checkpoint(path, model, step, metrics, **meta):
-    """Write model config, state dict, step, metrics and metadata (plain types) atomically."""
+def save_checkpoint(path, model, step, metrics, model_name="bnwvad", **meta):
+    """Write the model's name (model.MODELS' key) and config, state dict, step, metrics and metadata
+    (plain types) atomically."""
     ckpt = {
         "format": CKPT_FORMAT,
+        "model": model_name,
         "model_config": model.config(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "step": int(step),

@@ -246,7 +246,7 @@ def test_a_second_video_of_the_same_name_gets_features_of_its_own(tmp_path):
     for day, snippets in (("day1", 2), ("day2", 3), ("day1", 2)):
         infer.main(["--model_path", str(ckpt), "--video", str(tmp_path / day / "cam01.mp4"), "--i3d_weights",
                     str(weights), "--threshold", "1", "--crops", "1", "--output_dir", str(out), "--device", "cpu",
-                    "--resize", "224"])
+                    "--resize", "224", "--overwrite"])
         rows = read_csv(out / "scores.csv")
         assert len(rows) == snippets
         assert json.loads((out / "features" / "cam01.json").read_text())["source"]["path"].endswith(
