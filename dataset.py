@@ -418,11 +418,10 @@ def ensure_lists(args):
         with open(record, encoding="utf-8") as f:
             made = json.load(f)
         now = lists_provenance(args.root_dir, info, args.test_videos, args.labels, args.len_feature, label_column)
-        # what this command leaves unsaid (no --test_videos, say) is not a change
-        given = dict(test_videos=args.test_videos, labels=args.labels, normal_marker=args.normal_marker,
-                     crops=args.crops)
+        # what this command leaves unsaid (no --test_videos, say, or a --crops from a checkpoint) is no change
+        given = {"root_dir", "files"} | set(getattr(args, "given", ()))
         changed = [k for k in ("root_dir", "files", "test_videos", "labels", "normal_marker", "crops")
-                   if made.get(k) != now[k] and given.get(k, True) is not None]
+                   if made.get(k) != now[k] and k in given]
         if not changed:
             return
         print(f"{' and '.join(lists)} were made from {made.get('root_dir')}; this run differs in "
