@@ -58,7 +58,7 @@ from tqdm import tqdm
 
 from features import FRAMES_PER_SNIPPET, RECORD_FORMAT, record_path
 from i3d import load_i3d
-from utils import InputError, atomic_write, pick_device, read_text_lines, write_text
+from utils import DefaultsFormatter, InputError, atomic_write, pick_device, read_text_lines, write_text
 
 SNIPPET = FRAMES_PER_SNIPPET  # frames per snippet, one feature row each
 DISPLAYMATRIX = getattr(getattr(av.sidedata.sidedata, 'Type', None), 'DISPLAYMATRIX', None)
@@ -538,6 +538,7 @@ def list_videos(inputs):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
+        formatter_class=DefaultsFormatter,
         description='Extract I3D RGB features: <out>/<video>__<k>.npy, (T, 1024) per crop k.',
         epilog='crop order: 0 centre, 1 top-left, 2 top-right, 3 bottom-left, 4 bottom-right, '
                '5-9 the same five mirrored left-right. Exit status: 0 all done, 1 some videos failed, '

@@ -14,22 +14,10 @@ import torch
 from dataset import DATASETS
 from extract import parse_resize
 from test import EVAL_SNIPPETS
-from utils import InputError, read_checkpoint
+from utils import DefaultsFormatter, InputError, read_checkpoint
 
 
 MAX_ITERS = 10_000_000   # bound on a learning-rate list's length
-
-
-class DefaultsFormatter(argparse.HelpFormatter):
-    """--help shows each flag's default after its help text (not for flags without one, or switches)."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and action.option_strings \
-                and "default" not in text:
-            shown = " ".join(map(str, action.default)) if isinstance(action.default, list) else action.default
-            text += f" (default: {shown})"
-        return text
 
 
 class Parser(argparse.ArgumentParser):

@@ -7,6 +7,7 @@ read with torch.load(weights_only=True). Ours hold plain types:
 (a checkpoint written before "model" existed holds BN-WVAD).
 The authors' release saves a bare state dict; `load_checkpoint` accepts both.
 """
+import argparse
 import contextlib
 import os
 import random
@@ -19,6 +20,18 @@ import torch
 CKPT_FORMAT = "bn-wvad"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """--help shows each flag's default after its help text (not for flags without one, or switches)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and action.option_strings \
+                and "default" not in text:
+            shown = " ".join(map(str, action.default)) if isinstance(action.default, list) else action.default
+            text += f" (default: {shown})"
+        return text
 
 
 class InputError(Exception):
