@@ -666,9 +666,10 @@ def manifest_problems(path, rows):
         if record is None:
             problems.append(f'{record_path(folder, video)}: missing (the record of video {video}: its snippet times, '
                             f'source and settings)')
-        elif record.get('file_sha256') != {row['file']: row['sha256'] for row in own}:
-            problems.append(f'{record_path(folder, video)}: its files or hashes are not the manifest\'s (extracted '
-                            f'again after the manifest was written?)')
+        elif record.get('file_sha256') != {row['file']: row['sha256'] for row in own} or \
+                setting_cells(record.get('settings') or {}) != {c: own[0][c] for c in SETTING_COLUMNS}:
+            problems.append(f'{record_path(folder, video)}: its files, hashes or settings are not the manifest\'s '
+                            f'(extracted again after the manifest was written?)')
     settings = {video: tuple(own[0][c] for c in SETTING_COLUMNS) for video, own in by_video.items()}
     if len(set(settings.values())) > 1:
         usual = Counter(settings.values()).most_common(1)[0][0]
