@@ -293,7 +293,7 @@ def fail_current(error):
         _current.fail(error)
 
 
-def _appears(path, tries=5):
+def _appears(path, tries=3):
     """Whether `path` exists, asking again for a few seconds (a network file system may show a new
     file on another node a moment late)."""
     for attempt in range(tries):

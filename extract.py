@@ -54,6 +54,7 @@ Python API:
   cannot be decoded or is shorter than one snippet; extract_videos catches it per video.
 """
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
@@ -584,12 +585,25 @@ def recorded_hashes(record, out_dir):
     return {name: (record['file_bytes'][name], record['file_sha256'][name]) for name in record['files']}
 
 
+def remove_leftovers(out_dir, names):
+    """Remove the temporary files (utils.atomic_write's .tmp-<random><name>) that a killed process
+    left in out_dir while writing one of `names`."""
+    for entry in os.scandir(out_dir):
+        if entry.name.startswith('.tmp-') and any(entry.name[i:] in names for i in range(5, len(entry.name))):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(entry.path)
+
+
 def write_manifest(out_dir, videos):
     """Write <out_dir>/manifest.csv atomically: a row (MANIFEST_COLUMNS) per feature file of each of
     `videos` (the run's videos whose features are current, in list order), crop order, from their
     records. Returns [(video, one-line problem)]: a video whose record or files cannot be read here
-    (written on storage this node does not share?) is left out of the manifest."""
+    (written on storage this node does not share?) is left out of the manifest. Temporary files of
+    interrupted writes of these files (a killed run) are removed: nothing writes them any more."""
     rows, problems = [], []
+    remove_leftovers(out_dir, {name for video in videos for name in
+                               [MANIFEST, Path(record_path(out_dir, Path(video).stem)).name]
+                               + [p.name for p in output_paths(video, out_dir, 10)]})
     for video in videos:
         record = read_extraction_record(video, out_dir)
         try:
