@@ -35,6 +35,8 @@ import time
 import uuid
 from datetime import timedelta
 
+import torch.distributed as dist
+
 from utils import InputError, torchrun_env
 
 TIMEOUT_S = 600     # a rank whose heartbeat stands still this long is gone; also each collective's limit
@@ -148,16 +150,13 @@ class Ranks:
         try:
             self.sync(f"{one_line(error)}" if isinstance(error, INPUT_ERRORS) else
                       f"{type(error).__name__}: {one_line(error)} (traceback on its rank)")
-        except RankLost:
-            print(f"{self.error_prefix}{self._name(self.rank)}{one_line(error)}", file=sys.stderr)
+        except RankLost:        # nobody is left to report it
+            print(f"{self.error_prefix}rank {self.rank}: {one_line(error)}", file=sys.stderr)
             raise RanksFailed(2) from error
         except RanksFailed:
             if not isinstance(error, INPUT_ERRORS):
                 raise error
             raise
-
-    def _name(self, rank):
-        return f"rank {rank}: " if self.world_size > 1 else ""
 
     def _report(self, errors):
         """Print each distinct error once, naming its ranks unless every rank had it."""
@@ -179,19 +178,27 @@ class Ranks:
                 return [self.store.get(key).decode() for key in keys]
             except RuntimeError:    # not all there yet (DistStoreError: wait timeout)
                 pass
-            now = time.monotonic()
-            for r, key in enumerate(keys):
-                if self.store.check([key]):
-                    continue
-                if self.store.check([f"left/{r}"]):
-                    why = self.store.get(f"left/{r}").decode()
-                    raise RankLost(f"rank {r} left the run ({why}) before this point; rank {self.rank} stops too")
-                beat = self.store.add(f"beat/{r}", 0)
-                if seen.get(r, (None,))[0] != beat:
-                    seen[r] = (beat, now)
-                elif now - seen[r][1] > self.timeout_s:
-                    raise RankLost(f"rank {r} has given no sign of life for {self.timeout_s:.0f} s (its process or "
-                                   f"node is gone?); rank {self.rank} stops")
+            try:
+                self._check_missing(keys, seen)
+            except RuntimeError as e:       # the store's host (torchrun on the first node) is gone
+                raise RankLost(f"rank {self.rank} lost torchrun's key-value store ({one_line(e)})") from None
+
+    def _check_missing(self, keys, seen):
+        """Raise RankLost for a rank that has not posted its key and has left, or whose heartbeat has
+        not moved for timeout_s (seen: rank -> (heartbeat, when it last moved), kept between calls)."""
+        now = time.monotonic()
+        for r, key in enumerate(keys):
+            if self.store.check([key]):
+                continue
+            if self.store.check([f"left/{r}"]):
+                why = self.store.get(f"left/{r}").decode()
+                raise RankLost(f"rank {r} left the run ({why}) before this point; rank {self.rank} stops too")
+            beat = self.store.add(f"beat/{r}", 0)
+            if seen.get(r, (None,))[0] != beat:
+                seen[r] = (beat, now)
+            elif now - seen[r][1] > self.timeout_s:
+                raise RankLost(f"rank {r} has given no sign of life for {self.timeout_s:.0f} s (its process or "
+                               f"node is gone?); rank {self.rank} stops")
 
     def _beat(self):
         while not self._stop_beats.wait(BEAT_S):
@@ -204,7 +211,6 @@ class Ranks:
         """rank 0's `value` on every rank."""
         if not self.distributed:
             return value
-        import torch.distributed as dist
         self.sync()
         box = [value if self.first else None]
         dist.broadcast_object_list(box, src=0)
@@ -214,7 +220,6 @@ class Ranks:
         """[value of rank 0, value of rank 1, ...] on every rank."""
         if not self.distributed:
             return [value]
-        import torch.distributed as dist
         self.sync()
         out = [None] * self.world_size
         dist.all_gather_object(out, value)
@@ -225,7 +230,6 @@ class Ranks:
         one rank), as one list in index order on rank 0; None on the other ranks."""
         if not self.distributed:
             return list(items)
-        import torch.distributed as dist
         self.sync()
         parts = [None] * self.world_size if self.first else None
         dist.gather_object(list(zip(indices, items)), parts, dst=0)
@@ -279,7 +283,6 @@ class Ranks:
         self._stop_beats.set()
         with contextlib.suppress(RuntimeError):
             self.store.set(f"left/{self.rank}", why)
-        import torch.distributed as dist
         if dist.is_initialized():
             dist.destroy_process_group()
 
@@ -311,7 +314,6 @@ def start(error_prefix="error: ", timeout_s=TIMEOUT_S):
     place = torchrun_env()
     if place is None:
         return Ranks(error_prefix=error_prefix)
-    import torch.distributed as dist
     rank, world_size, local_rank = place
     timeout = timedelta(seconds=timeout_s)
     store, rank, world_size = next(dist.rendezvous("env://", rank, world_size, timeout=timeout))

@@ -606,9 +606,11 @@ def write_manifest(out_dir, videos):
                                + [p.name for p in output_paths(video, out_dir, 10)]})
     for video in videos:
         record = read_extraction_record(video, out_dir)
+        if record is None:
+            problems.append((video, f'{video}: left out of the manifest: its record '
+                                    f'{record_path(out_dir, Path(video).stem)} cannot be read'))
+            continue
         try:
-            if record is None:
-                raise OSError(f'its record {record_path(out_dir, Path(video).stem)} cannot be read')
             hashes = recorded_hashes(record, out_dir)
         except OSError as e:
             problems.append((video, f'{video}: left out of the manifest: {one_line(e)}'))
@@ -747,8 +749,8 @@ def agreed_weights(ranks, path):
     first = ranks.broadcast(mine)
     with ranks.together():
         if mine != first:
-            raise ValueError(f'{path} on rank {ranks.rank} is not the file rank 0 loaded (other size or modification '
-                             f'time): give every node the same weights file')
+            raise ValueError(f'{path} on rank {ranks.rank} is not the file rank 0 loaded (another path, size or '
+                             f'modification time): give every node the same weights file, at the same path')
     return first
 
 
