@@ -41,7 +41,7 @@ from utils import InputError, torchrun_env
 
 TIMEOUT_S = 600     # a rank whose heartbeat stands still this long is gone; also each collective's limit
 BEAT_S = 5          # heartbeat period
-POLL_S = 1          # how long one wait on the store blocks before heartbeats are looked at again
+POLL_S = 1          # the longest pause between two looks at the store while waiting (the first ones are quicker)
 INPUT_ERRORS = (InputError, OSError, ValueError)     # bad input: reported in one line, no traceback
 
 
@@ -110,7 +110,7 @@ class Ranks:
         self.syncs += 1
         step = self.syncs
         self.store.set(f"sync/{step}/{self.rank}", error or "")
-        statuses = self._wait([f"sync/{step}/{r}" for r in range(self.world_size)])
+        statuses = self._wait({r: f"sync/{step}/{r}" for r in range(self.world_size)})
         errors = {r: s for r, s in enumerate(statuses) if s}
         if not errors:
             return
@@ -118,8 +118,8 @@ class Ranks:
             self._report(errors)
             self.store.set(f"printed/{step}", "1")
         else:       # torchrun stops the other processes once one exits with an error: let rank 0 print first
-            with contextlib.suppress(RuntimeError):
-                self.store.wait([f"printed/{step}"], timedelta(seconds=30))
+            with contextlib.suppress(RankLost):
+                self._wait({0: f"printed/{step}"}, limit_s=30)
         raise RanksFailed(2)
 
     @contextlib.contextmanager
@@ -168,26 +168,32 @@ class Ranks:
                 f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}: "
             print(f"{self.error_prefix}{who}{message}", file=sys.stderr, flush=True)
 
-    def _wait(self, keys):
-        """The values of keys[r] (posted by rank r), once all are there. A missing rank must keep
-        its heartbeat moving and must not have left."""
+    def _wait(self, keys, limit_s=None):
+        """The values of keys {rank: the key that rank posts}, in rank order, once all are there. A
+        rank yet to post must keep its heartbeat moving and must not have left; limit_s: at most
+        this long in all. Raises RankLost."""
         seen = {}                   # rank -> (its heartbeat count, when this rank saw it change)
-        while True:
-            try:
-                self.store.wait(keys, timedelta(seconds=POLL_S))
-                return [self.store.get(key).decode() for key in keys]
-            except RuntimeError:    # not all there yet (DistStoreError: wait timeout)
-                pass
-            try:
+        pause, since = 0.01, time.monotonic()
+        try:
+            # store.check, not store.wait: a wait that times out logs two warning lines each time
+            while not self.store.check(list(keys.values())):
                 self._check_missing(keys, seen)
-            except RuntimeError as e:       # the store's host (torchrun on the first node) is gone
-                raise RankLost(f"rank {self.rank} lost torchrun's key-value store ({one_line(e)})") from None
+                if limit_s is not None and time.monotonic() - since > limit_s:
+                    raise RankLost(f"rank {self.rank} waited {limit_s} s for {', '.join(keys.values())}")
+                time.sleep(pause)
+                pause = min(2 * pause, POLL_S)
+            return [self.store.get(keys[r]).decode() for r in sorted(keys)]
+        except RankLost:
+            raise
+        except RuntimeError as e:       # the store's host (torchrun on the first node) is gone
+            raise RankLost(f"rank {self.rank} lost torchrun's key-value store ({one_line(e)})") from None
 
     def _check_missing(self, keys, seen):
-        """Raise RankLost for a rank that has not posted its key and has left, or whose heartbeat has
-        not moved for timeout_s (seen: rank -> (heartbeat, when it last moved), kept between calls)."""
+        """Raise RankLost for a rank that has not posted its key ({rank: key}) and has left, or whose
+        heartbeat has not moved for timeout_s (seen: rank -> (heartbeat, when it last moved), kept
+        between calls)."""
         now = time.monotonic()
-        for r, key in enumerate(keys):
+        for r, key in keys.items():
             if self.store.check([key]):
                 continue
             if self.store.check([f"left/{r}"]):
