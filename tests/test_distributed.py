@@ -25,7 +25,7 @@ from extract import file_sha256, list_videos, verify_manifest
 from model import BNWVAD
 from test import quantile_table
 from test_extract import GridProbe, write_video
-from utils import save_checkpoint
+from utils import InputError, pick_device, save_checkpoint
 
 FRAMES = {"a": 48, "b": 16, "c": 32, "d": 20, "e": 40, "f": 24}     # 1 to 3 snippets each
 EXTRACT = ["--crops", "1", "--resize", "224", "--device", "cpu"]
@@ -265,6 +265,22 @@ def test_a_rank_that_left_or_went_silent_is_named_instead_of_waited_for():
     assert "rank 1 left the run (exited)" in outcome[0]
     outcome = meet([None, "silent"], timeout_s=0.5)       # no heartbeat: its process is gone
     assert "rank 1 has given no sign of life" in outcome[0]
+
+
+def test_each_process_takes_the_gpu_of_its_local_rank(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert pick_device("auto") == torch.device("cuda")               # no torchrun: as before
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert pick_device("auto") == pick_device("cuda") == torch.device("cuda", 1) and chosen == [1, 1]
+    assert pick_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(InputError, match="LOCAL_RANK 2, but its node shows 2 GPU"):
+        pick_device("auto")
 
 
 def test_shards_are_balanced_by_size_and_the_same_every_time():
