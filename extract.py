@@ -19,7 +19,7 @@ pad_last, fp16, the I3D weights' identity, FEATURE_VERSION), the frames decoded 
 frames the container's header announces, the rotation applied, and each snippet's start and end
 in seconds taken from the frames' own timestamps (so variable-frame-rate videos get true times).
 It is written last. A video is skipped only when its record matches its source and the settings
-and its files are all there; otherwise it is extracted again (a changed file, another video of the
+and its files are all there, of the sizes written; otherwise it is extracted again (a changed file, another video of the
 same name, other settings), never reused. Files are written to a temporary name and renamed, so
 an interrupted run can simply be restarted. A video whose container ends before its header says
 (a cut-off download) is extracted with a warning. Decoding and cropping run in a background
@@ -48,6 +48,8 @@ Python API:
     features = video_features('clip.mp4', model, crops=10)        # (10, T, 1024) float32, nothing written
     paths, warnings = extract_video('clip.mp4', model, 'out/', crops=10)  # out/clip__{0..9}.npy and out/clip.json
     failures = extract_videos(list_videos(['videos/']), model, 'out/')  # {video: message}, skips done videos
+    problems = write_manifest('out/', videos)   # out/manifest.csv from the records of the videos with features
+    status = verify_manifest('out/manifest.csv')  # one line per problem printed; 0 all well, 1 problems
   Options shared by all three: resize=256, fps=None, pad_last=False, batch_size=4 (snippets per
   forward pass, each with all its crops), amp=False (float16 autocast, CUDA only), progress.
   They raise VideoError (a ValueError with a one-line message naming the file) for a video that
