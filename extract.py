@@ -567,7 +567,8 @@ def utc_time(mtime_ns):
 def setting_cells(settings):
     """A record's settings (extraction_settings) as the manifest's SETTING_COLUMNS, as text."""
     resize, fps = settings.get('resize'), settings.get('fps')
-    weights = settings.get('weights') if isinstance(settings.get('weights'), dict) else {'path': settings.get('weights')}
+    weights = settings.get('weights')
+    weights = weights if isinstance(weights, dict) else {'path': weights}     # any JSON value naming the network
     cells = dict(version=settings.get('version'), crops=settings.get('crops'),
                  resize='x'.join(map(str, resize)) if isinstance(resize, list) else resize,
                  fps=None if fps is None else f'{fps:g}', pad_last=str(bool(settings.get('pad_last'))).lower(),
@@ -653,7 +654,8 @@ def read_manifest(path):
     for line, row in enumerate(rows, 2):
         if not all((row[c] or '').isdigit() for c in ('crop', 'bytes', 'crops')) or \
                 len(row['sha256'] or '') != 64 or not all(c in '0123456789abcdef' for c in row['sha256']):
-            raise ValueError(f'{path} line {line}: crop, bytes and crops must be whole numbers and sha256 64 hex digits')
+            raise ValueError(f'{path} line {line}: crop, bytes and crops must be whole numbers and sha256 '
+                             f'64 hex digits')
         if row['file'] in seen:
             raise ValueError(f'{path} line {line}: {row["file"]} is listed twice')
         seen.add(row['file'])
@@ -703,7 +705,8 @@ def manifest_problems(path, rows):
             file = Path(here) / name
             if name.startswith('.tmp-'):
                 problems.append(f'{file}: a temporary file of an interrupted write or copy')
-            elif name.endswith('.npy') and not name.startswith('.') and file.relative_to(folder).as_posix() not in listed:
+            elif name.endswith('.npy') and not name.startswith('.') and \
+                    file.relative_to(folder).as_posix() not in listed:
                 problems.append(f'{file}: a feature file the manifest does not list')
     return problems
 
@@ -727,7 +730,8 @@ def verify_manifest(path):
     if problems:
         print(f'{path}: {len(problems)} problem(s) with {len(rows)} feature files of {videos} videos')
         return 1
-    print(f'{path}: OK, {len(rows)} feature files of {videos} videos match their sizes and SHA-256, one set of settings')
+    print(f'{path}: OK, {len(rows)} feature files of {videos} videos match their sizes and SHA-256, '
+          f'one set of settings')
     return 0
 
 
@@ -762,7 +766,8 @@ def extract_shard(ranks, videos, sizes, model, out_dir, progress=True, **options
     extract_videos'."""
     mine = [videos[i] for i in ranks.shard(sizes)]
     failures = extract_videos(mine, model, out_dir, progress=progress and ranks.first, **options)
-    return {video: (rank, error) for rank, part in enumerate(ranks.all_gather(failures)) for video, error in part.items()}
+    every = ranks.all_gather(failures)          # [{video: error} of rank 0, of rank 1, ...]
+    return {video: (rank, error) for rank, part in enumerate(every) for video, error in part.items()}
 
 
 def parse_args(argv=None):

@@ -215,8 +215,8 @@ def test_bad_input_found_on_every_rank_is_reported_once(tmp_path):
         (tmp_path / f"{name}.mp4").write_bytes(b"\x00garbage" * 400)
     weights = tmp_path / "weights.pt"
     weights.touch()
-    r = torchrun("infer", ["--model_path", checkpoint(tmp_path / "ckpt.pkl", 1024), "--video", tmp_path, "--i3d_weights",
-                           weights, "--crops", "1", "--device", "cpu", "--output_dir", tmp_path / "out"])
+    r = torchrun("infer", ["--model_path", checkpoint(tmp_path / "ckpt.pkl", 1024), "--video", tmp_path,
+                           "--i3d_weights", weights, "--crops", "1", "--device", "cpu", "--output_dir", tmp_path / "out"])
     assert r.returncode != 0
     assert r.stderr.count("error: no video could be read (2 failed, see above)") == 1
     assert r.stderr.count(f"error: {tmp_path / 'x.mp4'}: cannot decode") == 1      # each video tried once,
