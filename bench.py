@@ -3,6 +3,7 @@
   python bench.py                          # all sections at the default sizes (a few minutes on 2 cores)
   python bench.py --sections b --eval_fraction 1     # the whole UCF-Crime-length test set
   python bench.py --sections d --long 2000 20000 100000
+  python bench.py --sections f --dist_videos 8
 
 Sections (each prints fast, reference and their ratio):
   a  training items per second from disk: per-file loading as the release does (read + resample
@@ -19,6 +20,11 @@ Sections (each prints fast, reference and their ratio):
   e  I3D feature extraction (extract.py) on a generated 320x256 video of --extract_frames frames:
      snippets per second per crop for 1 and 10 crops, on --device (random weights: the speed does
      not depend on them), and decoding alone
+  f  extraction over processes: extract.py under torchrun on --dist_videos generated videos (1 crop,
+     random weights), 2 processes against 1 on this CPU (torchrun gives each of 2 processes one
+     thread, the one process all of them), and all GPUs against 1 when there are any; each rate is
+     snippets / (time of the run - time of a second run that finds every video done), so process
+     start-up, listing and the manifest are not counted
 Feature files are written to a temporary folder (in the OS page cache, so "from disk" reads are
 mostly memory reads) and removed at the end.
 """
@@ -47,7 +53,7 @@ UCF_LENGTHS = Path(__file__).resolve().parent.parent / "shared" / "realdata" / "
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Fast paths vs the release's plain paths, on generated data.")
-    p.add_argument("--sections", default="abcde", help="which sections to run, e.g. 'ab'")
+    p.add_argument("--sections", default="abcdef", help="which sections to run, e.g. 'ab'")
     p.add_argument("--len_feature", type=int, default=1024, help="feature width D")
     p.add_argument("--items", type=int, default=256, help="(a) training item files")
     p.add_argument("--num_segments", type=int, default=200, help="(a, c) segments per training item")
@@ -63,6 +69,7 @@ def parse_args(argv=None):
     p.add_argument("--extract_frames", type=int, default=64, help="(e) frames of the generated video")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="(e) device of the I3D network")
+    p.add_argument("--dist_videos", type=int, default=4, help="(f) generated videos of --extract_frames frames each")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--score_one", type=int, nargs=3, metavar=("T", "CROPS", "REF"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -251,20 +258,25 @@ def section_long(args, work, rng, results):
             get("ref", "peak_bytes", 2 ** 30), "GB", False)
 
 
-def section_extract(args, work, rng, results):
+def write_clip(path, frames, rng):
+    """A 320x256, 25 fps video of random frames."""
     import av
+    with av.open(path, "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 256, "yuv420p"
+        for _ in range(frames):
+            image = rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def section_extract(args, work, rng, results):
     from extract import decode_frames, video_features
     from i3d import InceptionI3d
     from utils import pick_device
     device = pick_device(args.device)
     path = os.path.join(work, "clip.mp4")
-    with av.open(path, "w") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 320, 256, "yuv420p"
-        for _ in range(args.extract_frames):
-            image = rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
+    write_clip(path, args.extract_frames, rng)
     T = args.extract_frames // 16
     print(f"(e) I3D extraction: {args.extract_frames} frames 320x256 ({T} snippets), device {device}")
     model = InceptionI3d().to(device).eval()
@@ -276,6 +288,48 @@ def section_extract(args, work, rng, results):
         row(results, "e", f"{crops:2d} crops: snippets/s per crop", T * crops / t, None, "snippets/s", True)
 
 
+def section_distributed(args, work, rng, results):
+    from i3d import InceptionI3d
+    folder = os.path.join(work, "dist_videos")
+    os.makedirs(folder)
+    for i in range(args.dist_videos):
+        write_clip(os.path.join(folder, f"clip{i:03d}.mp4"), args.extract_frames, rng)
+    weights = os.path.join(work, "i3d_random.pt")
+    torch.save(InceptionI3d().state_dict(), weights)
+    snippets = args.dist_videos * (args.extract_frames // 16)
+    gpus = torch.cuda.device_count()
+    print(f"(f) extraction under torchrun: {args.dist_videos} videos of {args.extract_frames} frames 320x256 "
+          f"({snippets} snippets), 1 crop; {os.cpu_count()} CPUs, {gpus} GPUs")
+
+    def rate(processes, device):
+        """Snippets per second of extract.py with this many processes, start-up and bookkeeping excluded."""
+        out = tempfile.mkdtemp(dir=work)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+               str(Path(__file__).resolve().parent / "extract.py"), folder, "--out", out, "--i3d_weights", weights,
+               "--crops", "1", "--device", device]
+        seconds = []
+        for _ in range(2):          # the second run finds every video done: its time is the overhead
+            r, t = timed(lambda: subprocess.run(cmd, capture_output=True, text=True))
+            if r.returncode != 0:
+                print(f"  {processes} process(es) on {device} failed (exit {r.returncode}): "
+                      f"{r.stderr.strip().splitlines()[-1:]}")
+                return None
+            seconds.append(t)
+        print(f"  {processes} process(es) on {device}: {seconds[0]:.1f} s, of which {seconds[1]:.1f} s start-up and "
+              f"bookkeeping")
+        return snippets / (seconds[0] - seconds[1])
+    one, two = rate(1, "cpu"), rate(2, "cpu")
+    row(results, "f", "CPU: snippets/s, 2 processes vs 1", two, one, "snippets/s", True)
+    if gpus:
+        single = rate(1, "cuda")
+        row(results, "f", "1 GPU: snippets/s", single, one, "snippets/s", True)
+        if gpus > 1:
+            every = rate(gpus, "cuda")
+            row(results, "f", f"{gpus} GPUs: snippets/s vs 1 GPU", every, single, "snippets/s", True)
+            row(results, "f", f"{gpus} GPUs: snippets/s per GPU vs 1 GPU", every and every / gpus, single,
+                "snippets/s", True)
+
+
 def main():
     args = parse_args()
     if args.score_one:
@@ -284,7 +338,8 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     rng = np.random.default_rng(0)
     results = []
-    sections = dict(a=section_items, b=section_eval, c=section_train, d=section_long, e=section_extract)
+    sections = dict(a=section_items, b=section_eval, c=section_train, d=section_long, e=section_extract,
+                    f=section_distributed)
     with tempfile.TemporaryDirectory(prefix="bench-") as work:
         for s in args.sections:
             sections[s](args, work, rng, results)

@@ -26,6 +26,11 @@ the training set's normal snippets, in [0, 1] (see test.py), empty when the chec
 calibration (the release's bare state dicts, or a run stopped before its end). The threshold is
 --threshold (raw scale), else the --normal_quantile quantile of normal scores: of the test set's
 normal videos with a ground truth, else of the training normals (the calibration).
+
+Under torchrun (`torchrun --nproc_per_node G infer.py ...`) each process scores its share of the
+videos (with --video it extracts that share first), on its own GPU; rank 0 gathers the scores,
+computes the metrics once and writes the same outputs as one process. --output_dir (and the
+feature cache) must be on storage every node shares.
 """
 import csv
 import json
@@ -36,6 +41,7 @@ import numpy as np
 import torch
 
 from dataset import dataset_info, ensure_lists, load_test_set, make_demo
+from distributed import start
 from features import FRAMES_PER_SNIPPET, Video, find_videos, load_video, read_record
 from model import MODELS, config_from_state_dict, model_name
 from options import check_accelerator_flags, parse_infer_args
@@ -87,6 +93,15 @@ def score_features(model, videos, device):
     """
     model.eval()
     return [(name, score_video(model, features, device)) for name, features in videos]
+
+
+def score_shards(ranks, model, videos, device, len_feature):
+    """score_features of this rank's share of `videos` (Ranks.shard by their feature files' bytes),
+    gathered on rank 0 in the videos' order: [(name, (T,) raw scores)] there, None on the other
+    ranks. One process (no torchrun): score_features of them all."""
+    mine = ranks.shard([sum(os.path.getsize(p) for p in v.paths) for v in videos])
+    scored = score_features(model, ((videos[i].name, load_video(videos[i], len_feature)) for i in mine), device)
+    return ranks.gather_in_order(mine, scored, len(videos))
 
 
 def checkpoint_calibration(record):
@@ -219,18 +234,30 @@ def choose_threshold(args, table, normal_scores=None):
                   f"segments need --threshold")
 
 
-def evaluate_test_set(args, model, device, table, result):
+def evaluate_test_set(args, model, device, table, result, ranks):
     """Score and evaluate the test list; fills `result` (metrics, per class, threshold) and returns
     (per-video results, the Videos, per-video ground truths, the frame scores and ground truth).
 
     What cannot be computed is said in one line and left out: metrics for a ground truth of one
     class, a threshold from normal videos when there are none, false-alarm rates without normal frames.
+    Under torchrun rank 0 alone makes the lists (and the demo data) and reads the ground truth, every
+    rank scores its share of the videos, and rank 0 evaluates them all; the others return None.
     """
-    if args.dataset == "demo":
-        make_demo(args.root_dir)
-    ensure_lists(args)
-    test_set = load_test_set(args, both_classes=False)
-    scores = score_batched(model, test_set.features, device, args.eval_snippets, args.amp)
+    test_set = None
+    with ranks.together():
+        if ranks.first:
+            if args.dataset == "demo":
+                make_demo(args.root_dir)
+            ensure_lists(args)
+            test_set = load_test_set(args, both_classes=False)
+    videos = ranks.broadcast(test_set.videos if ranks.first else None)
+    mine = ranks.shard([sum(os.path.getsize(p) for p in v.paths) for v in videos])
+    features = [test_set.features[i] for i in mine] if ranks.first else \
+        [load_video(videos[i], args.len_feature) for i in mine]
+    scores = ranks.gather_in_order(mine, score_batched(model, features, device, args.eval_snippets, args.amp),
+                                   len(videos))
+    if not ranks.first:
+        return None
     metrics = {}
     if test_set.one_class:
         print(f"no AUC/AP: {test_set.one_class}")
@@ -265,29 +292,32 @@ def evaluate_test_set(args, model, device, table, result):
     return list(zip(names, scores)), test_set.videos, np.split(test_set.gt, bounds), frame_scores, test_set.gt
 
 
-def extract_videos_for_scoring(args, device):
+def extract_videos_for_scoring(args, device, ranks):
     """--video: I3D features of each video, in --feature_cache (a video whose cached features were
     made from this very file with these settings is not extracted again; anything else is), with
     the crops and extraction settings the checkpoint was trained with unless flags say otherwise
-    -> ([Video], {video: its file}). A video that fails is reported and skipped; none left is an error."""
-    from extract import extract_videos, file_identity, list_videos, output_paths
+    -> ([Video], {video: its file}), list order, on every rank. Under torchrun each rank extracts
+    its share of the videos (by file size). A video that fails is reported and skipped; none left
+    is an error."""
+    from extract import agreed_weights, extract_shard, output_paths, plan_videos
     from i3d import load_i3d
     if args.len_feature != 1024:
         raise InputError(f"checkpoint {args.model_path} takes {args.len_feature}-d features; I3D gives 1024-d")
     if not args.i3d_weights:
         raise InputError("--video needs --i3d_weights (the I3D RGB state dict, rgb_imagenet.pt; see the README)")
     try:
-        paths = list_videos(args.video)
-        i3d = load_i3d(args.i3d_weights, device)
+        paths, sizes = plan_videos(ranks, args.video)
+        with ranks.together():
+            i3d = load_i3d(args.i3d_weights, device)
+        weights = agreed_weights(ranks, args.i3d_weights)
     except (OSError, ValueError) as e:
         raise InputError(str(e).splitlines()[0]) from None
-    if not paths:
-        raise InputError(f"no videos found in {' '.join(args.video)}")
     crops = dataset_info(args).crops or 1
     cache = args.feature_cache or os.path.join(args.output_dir, "features")
     make_dir(cache, "feature cache")
-    failures = extract_videos(paths, i3d, cache, crops=crops, weights=file_identity(args.i3d_weights),
-                              resize=args.resize, fps=args.resample_fps, pad_last=args.pad_last, amp=args.amp)
+    ranks.check_shared(cache)
+    failures = extract_shard(ranks, paths, sizes, i3d, cache, crops=crops, weights=weights, resize=args.resize,
+                             fps=args.resample_fps, pad_last=args.pad_last, amp=args.amp)
     done = [p for p in paths if p not in failures]
     if not done:
         raise InputError(f"no video could be read ({len(failures)} failed, see above)")
@@ -366,6 +396,7 @@ def main(argv=None):
     args = parse_infer_args(argv)
     if args.features and args.video:
         raise InputError("give --features or --video, not both")
+    ranks = start()         # under torchrun: this process's share of the videos; else the one process
     device = pick_device(args.device)
     check_accelerator_flags(args, device)
     model, record = load_model(args)
@@ -378,9 +409,9 @@ def main(argv=None):
     args.output_dir = output_folder(args)
     table = checkpoint_calibration(record)
     make_dir(args.output_dir, "output")
+    ranks.check_shared(args.output_dir)
     settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("given", "from_checkpoint")}
-    result = dict(checkpoint=args.model_path, step=record["step"] if record else None,
-                  model=model_name(model),
+    result = dict(checkpoint=args.model_path, step=record["step"] if record else None, model=model_name(model),
                   settings=json.loads(json.dumps(settings, default=str)))
     model = model.to(device)
     run_model = torch.compile(model, dynamic=True) if args.compile else model
@@ -388,16 +419,21 @@ def main(argv=None):
     gts, sources = None, {}
     if args.features or args.video:
         if args.video:
-            videos, sources = extract_videos_for_scoring(args, device)
+            videos, sources = extract_videos_for_scoring(args, device, ranks)
         else:
             videos = find_videos(args.features, args.len_feature, dataset_info(args).crops)
-        results = score_features(run_model, ((v.name, load_video(v, args.len_feature)) for v in videos), device)
+        results = score_shards(ranks, run_model, videos, device, args.len_feature)
+        if results is None:         # ranks other than 0: rank 0 has every score and writes the outputs
+            return
         threshold, source = choose_threshold(args, table)
         print(f"scored {len(results)} videos" + (f"; threshold {threshold:.4g} ({source})" if threshold is not None
                                                   else ""))
         result.update(videos=len(results), threshold=dict(value=threshold, source=source))
     else:
-        results, videos, gts, frame_scores, gt = evaluate_test_set(args, run_model, device, table, result)
+        evaluated = evaluate_test_set(args, run_model, device, table, result, ranks)
+        if evaluated is None:       # ranks other than 0, as above
+            return
+        results, videos, gts, frame_scores, gt = evaluated
         threshold = result["threshold"]["value"]
     if args.video_root:
         found = video_files(args.video_root)

@@ -39,10 +39,14 @@ class InputError(Exception):
 
 
 def run_cli(main):
-    """Call main(); report an InputError as one line on stderr and exit 2."""
+    """Call main(); report an InputError as one line on stderr and exit 2 (under torchrun every rank
+    stops, and rank 0 reports the errors of all, once each: distributed.fail_current)."""
     try:
         main()
     except InputError as e:
+        if torchrun_env() is not None:     # the other ranks hear of it and stop too; rank 0 reports it
+            from distributed import fail_current
+            fail_current(e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
@@ -62,14 +66,32 @@ def set_seed(seed):
     torch.manual_seed(seed)
 
 
+def torchrun_env():
+    """(rank, world size, local rank) when torchrun (or a launcher setting the same variables, RANK and
+    WORLD_SIZE) started this process, else None."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+
+
 def pick_device(name="auto"):
-    """'auto' picks cuda, then mps, then cpu; an explicit device that is not available is an error."""
+    """'auto' picks cuda, then mps, then cpu; an explicit device that is not available is an error.
+    Under torchrun, cuda is this process's own GPU, cuda:LOCAL_RANK (made the current device, so
+    that nothing lands on GPU 0 by default); a node with fewer GPUs than processes is an error."""
     cuda = torch.cuda.is_available()
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
         name = "cuda" if cuda else "mps" if mps else "cpu"
     elif (name == "cuda" and not cuda) or (name == "mps" and not mps):
         raise InputError(f"--device {name} was asked for but is not available on this machine")
+    place = torchrun_env()
+    if name == "cuda" and place is not None:
+        local, count = place[2], torch.cuda.device_count()
+        if local >= count:
+            raise InputError(f"this process has LOCAL_RANK {local}, but its node shows {count} GPU(s): start at "
+                             f"most {count} processes per node (torchrun --nproc_per_node)")
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
     return torch.device(name)
 
 

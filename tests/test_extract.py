@@ -253,7 +253,7 @@ def test_cli_batch_reports_failures_and_resumes(tmp_path, capsys):
 
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ['good.json', 'good__0.npy']   # features and their record
+    assert sorted(p.name for p in out.iterdir()) == ['good.json', 'good__0.npy', 'manifest.csv']  # + record, manifest
     features = np.load(out / 'good__0.npy')
     assert features.shape == (2, 1024) and features.dtype == np.float32 and np.isfinite(features).all()
     assert features.std() > 0 and not np.allclose(features[0], features[1])
@@ -276,7 +276,7 @@ def test_cli_flags_reach_the_pipeline(tmp_path, monkeypatch):
     weights.touch()                      # read by the stand-in loader never; its identity keys the features
     assert main([str(video), '--out', str(out), '--i3d_weights', str(weights), '--crops', '5', '--fps', '12.5',
                  '--pad_last', '--resize', '340x256', '--fp16', '--batch_size', '1', '--device', 'cpu']) == 0
-    assert sorted(p.name for p in out.iterdir()) == ['v.json'] + [f'v__{k}.npy' for k in range(5)]
+    assert sorted(p.name for p in out.iterdir()) == ['manifest.csv', 'v.json'] + [f'v__{k}.npy' for k in range(5)]
     saved = np.stack([np.load(out / f'v__{k}.npy') for k in range(5)])
     assert saved.dtype == np.float16 and saved.shape == (5, 2, 1024)  # 17 frames at 12.5 fps, padded to 2 snippets
     expected = video_features(video, GridProbe(), crops=5, fps=12.5, pad_last=True, resize=(340, 256))
