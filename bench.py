@@ -4,6 +4,7 @@
   python bench.py --sections b --eval_fraction 1     # the whole UCF-Crime-length test set
   python bench.py --sections d --long 2000 20000 100000
   python bench.py --sections f --dist_videos 8
+  python bench.py --model urdmu --sections bcd     # UR-DMU on the same fast paths
 
 Sections (each prints fast, reference and their ratio):
   a  training items per second from disk: per-file loading as the release does (read + resample
@@ -43,7 +44,7 @@ import torch
 
 from dataset import TestSet, TrainItems
 from features import Video
-from model import BNWVAD
+from model import MODELS
 from reference import load_items, release_model, score_videos
 from test import EVAL_SNIPPETS, evaluate, frame_metrics, score_batched, snippet_metrics, to_frames
 from train import train_step
@@ -55,6 +56,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Fast paths vs the release's plain paths, on generated data.")
     p.add_argument("--sections", default="abcdef", help="which sections to run, e.g. 'ab'")
     p.add_argument("--len_feature", type=int, default=1024, help="feature width D")
+    p.add_argument("--model", default="bnwvad", choices=sorted(MODELS),
+                   help="(b, c, d) the model timed: BN-WVAD, or UR-DMU on the same fast paths")
     p.add_argument("--items", type=int, default=256, help="(a) training item files")
     p.add_argument("--num_segments", type=int, default=200, help="(a, c) segments per training item")
     p.add_argument("--eval_fraction", type=float, default=0.25,
@@ -156,7 +159,7 @@ def section_eval(args, work, rng, results):
         gt_parts.append(g)
     gt_path = os.path.join(work, "gt.npy")
     np.save(gt_path, np.concatenate(gt_parts))
-    model = BNWVAD(args.len_feature).eval()
+    model = MODELS[args.model](args.len_feature).eval()
     device = torch.device("cpu")
 
     test_set, t_load = timed(lambda: TestSet(videos, args.len_feature, gt_path, num_workers=2))
@@ -188,7 +191,7 @@ def section_train(args, work, rng, results):
     times = {}
     for name in ("fast", "ref"):
         torch.manual_seed(0)
-        model = BNWVAD(args.len_feature)
+        model = MODELS[args.model](args.len_feature)
         model = release_model(model) if name == "ref" else model
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         gen = np.random.default_rng(0)
@@ -199,7 +202,8 @@ def section_train(args, work, rng, results):
                 x = load_items(paths, idx, args.num_segments, args.len_feature)
             else:
                 x = items.batch(idx)
-            train_step(model, x[:args.batch_size], x[args.batch_size:], opt)
+            train_step(model, x[:args.batch_size], x[args.batch_size:], opt,
+                       clip_norm=1.0 if args.model == "bnwvad" else None)
         step()
         _, t = timed(lambda: [step() for _ in range(args.steps)])
         times[name] = args.steps / t
@@ -219,11 +223,11 @@ def peak_rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def score_one(T, crops, ref, D, eval_snippets):
+def score_one(T, crops, ref, D, eval_snippets, name="bnwvad"):
     """In a fresh process: score one generated video; print time and peak RSS as JSON."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((crops, T, D), dtype=np.float32)
-    model = BNWVAD(D).eval()
+    model = MODELS[name](D).eval()
     if ref:
         model = release_model(model)
         _, t = timed(lambda: torch.no_grad()(model)(torch.from_numpy(x)).mean(0))
@@ -244,7 +248,8 @@ def section_long(args, work, rng, results):
                 print(f"  T={T:,} reference skipped: its T x T copies need {ref_bytes / 2 ** 30:.0f} GB")
                 continue
             cmd = [sys.executable, __file__, "--score_one", str(T), str(args.long_crops), str(ref),
-                   "--len_feature", str(args.len_feature), "--eval_snippets", str(args.eval_snippets)]
+                   "--len_feature", str(args.len_feature), "--eval_snippets", str(args.eval_snippets),
+                   "--model", args.model]
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
                 print(f"  T={T:,} {name} failed (exit {r.returncode}): {r.stderr.strip().splitlines()[-1:]}")
@@ -333,9 +338,9 @@ def section_distributed(args, work, rng, results):
 def main():
     args = parse_args()
     if args.score_one:
-        score_one(*args.score_one, args.len_feature, args.eval_snippets)
+        score_one(*args.score_one, args.len_feature, args.eval_snippets, args.model)
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; model {args.model}")
     rng = np.random.default_rng(0)
     results = []
     sections = dict(a=section_items, b=section_eval, c=section_train, d=section_long, e=section_extract,
