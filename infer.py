@@ -410,7 +410,9 @@ def main(argv=None):
     table = checkpoint_calibration(record)
     make_dir(args.output_dir, "output")
     ranks.check_shared(args.output_dir)
-    settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("given", "from_checkpoint")}
+    # the settings that made this run: the flags given, those taken from the checkpoint, and the data
+    chosen = set(args.given) | set(args.from_checkpoint) | {"dataset", "crops", "root_dir", "test_list", "gt"}
+    settings = {k: v for k, v in sorted(vars(args).items()) if k in chosen and v is not None}
     result = dict(checkpoint=args.model_path, step=record["step"] if record else None, model=model_name(model),
                   settings=json.loads(json.dumps(settings, default=str)))
     model = model.to(device)
