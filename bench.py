@@ -26,6 +26,9 @@ Sections (each prints fast, reference and their ratio):
      thread, the one process all of them), and all GPUs against 1 when there are any; each rate is
      snippets / (time of the run - time of a second run that finds every video done), so process
      start-up, listing and the manifest are not counted
+  h  the review page (report.py) of an 800-video, 150,000-snippet output folder: time to build it
+     against writing one PNG plot per video, and, with Chromium and selenium installed, its load
+     time and the time to open a video in the browser
 Feature files are written to a temporary folder (in the OS page cache, so "from disk" reads are
 mostly memory reads) and removed at the end.
 """
@@ -73,6 +76,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="(e) device of the I3D network")
     p.add_argument("--dist_videos", type=int, default=4, help="(f) generated videos of --extract_frames frames each")
+    p.add_argument("--review_videos", type=int, default=800, help="(h) videos on the review page")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--score_one", type=int, nargs=3, metavar=("T", "CROPS", "REF"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -335,6 +339,63 @@ def section_distributed(args, work, rng, results):
                 "snippets/s", True)
 
 
+def review_folder(folder, rng, videos=800, snippets=150_000):
+    """An infer.py-like output folder of `videos` videos and about `snippets` snippets in all, 25 fps."""
+    counts = rng.multinomial(snippets - 20 * videos, np.ones(videos) / videos) + 20
+    os.makedirs(folder)
+    with open(os.path.join(folder, "metrics.json"), "w") as f:
+        json.dump({"threshold": {"value": 0.9, "source": "bench"}}, f)
+    scores, lines, listing = {}, ["video,snippet,score,calibrated,start_frame,end_frame,start_s,end_s"], []
+    segments = ["video,rank,start_frame,end_frame,start_s,end_s,peak_s,peak_score,peak_calibrated,mean_score"]
+    for v, n in enumerate(counts):
+        name = f"v{v:03d}"
+        scores[name] = rng.random(n)
+        lines += [f"{name},{i},{x:.6g},,{16 * i},{16 * i + 16},{16 * i / 25:.3f},{(16 * i + 16) / 25:.3f}"
+                  for i, x in enumerate(scores[name])]
+        segments += [f"{name},1,0,16,0.000,0.640,0.000,0.95,,0.95"]
+        listing.append(f"{name},{'abnormal' if v % 2 else 'normal'},{n},,{'32-96' if v % 2 else ''}")
+    for name, text in (("scores.csv", lines), ("segments.csv", segments),
+                       ("videos.csv", ["video,label,snippets,source,gt"] + listing)):
+        with open(os.path.join(folder, name), "w") as f:
+            f.write("\n".join(text) + "\n")
+    return scores
+
+
+def section_review(args, work, rng, results):
+    from report import write_report
+    from plots import plot_video
+    print(f"(h) the review page of {args.review_videos} videos, 150,000 snippets: built (report.py) against one "
+          f"PNG plot per video (plots.py, the review before the page); loaded in headless Chromium when installed")
+    folder = os.path.join(work, "review")
+    scores = review_folder(folder, rng, args.review_videos)
+    page, t_page = timed(lambda: write_report(folder))
+    plot_dir = os.path.join(work, "review_plots")
+    os.makedirs(plot_dir)
+    _, t_plots = timed(lambda: [plot_video(os.path.join(plot_dir, f"{n}.png"), n, x, 0.9) for n, x in scores.items()])
+    print(f"  page {os.path.getsize(page) / 1e6:.1f} MB")
+    row(results, "h", "build the page vs every video's plot (s)", t_page, t_plots, "s", False)
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        options = webdriver.ChromeOptions()
+        options.binary_location = "/usr/bin/chromium"
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+            options.add_argument(flag)
+        browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    except Exception as e:          # no selenium, no browser: the build figures stand alone
+        print(f"  page load not measured: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+        return
+    try:
+        browser.get("file://" + os.path.abspath(page))
+        load = browser.execute_script("return performance.getEntriesByType('navigation')[0].loadEventEnd")
+        opened = browser.execute_script("const t = performance.now(); document.querySelector('#videos tbody "
+                                        "tr:last-child').click(); return performance.now() - t")
+    finally:
+        browser.quit()
+    row(results, "h", "page load in Chromium (ms)", load, None, "ms", False)
+    row(results, "h", "open a video: draw its curve (ms)", opened, None, "ms", False)
+
+
 def main():
     args = parse_args()
     if args.score_one:
@@ -344,7 +405,7 @@ def main():
     rng = np.random.default_rng(0)
     results = []
     sections = dict(a=section_items, b=section_eval, c=section_train, d=section_long, e=section_extract,
-                    f=section_distributed)
+                    f=section_distributed, h=section_review)
     with tempfile.TemporaryDirectory(prefix="bench-") as work:
         for s in args.sections:
             sections[s](args, work, rng, results)
