@@ -1,8 +1,10 @@
 """Time the fast paths against the plain reference paths (reference.py) in one run, on generated data.
 
-  python bench.py                          # sections a-e at the default sizes (a few minutes on 2 cores)
+  python bench.py                          # sections a-f at the default sizes (a few minutes on 2 cores)
   python bench.py --sections b --eval_fraction 1     # the whole UCF-Crime-length test set
   python bench.py --sections d --long 2000 20000 100000
+  python bench.py --sections f --dist_videos 8
+  python bench.py --model urdmu --sections bcd     # UR-DMU on the same fast paths
 
 Sections (each prints fast, reference and their ratio):
   a  training items per second from disk: per-file loading as the release does (read + resample
@@ -19,17 +21,25 @@ Sections (each prints fast, reference and their ratio):
   e  I3D feature extraction (extract.py) on a generated 320x256 video of --extract_frames frames:
      snippets per second per crop for 1 and 10 crops, on --device (random weights: the speed does
      not depend on them), and decoding alone
-Live video (stream.py; not in the default run: `python bench.py --sections fgh`):
-  f  what causal scoring costs: AUC/AP of a test set (by default the demo's, with the checkpoint
+  f  extraction over processes: extract.py under torchrun on --dist_videos generated videos (1 crop,
+     random weights), 2 processes against 1 on this CPU (torchrun gives each of 2 processes one
+     thread, the one process all of them), and all GPUs against 1 when there are any; each rate is
+     snippets / (time of the run - time of a second run that finds every video done), so process
+     start-up, listing and the manifest are not counted
+  h  the review page (report.py) of an 800-video, 150,000-snippet output folder: time to build it
+     against writing one PNG plot per video, and, with Chromium and selenium installed, its load
+     time and the time to open a video in the browser
+Live video (stream.py; not in the default run: `python bench.py --sections gij`):
+  g  what causal scoring costs: AUC/AP of a test set (by default the demo's, with the checkpoint
      `python main.py --dataset demo` trains; --causal_dataset/--causal_root_dir/--causal_checkpoint
      for your own) scored offline (whole videos) and as stream.py scores it, each snippet over the
      last --windows snippets (0: all past ones), and with --delays later snippets
-  g  sustainable snippets per second (the pipeline's capacity, reading a generated 320x256 25 fps
+  i  sustainable snippets per second (the pipeline's capacity, reading a generated 320x256 25 fps
      file as fast as it can) and latency p50/p95 at a live pace it can sustain (--realtime, 25 fps
      or slower), for 1 and 5 crops, random-weight I3D on --device; and whether it keeps up at 25 fps
-  h  memory over a long stream: --stream_hours of FFmpeg's testsrc2 pattern (25 fps) through
+  j  memory over a long stream: --stream_hours of FFmpeg's testsrc2 pattern (25 fps) through
      run_stream as fast as it goes, with a cheap stand-in for I3D (the stream code's memory does not
-     depend on the network), events and clips on; resident memory after 1 minute and at the end
+     depend on the network), events and clips on; resident memory after 1, 10 and 30 minutes and at the end
 Feature files are written to a temporary folder (in the OS page cache, so "from disk" reads are
 mostly memory reads) and removed at the end.
 """
@@ -48,7 +58,7 @@ import torch
 
 from dataset import TestSet, TrainItems
 from features import Video
-from model import BNWVAD
+from model import MODELS
 from reference import load_items, release_model, score_videos
 from test import EVAL_SNIPPETS, evaluate, frame_metrics, score_batched, snippet_metrics, to_frames
 from train import train_step
@@ -58,8 +68,10 @@ UCF_LENGTHS = Path(__file__).resolve().parent.parent / "shared" / "realdata" / "
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Fast paths vs the release's plain paths, on generated data.")
-    p.add_argument("--sections", default="abcde", help="which sections to run, e.g. 'ab'")
+    p.add_argument("--sections", default="abcdef", help="which sections to run, e.g. 'ab'")
     p.add_argument("--len_feature", type=int, default=1024, help="feature width D")
+    p.add_argument("--model", default="bnwvad", choices=sorted(MODELS),
+                   help="(b, c, d) the model timed: BN-WVAD, or UR-DMU on the same fast paths")
     p.add_argument("--items", type=int, default=256, help="(a) training item files")
     p.add_argument("--num_segments", type=int, default=200, help="(a, c) segments per training item")
     p.add_argument("--eval_fraction", type=float, default=0.25,
@@ -73,18 +85,20 @@ def parse_args(argv=None):
     p.add_argument("--ref_memory", type=float, default=8.0, help="(d) GB of T x T copies the reference may use")
     p.add_argument("--extract_frames", type=int, default=64, help="(e) frames of the generated video")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                   help="(e, g) device of the I3D network")
+                   help="(e, f, i) device of the I3D network")
     p.add_argument("--causal_checkpoint", default="ckpts/demo_best_2022.pkl",
-                   help="(f) the checkpoint (default: the demo's, from python main.py --dataset demo)")
-    p.add_argument("--causal_dataset", default="demo", help="(f) the dataset whose test list is scored")
-    p.add_argument("--causal_root_dir", help="(f) its --root_dir (default: the dataset's)")
+                   help="(g) the checkpoint (default: the demo's, from python main.py --dataset demo)")
+    p.add_argument("--causal_dataset", default="demo", help="(g) the dataset whose test list is scored")
+    p.add_argument("--causal_root_dir", help="(g) its --root_dir (default: the dataset's)")
     p.add_argument("--windows", type=int, nargs="+", default=[8, 16, 32, 64, 128, 0],
-                   help="(f) causal windows in snippets, 0: all past snippets")
-    p.add_argument("--delays", type=int, nargs="*", default=[2, 4, 8], help="(f) delays at --delay_window")
-    p.add_argument("--delay_window", type=int, nargs="+", default=[16, 64], help="(f) windows the delays are "
+                   help="(g) causal windows in snippets, 0: all past snippets")
+    p.add_argument("--delays", type=int, nargs="*", default=[2, 4, 8], help="(g) delays at --delay_window")
+    p.add_argument("--delay_window", type=int, nargs="+", default=[16, 64], help="(g) windows the delays are "
                    "measured at")
-    p.add_argument("--stream_snippets", type=int, default=12, help="(g) snippets of each timed run")
-    p.add_argument("--stream_hours", type=float, default=1.0, help="(h) length of the simulated stream")
+    p.add_argument("--stream_snippets", type=int, default=12, help="(i) snippets of each timed run")
+    p.add_argument("--stream_hours", type=float, default=1.0, help="(j) length of the simulated stream")
+    p.add_argument("--dist_videos", type=int, default=4, help="(f) generated videos of --extract_frames frames each")
+    p.add_argument("--review_videos", type=int, default=800, help="(h) videos on the review page")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--score_one", type=int, nargs=3, metavar=("T", "CROPS", "REF"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -171,7 +185,7 @@ def section_eval(args, work, rng, results):
         gt_parts.append(g)
     gt_path = os.path.join(work, "gt.npy")
     np.save(gt_path, np.concatenate(gt_parts))
-    model = BNWVAD(args.len_feature).eval()
+    model = MODELS[args.model](args.len_feature).eval()
     device = torch.device("cpu")
 
     test_set, t_load = timed(lambda: TestSet(videos, args.len_feature, gt_path, num_workers=2))
@@ -203,7 +217,7 @@ def section_train(args, work, rng, results):
     times = {}
     for name in ("fast", "ref"):
         torch.manual_seed(0)
-        model = BNWVAD(args.len_feature)
+        model = MODELS[args.model](args.len_feature)
         model = release_model(model) if name == "ref" else model
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         gen = np.random.default_rng(0)
@@ -214,7 +228,8 @@ def section_train(args, work, rng, results):
                 x = load_items(paths, idx, args.num_segments, args.len_feature)
             else:
                 x = items.batch(idx)
-            train_step(model, x[:args.batch_size], x[args.batch_size:], opt)
+            train_step(model, x[:args.batch_size], x[args.batch_size:], opt,
+                       clip_norm=1.0 if args.model == "bnwvad" else None)
         step()
         _, t = timed(lambda: [step() for _ in range(args.steps)])
         times[name] = args.steps / t
@@ -234,11 +249,11 @@ def peak_rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def score_one(T, crops, ref, D, eval_snippets):
+def score_one(T, crops, ref, D, eval_snippets, name="bnwvad"):
     """In a fresh process: score one generated video; print time and peak RSS as JSON."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((crops, T, D), dtype=np.float32)
-    model = BNWVAD(D).eval()
+    model = MODELS[name](D).eval()
     if ref:
         model = release_model(model)
         _, t = timed(lambda: torch.no_grad()(model)(torch.from_numpy(x)).mean(0))
@@ -259,7 +274,8 @@ def section_long(args, work, rng, results):
                 print(f"  T={T:,} reference skipped: its T x T copies need {ref_bytes / 2 ** 30:.0f} GB")
                 continue
             cmd = [sys.executable, __file__, "--score_one", str(T), str(args.long_crops), str(ref),
-                   "--len_feature", str(args.len_feature), "--eval_snippets", str(args.eval_snippets)]
+                   "--len_feature", str(args.len_feature), "--eval_snippets", str(args.eval_snippets),
+                   "--model", args.model]
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
                 print(f"  T={T:,} {name} failed (exit {r.returncode}): {r.stderr.strip().splitlines()[-1:]}")
@@ -273,20 +289,25 @@ def section_long(args, work, rng, results):
             get("ref", "peak_bytes", 2 ** 30), "GB", False)
 
 
-def section_extract(args, work, rng, results):
+def write_clip(path, frames, rng):
+    """A 320x256, 25 fps video of random frames."""
     import av
+    with av.open(path, "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 256, "yuv420p"
+        for _ in range(frames):
+            image = rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def section_extract(args, work, rng, results):
     from extract import decode_frames, video_features
     from i3d import InceptionI3d
     from utils import pick_device
     device = pick_device(args.device)
     path = os.path.join(work, "clip.mp4")
-    with av.open(path, "w") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 320, 256, "yuv420p"
-        for _ in range(args.extract_frames):
-            image = rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
+    write_clip(path, args.extract_frames, rng)
     T = args.extract_frames // 16
     print(f"(e) I3D extraction: {args.extract_frames} frames 320x256 ({T} snippets), device {device}")
     model = InceptionI3d().to(device).eval()
@@ -304,14 +325,14 @@ def section_causal(args, work, rng, results):
     from options import parse_infer_args
     from stream import causal_scores
     if not os.path.isfile(args.causal_checkpoint):
-        print(f"(f) skipped: {args.causal_checkpoint} does not exist (python main.py --dataset demo trains the demo's)")
+        print(f"(g) skipped: {args.causal_checkpoint} does not exist (python main.py --dataset demo trains the demo's)")
         return
     flags = ["--dataset", args.causal_dataset, "--model_path", args.causal_checkpoint, "--num_workers", "0"]
     infer_args = parse_infer_args(flags + (["--root_dir", args.causal_root_dir] if args.causal_root_dir else []))
     model, _ = load_model(infer_args)
     test_set = load_test_set(infer_args, both_classes=False)
     device = torch.device("cpu")
-    print(f"(f) causal scoring, {args.causal_dataset} test set: {len(test_set.videos)} videos, "
+    print(f"(g) causal scoring, {args.causal_dataset} test set: {len(test_set.videos)} videos, "
           f"{sum(test_set.lengths):,} snippets (longest {max(test_set.lengths)}), {len(test_set.features[0])} crops, "
           f"{args.causal_checkpoint}")
     print(f"  {'scoring':34s}{'AUC':>8s}{'AP':>8s}{'AUC_sub':>9s}{'AP_sub':>8s}  {'latency added':>14s}{'time':>8s}")
@@ -321,7 +342,7 @@ def section_causal(args, work, rng, results):
         added = f"{delay} x 0.64 s" if delay else "-"
         print(f"  {what:34s}{m['AUC']:8.2f}{m['AP']:8.2f}{m['AUC_sub']:9.2f}{m['AP_sub']:8.2f}  {added:>14s}"
               f"{seconds:7.0f}s", flush=True)
-        results.append(dict(section="f", what=what, delay=delay, seconds=seconds, **m))
+        results.append(dict(section="g", what=what, delay=delay, seconds=seconds, **m))
 
     offline, t = timed(lambda: score_batched(model, test_set.features, device))
     report("offline (whole video)", offline, t, 0)
@@ -355,7 +376,7 @@ def section_stream(args, work, rng, results):
     model = BNWVAD(1024).to(device).eval()
     n = args.stream_snippets
     window = StreamSettings.window
-    print(f"(g) live pipeline: 320x256 video, random-weight I3D on {device}, window {window}, {n} snippets a run")
+    print(f"(i) live pipeline: 320x256 video, random-weight I3D on {device}, window {window}, {n} snippets a run")
     with torch.inference_mode():
         i3d.features(torch.zeros(2, 3, 16, 224, 224, device=device))       # warm-up: first-call allocations
     fast = write_pattern_video(os.path.join(work, "fast.mp4"), 16 * n, 25, rng)
@@ -375,7 +396,7 @@ def section_stream(args, work, rng, results):
         print(f"  {crops} crop{'s' if crops > 1 else ' '}: {rate:6.2f} snippets/s ({rate * 0.64:.2f}x real time at "
               f"25 fps); at {fps:g} fps live: latency p50 {live['latency_p50_s']:.2f} s, p95 "
               f"{live['latency_p95_s']:.2f} s; at 25 fps: {kept}", flush=True)
-        results.append(dict(section="g", crops=crops, device=str(device), snippets_per_s=rate, live_fps=fps,
+        results.append(dict(section="i", crops=crops, device=str(device), snippets_per_s=rate, live_fps=fps,
                             latency_p50_s=live["latency_p50_s"], latency_p95_s=live["latency_p95_s"],
                             kept_up_at_25fps=at25["kept_up"], speed_at_25fps=at25["speed"]))
 
@@ -422,7 +443,7 @@ def section_memory(args, work, rng, results):
             if row["end_s"] >= 60 * minute and minute not in marks:
                 marks[minute] = current_rss()
     out = os.path.join(work, "long")
-    print(f"(h) memory: {seconds / 3600:g} h of testsrc2 320x256 25 fps through run_stream, stand-in I3D, "
+    print(f"(j) memory: {seconds / 3600:g} h of testsrc2 320x256 25 fps through run_stream, stand-in I3D, "
           f"threshold at the 0.9 quantile of the first minute's scores, clips on")
     summary, t = timed(lambda: run_stream(source, model, PoolProbe(), out, threshold, settings(), on_score=on_score,
                                           quiet=True))
@@ -434,20 +455,118 @@ def section_memory(args, work, rng, results):
     print("  resident memory " + ", ".join(f"after {m:.0f} min {rss / 2 ** 20:.0f} MB" for m, rss in marks.items())
           + f"; peak {peak_rss() / 2 ** 20:.0f} MB (run it alone: other sections' memory stays in the process)",
           flush=True)
-    results.append(dict(section="h", hours=seconds / 3600, snippets=summary["snippets"], events=summary["events"],
+    results.append(dict(section="j", hours=seconds / 3600, snippets=summary["snippets"], events=summary["events"],
                         rss_by_minute={f"{m:.0f}": rss for m, rss in marks.items()}, seconds=t))
+def section_distributed(args, work, rng, results):
+    from i3d import InceptionI3d
+    folder = os.path.join(work, "dist_videos")
+    os.makedirs(folder)
+    for i in range(args.dist_videos):
+        write_clip(os.path.join(folder, f"clip{i:03d}.mp4"), args.extract_frames, rng)
+    weights = os.path.join(work, "i3d_random.pt")
+    torch.save(InceptionI3d().state_dict(), weights)
+    snippets = args.dist_videos * (args.extract_frames // 16)
+    gpus = torch.cuda.device_count()
+    print(f"(f) extraction under torchrun: {args.dist_videos} videos of {args.extract_frames} frames 320x256 "
+          f"({snippets} snippets), 1 crop; {os.cpu_count()} CPUs, {gpus} GPUs")
+
+    def rate(processes, device):
+        """Snippets per second of extract.py with this many processes, start-up and bookkeeping excluded."""
+        out = tempfile.mkdtemp(dir=work)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+               str(Path(__file__).resolve().parent / "extract.py"), folder, "--out", out, "--i3d_weights", weights,
+               "--crops", "1", "--device", device]
+        seconds = []
+        for _ in range(2):          # the second run finds every video done: its time is the overhead
+            r, t = timed(lambda: subprocess.run(cmd, capture_output=True, text=True))
+            if r.returncode != 0:
+                print(f"  {processes} process(es) on {device} failed (exit {r.returncode}): "
+                      f"{r.stderr.strip().splitlines()[-1:]}")
+                return None
+            seconds.append(t)
+        print(f"  {processes} process(es) on {device}: {seconds[0]:.1f} s, of which {seconds[1]:.1f} s start-up and "
+              f"bookkeeping")
+        return snippets / (seconds[0] - seconds[1])
+    one, two = rate(1, "cpu"), rate(2, "cpu")
+    row(results, "f", "CPU: snippets/s, 2 processes vs 1", two, one, "snippets/s", True)
+    if gpus:
+        single = rate(1, "cuda")
+        row(results, "f", "1 GPU: snippets/s", single, one, "snippets/s", True)
+        if gpus > 1:
+            every = rate(gpus, "cuda")
+            row(results, "f", f"{gpus} GPUs: snippets/s vs 1 GPU", every, single, "snippets/s", True)
+            row(results, "f", f"{gpus} GPUs: snippets/s per GPU vs 1 GPU", every and every / gpus, single,
+                "snippets/s", True)
+
+
+def review_folder(folder, rng, videos=800, snippets=150_000):
+    """An infer.py-like output folder of `videos` videos and about `snippets` snippets in all, 25 fps."""
+    counts = rng.multinomial(snippets - 20 * videos, np.ones(videos) / videos) + 20
+    os.makedirs(folder)
+    with open(os.path.join(folder, "metrics.json"), "w") as f:
+        json.dump({"threshold": {"value": 0.9, "source": "bench"}}, f)
+    scores, lines, listing = {}, ["video,snippet,score,calibrated,start_frame,end_frame,start_s,end_s"], []
+    segments = ["video,rank,start_frame,end_frame,start_s,end_s,peak_s,peak_score,peak_calibrated,mean_score"]
+    for v, n in enumerate(counts):
+        name = f"v{v:03d}"
+        scores[name] = rng.random(n)
+        lines += [f"{name},{i},{x:.6g},,{16 * i},{16 * i + 16},{16 * i / 25:.3f},{(16 * i + 16) / 25:.3f}"
+                  for i, x in enumerate(scores[name])]
+        segments += [f"{name},1,0,16,0.000,0.640,0.000,0.95,,0.95"]
+        listing.append(f"{name},{'abnormal' if v % 2 else 'normal'},{n},,{'32-96' if v % 2 else ''}")
+    for name, text in (("scores.csv", lines), ("segments.csv", segments),
+                       ("videos.csv", ["video,label,snippets,source,gt"] + listing)):
+        with open(os.path.join(folder, name), "w") as f:
+            f.write("\n".join(text) + "\n")
+    return scores
+
+
+def section_review(args, work, rng, results):
+    from report import write_report
+    from plots import plot_video
+    print(f"(h) the review page of {args.review_videos} videos, 150,000 snippets: built (report.py) against one "
+          f"PNG plot per video (plots.py, the review before the page); loaded in headless Chromium when installed")
+    folder = os.path.join(work, "review")
+    scores = review_folder(folder, rng, args.review_videos)
+    page, t_page = timed(lambda: write_report(folder))
+    plot_dir = os.path.join(work, "review_plots")
+    os.makedirs(plot_dir)
+    _, t_plots = timed(lambda: [plot_video(os.path.join(plot_dir, f"{n}.png"), n, x, 0.9) for n, x in scores.items()])
+    print(f"  page {os.path.getsize(page) / 1e6:.1f} MB")
+    row(results, "h", "build the page vs every video's plot (s)", t_page, t_plots, "s", False)
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        options = webdriver.ChromeOptions()
+        options.binary_location = "/usr/bin/chromium"
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+            options.add_argument(flag)
+        browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    except Exception as e:          # no selenium, no browser: the build figures stand alone
+        print(f"  page load not measured: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+        return
+    try:
+        browser.get("file://" + os.path.abspath(page))
+        load = browser.execute_script("return performance.getEntriesByType('navigation')[0].loadEventEnd")
+        opened = browser.execute_script("const t = performance.now(); document.querySelector('#videos tbody "
+                                        "tr:last-child').click(); return performance.now() - t")
+    finally:
+        browser.quit()
+    row(results, "h", "page load in Chromium (ms)", load, None, "ms", False)
+    row(results, "h", "open a video: draw its curve (ms)", opened, None, "ms", False)
 
 
 def main():
     args = parse_args()
     if args.score_one:
-        score_one(*args.score_one, args.len_feature, args.eval_snippets)
+        score_one(*args.score_one, args.len_feature, args.eval_snippets, args.model)
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; model {args.model}")
     rng = np.random.default_rng(0)
     results = []
     sections = dict(a=section_items, b=section_eval, c=section_train, d=section_long, e=section_extract,
-                    f=section_causal, g=section_stream, h=section_memory)
+                    f=section_distributed, g=section_causal, h=section_review, i=section_stream,
+                    j=section_memory)
     with tempfile.TemporaryDirectory(prefix="bench-") as work:
         for s in args.sections:
             sections[s](args, work, rng, results)

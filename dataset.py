@@ -159,6 +159,7 @@ class TrainItems:
 
     def __init__(self, videos, num_segments, len_feature, num_workers=0, all_crops=False, cache_dir=None,
                  fp16=False):
+        self.videos = videos
         self.paths = [p for v in videos for p in v.paths]
         self.cache_path, self.from_cache = None, False
         self._gathered = self._batch = None
@@ -319,11 +320,16 @@ def load_splits(args):
         raise InputError(f"--train_crops all needs the same number of crops in every training video; video {a} "
                          f"has {na} and video {b} has {nb}")
     by_class = [[v for v in train if v.normal == normal] for normal in (True, False)]
-    for kind, videos in zip(("normal", "abnormal"), by_class):
-        n_items = len(videos) if all_crops else sum(n_crops[v.name] for v in videos)
-        if n_items < args.batch_size:
-            raise InputError(f"list file {args.train_list} has {n_items} {kind} training items, fewer than "
+    counts = {kind: len(videos) if all_crops else sum(n_crops[v.name] for v in videos)
+              for kind, videos in zip(("normal", "abnormal"), by_class)}
+    kind, fewest = min(counts.items(), key=lambda c: c[1])
+    if fewest < args.batch_size:
+        if "batch_size" in getattr(args, "given", ()):
+            raise InputError(f"list file {args.train_list} has {fewest} {kind} training items, fewer than "
                              f"--batch_size {args.batch_size}")
+        print(f"note: list file {args.train_list} has {fewest} {kind} training items, fewer than the default "
+              f"--batch_size {args.batch_size}: using --batch_size {fewest}")
+        args.batch_size = fewest
     test_set = load_test_set(args, train)
     cache_dir = None if args.cache_dir == "none" else args.cache_dir or os.path.join(args.root_dir, ".cache")
     normal, abnormal = (TrainItems(videos, args.num_segments, args.len_feature, args.num_workers, all_crops,
@@ -412,11 +418,10 @@ def ensure_lists(args):
         with open(record, encoding="utf-8") as f:
             made = json.load(f)
         now = lists_provenance(args.root_dir, info, args.test_videos, args.labels, args.len_feature, label_column)
-        # what this command leaves unsaid (no --test_videos, say) is not a change
-        given = dict(test_videos=args.test_videos, labels=args.labels, normal_marker=args.normal_marker,
-                     crops=args.crops)
+        # what this command leaves unsaid (no --test_videos, say, or a --crops from a checkpoint) is no change
+        given = {"root_dir", "files"} | set(getattr(args, "given", ()))
         changed = [k for k in ("root_dir", "files", "test_videos", "labels", "normal_marker", "crops")
-                   if made.get(k) != now[k] and given.get(k, True) is not None]
+                   if made.get(k) != now[k] and k in given]
         if not changed:
             return
         print(f"{' and '.join(lists)} were made from {made.get('root_dir')}; this run differs in "

@@ -19,45 +19,68 @@ pad_last, fp16, the I3D weights' identity, FEATURE_VERSION), the frames decoded 
 frames the container's header announces, the rotation applied, and each snippet's start and end
 in seconds taken from the frames' own timestamps (so variable-frame-rate videos get true times).
 It is written last. A video is skipped only when its record matches its source and the settings
-and its files are all there; otherwise it is extracted again (a changed file, another video of the
+and its files are all there, of the sizes written; otherwise it is extracted again (a changed file, another video of the
 same name, other settings), never reused. Files are written to a temporary name and renamed, so
 an interrupted run can simply be restarted. A video whose container ends before its header says
 (a cut-off download) is extracted with a warning. Decoding and cropping run in a background
 thread, ahead of the network. In a batch a failing video is reported in one line and the others go
 on; the run ends with a summary and exit status 1 if any failed (2 for a setup error).
 
+Each feature file's size and SHA-256 are computed as it is written and kept in the record; at the
+end <out>/manifest.csv lists every feature file of the run's videos (MANIFEST_COLUMNS: the video,
+its source's path, size and modification time, frame rate, frames, T, every setting, the file's
+bytes and SHA-256), built from the records. `--verify <out>/manifest.csv` checks a folder against
+its manifest after a copy or a download.
+
+Under torchrun each process (rank) extracts its share of the videos: the list as rank 0 sees it,
+balanced by file size, the same shares on every restart (distributed.py), on its own GPU
+(cuda:LOCAL_RANK). Rank 0 writes the manifest and one summary of every rank's failures; every rank
+exits with the run's status. Every rank must see --out at the same place (shared storage across
+nodes): checked at the start with a marker file per rank.
+
 Usage:
     python extract.py videos/ more.txt clip.mp4 --out data/features --i3d_weights ckpts/rgb_imagenet.pt
+    torchrun --nproc_per_node 8 extract.py videos/ --out data/features --i3d_weights ckpts/rgb_imagenet.pt
+    python extract.py --verify data/features/manifest.csv
 
 Python API:
     model = load_i3d('ckpts/rgb_imagenet.pt', pick_device('auto'))
     features = video_features('clip.mp4', model, crops=10)        # (10, T, 1024) float32, nothing written
     paths, warnings = extract_video('clip.mp4', model, 'out/', crops=10)  # out/clip__{0..9}.npy and out/clip.json
     failures = extract_videos(list_videos(['videos/']), model, 'out/')  # {video: message}, skips done videos
+    problems = write_manifest('out/', videos)   # out/manifest.csv from the records of the videos with features
+    status = verify_manifest('out/manifest.csv')  # one line per problem printed; 0 all well, 1 problems
   Options shared by all three: resize=256, fps=None, pad_last=False, batch_size=4 (snippets per
   forward pass, each with all its crops), amp=False (float16 autocast, CUDA only), progress.
   They raise VideoError (a ValueError with a one-line message naming the file) for a video that
   cannot be decoded or is shorter than one snippet; extract_videos catches it per video.
 """
 import argparse
+import contextlib
+import csv
+import hashlib
 import json
 import os
 import queue
 import sys
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.filter
 import av.sidedata.sidedata
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from distributed import RankLost, RanksFailed, one_line, start
 from features import FRAMES_PER_SNIPPET, RECORD_FORMAT, record_path
 from i3d import load_i3d
-from utils import InputError, atomic_write, pick_device, read_text_lines, write_text
+from utils import DefaultsFormatter, InputError, atomic_write, make_dir, pick_device, read_text_lines, write_text
 
 SNIPPET = FRAMES_PER_SNIPPET  # frames per snippet, one feature row each
 DISPLAYMATRIX = getattr(getattr(av.sidedata.sidedata, 'Type', None), 'DISPLAYMATRIX', None)
@@ -67,12 +90,6 @@ VIDEO_SUFFIXES = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.mpg', '.mpeg', '.m4
 
 class VideoError(ValueError):
     """A video that gives no features; the message is one line that names the file."""
-
-
-def one_line(error):
-    """The first line of an exception's message (PyAV and torch errors can span several)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def parse_resize(text):
@@ -177,6 +194,36 @@ def display_turns(frame, decoding):
     return round(angle / 90) % 4
 
 
+class Upright:
+    """Turns decoded frames upright with FFmpeg's own filters, the ones ffmpeg's autorotate inserts
+    (transpose for a quarter turn, hflip + vflip for a half turn), before any scaling: a sideways
+    clip is then scaled exactly as its upright copy would be. One filter graph per (turns, size,
+    pixel format), built when first needed."""
+    FILTERS = {1: [("transpose", "cclock")], 2: [("hflip", None), ("vflip", None)], 3: [("transpose", "clock")]}
+
+    def __init__(self):
+        self.graphs = {}
+
+    def __call__(self, frame, turns):
+        """The frame turned `turns` quarter turns counterclockwise (np.rot90's sense)."""
+        if not turns:
+            return frame
+        key = (turns, frame.width, frame.height, frame.format.name)
+        if key not in self.graphs:
+            graph = av.filter.Graph()
+            node = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
+                                    time_base=frame.time_base or Fraction(1, 1))
+            for name, argument in self.FILTERS[turns]:
+                step = graph.add(name, argument)
+                node.link_to(step)
+                node = step
+            node.link_to(graph.add("buffersink"))
+            graph.configure()
+            self.graphs[key] = graph
+        self.graphs[key].push(frame)
+        return self.graphs[key].pull()
+
+
 def _decoded_frames(container, stream, decoding):
     """The stream's frames in display order; a packet the decoder refuses (damaged data) is counted
     and skipped, as ffmpeg does, so one bad packet does not end the video."""
@@ -234,16 +281,15 @@ def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None):
                 step = 1 / Fraction(str(fps))
                 frames = ((t, t + step, frame) for t, frame in
                           resample(((start, frame) for start, _, frame in frames), fps))
+            upright = Upright()
             for start, end, frame in frames:
                 decoding.end = float(end)
                 turns = display_turns(frame, decoding)
                 decoding.rotation = 90 * turns
-                width, height = resized_size(*((frame.height, frame.width) if turns % 2 else
-                                               (frame.width, frame.height)), resize)
-                if turns % 2:             # resized in the stored orientation, then turned
-                    width, height = height, width
-                image = frame.to_ndarray(format='rgb24', width=width, height=height, interpolation='BILINEAR')
-                yield start, end, np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+                frame = upright(frame, turns)
+                width, height = resized_size(frame.width, frame.height, resize)
+                yield start, end, frame.to_ndarray(format='rgb24', width=width, height=height,
+                                                   interpolation='BILINEAR')
     except (av.error.FFmpegError, OSError) as e:
         raise VideoError(f'{path}: cannot decode ({one_line(e)})') from e
     if decoding.decoded == 0 and decoding.damaged:
@@ -416,6 +462,27 @@ def extraction_settings(crops, resize=256, fps=None, pad_last=False, fp16=False,
                 fps=fps, pad_last=pad_last, fp16=fp16, weights=weights)
 
 
+def file_sha256(path):
+    """SHA-256 of a file's bytes, as 64 hex digits."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_features(path, array):
+    """np.save `array` to `path` atomically; returns (bytes, SHA-256) of the file as written, hashed
+    before it is renamed into place (so a record never vouches for someone else's file)."""
+    written = {}
+
+    def write(tmp):
+        np.save(tmp, array)
+        written.update(size=os.path.getsize(tmp), sha256=file_sha256(tmp))
+    atomic_write(path, write)
+    return written['size'], written['sha256']
+
+
 def read_extraction_record(video, out_dir):
     """The record extract_video left for `video` in out_dir, or None (absent or unreadable)."""
     try:
@@ -441,26 +508,31 @@ def stale_reason(video, out_dir, settings):
         return f'extraction settings differ ({", ".join(changed)})'
     if not all((Path(out_dir) / name).is_file() for name in record.get('files', ['?'])):
         return 'feature files are missing'
+    if any((Path(out_dir) / name).stat().st_size != size for name, size in record.get('file_bytes', {}).items()):
+        return 'feature files differ in size from those written (cut short?)'
     return None
 
 
 def extract_video(path, model, out_dir, crops=10, fp16=False, weights=None, **options):
     """Write the (T, 1024) features of each crop of `path` to output_paths() and, last, its record
-    <out_dir>/<stem>.json: the source's identity, the settings, the frames decoded against the
-    header's count, each snippet's (start, end) seconds from the frames' timestamps, and any
-    warnings. Returns (paths, warnings). `options` are video_features'."""
+    <out_dir>/<stem>.json: the source's identity, the settings, the bytes and SHA-256 of each file
+    written, the frames decoded against the header's count, each snippet's (start, end) seconds
+    from the frames' timestamps, and any warnings. Returns (paths, warnings). `options` are
+    video_features'."""
     decoding = Decoding()
     source = file_identity(path)            # before decoding: a file that changes meanwhile reads as stale
     features = video_features(path, model, crops, decoding=decoding, **options)  # (K, T, 1024)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     paths = output_paths(path, out_dir, crops)
-    for out, f in zip(paths, features):
-        atomic_write(out, lambda tmp: np.save(tmp, f.astype(np.float16 if fp16 else np.float32)))
+    written = {out.name: save_features(out, f.astype(np.float16 if fp16 else np.float32))
+               for out, f in zip(paths, features)}
     warnings = decoding.warnings(path)
     settings = extraction_settings(crops, options.get('resize', 256), options.get('fps'),
                                    options.get('pad_last', False), fp16, weights)
     record = dict(format=RECORD_FORMAT, video=Path(path).stem, source=source, settings=settings,
-                  files=[p.name for p in paths], snippets=features.shape[1], frames=decoding.decoded,
+                  files=[p.name for p in paths], file_bytes={name: n for name, (n, _) in written.items()},
+                  file_sha256={name: h for name, (_, h) in written.items()}, snippets=features.shape[1],
+                  frames=decoding.decoded,
                   frames_expected=decoding.expected, frame_rate=decoding.rate, rotation=decoding.rotation,
                   duration_s=round(decoding.end, 6),
                   snippet_times=[[round(a, 6), round(b, 6)] for a, b in decoding.snippet_times], warnings=warnings)
@@ -521,16 +593,242 @@ def list_videos(inputs):
     return videos
 
 
+# ---- the manifest of a feature folder, and checking a folder against it ----
+
+MANIFEST = 'manifest.csv'
+SETTING_COLUMNS = ('version', 'crops', 'resize', 'fps', 'pad_last', 'fp16', 'weights', 'weights_bytes',
+                   'weights_modified')
+MANIFEST_COLUMNS = ('video', 'crop', 'file', 'bytes', 'sha256', 'snippets', 'frames', 'frame_rate', 'source',
+                    'source_bytes', 'source_modified') + SETTING_COLUMNS
+
+
+def utc_time(mtime_ns):
+    """A modification time in nanoseconds since the epoch as ISO 8601 UTC to the second; None stays None."""
+    if mtime_ns is None:
+        return None
+    return datetime.fromtimestamp(mtime_ns / 1e9, timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def setting_cells(settings):
+    """A record's settings (extraction_settings) as the manifest's SETTING_COLUMNS, as text."""
+    resize, fps = settings.get('resize'), settings.get('fps')
+    weights = settings.get('weights')
+    weights = weights if isinstance(weights, dict) else {'path': weights}     # any JSON value naming the network
+    cells = dict(version=settings.get('version'), crops=settings.get('crops'),
+                 resize='x'.join(map(str, resize)) if isinstance(resize, list) else resize,
+                 fps=None if fps is None else f'{fps:g}', pad_last=str(bool(settings.get('pad_last'))).lower(),
+                 fp16=str(bool(settings.get('fp16'))).lower(), weights=weights.get('path'),
+                 weights_bytes=weights.get('size'), weights_modified=utc_time(weights.get('mtime_ns')))
+    return {k: '' if v is None else str(v) for k, v in cells.items()}
+
+
+def recorded_hashes(record, out_dir):
+    """{file: (bytes, SHA-256)} of a record's feature files, as recorded when they were written. A
+    record written before hashes were recorded gets them now, from its files, and is rewritten
+    with them, so that this happens once."""
+    if not isinstance(record.get('file_sha256'), dict) or not isinstance(record.get('file_bytes'), dict):
+        record['file_bytes'] = {name: (Path(out_dir) / name).stat().st_size for name in record['files']}
+        record['file_sha256'] = {name: file_sha256(Path(out_dir) / name) for name in record['files']}
+        write_text(record_path(out_dir, record['video']), json.dumps(record) + '\n')
+    return {name: (record['file_bytes'][name], record['file_sha256'][name]) for name in record['files']}
+
+
+def remove_leftovers(out_dir, names):
+    """Remove the temporary files (utils.atomic_write's .tmp-<random><name>) that a killed process
+    left in out_dir while writing one of `names`."""
+    for entry in os.scandir(out_dir):
+        if entry.name.startswith('.tmp-') and any(entry.name[i:] in names for i in range(5, len(entry.name))):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(entry.path)
+
+
+def write_manifest(out_dir, videos):
+    """Write <out_dir>/manifest.csv atomically: a row (MANIFEST_COLUMNS) per feature file of each of
+    `videos` (the run's videos whose features are current, in list order), crop order, from their
+    records. Returns [(video, one-line problem)]: a video whose record or files cannot be read here
+    (written on storage this node does not share?) is left out of the manifest. Temporary files of
+    interrupted writes of these files (a killed run) are removed: nothing writes them any more."""
+    rows, problems = [], []
+    remove_leftovers(out_dir, {name for video in videos for name in
+                               [MANIFEST, Path(record_path(out_dir, Path(video).stem)).name]
+                               + [p.name for p in output_paths(video, out_dir, 10)]})
+    for video in videos:
+        record = read_extraction_record(video, out_dir)
+        if record is None:
+            problems.append((video, f'{video}: left out of the manifest: its record '
+                                    f'{record_path(out_dir, Path(video).stem)} cannot be read'))
+            continue
+        try:
+            hashes = recorded_hashes(record, out_dir)
+        except OSError as e:
+            problems.append((video, f'{video}: left out of the manifest: {one_line(e)}'))
+            continue
+        source, settings = record.get('source') or {}, setting_cells(record.get('settings') or {})
+        rate = record.get('frame_rate')
+        for k, name in enumerate(record['files']):
+            rows.append(dict(video=record['video'], crop=k, file=name, bytes=hashes[name][0], sha256=hashes[name][1],
+                             snippets=record.get('snippets'), frames=record.get('frames'),
+                             frame_rate='' if rate is None else f'{rate:.6g}', source=source.get('path'),
+                             source_bytes=source.get('size'), source_modified=utc_time(source.get('mtime_ns')),
+                             **settings))
+
+    def write(tmp):
+        with open(tmp, 'w', newline='', encoding='utf-8') as f:
+            writer = csv.DictWriter(f, MANIFEST_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    atomic_write(Path(out_dir) / MANIFEST, write)
+    return problems
+
+
+def read_manifest(path):
+    """The rows of a manifest.csv as dicts, checked: every column there, crop/bytes/crops integers,
+    sha256 64 hex digits, each file listed once. Raises ValueError (one line naming the file)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f'manifest {path} not found')
+    try:
+        with open(path, newline='', encoding='utf-8') as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f'{path}: not a feature manifest (no column {missing[0]})')
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f'{path}: not a readable CSV file ({one_line(e)})') from None
+    seen = set()
+    for line, row in enumerate(rows, 2):
+        if not all((row[c] or '').isdigit() for c in ('crop', 'bytes', 'crops')) or \
+                len(row['sha256'] or '') != 64 or not all(c in '0123456789abcdef' for c in row['sha256']):
+            raise ValueError(f'{path} line {line}: crop, bytes and crops must be whole numbers and sha256 '
+                             f'64 hex digits')
+        if row['file'] in seen:
+            raise ValueError(f'{path} line {line}: {row["file"]} is listed twice')
+        seen.add(row['file'])
+    return rows
+
+
+def manifest_problems(path, rows):
+    """One line per thing wrong with the folder of a manifest (see verify_manifest)."""
+    folder = Path(path).parent
+    problems, by_video = [], {}
+    for row in rows:
+        by_video.setdefault(row['video'], []).append(row)
+        file = folder / row['file']
+        if not file.is_file():
+            problems.append(f'{file}: missing')
+            continue
+        size, expected = file.stat().st_size, int(row['bytes'])
+        if size != expected:
+            problems.append(f'{file}: {size} bytes, the manifest says {expected} '
+                            f'({"truncated" if size < expected else "altered"})')
+        elif file_sha256(file) != row['sha256']:
+            problems.append(f'{file}: altered (its SHA-256 is not the one in the manifest)')
+    for video, own in by_video.items():
+        crops = sorted(int(row['crop']) for row in own)
+        if crops != list(range(int(own[0]['crops']))):
+            problems.append(f'{path}: video {video} has crops {crops} listed, but was extracted with {own[0]["crops"]}')
+        record = read_extraction_record(video, folder)
+        if record is None:
+            problems.append(f'{record_path(folder, video)}: missing (the record of video {video}: its snippet times, '
+                            f'source and settings)')
+        elif record.get('file_sha256') != {row['file']: row['sha256'] for row in own} or \
+                setting_cells(record.get('settings') or {}) != {c: own[0][c] for c in SETTING_COLUMNS}:
+            problems.append(f'{record_path(folder, video)}: its files, hashes or settings are not the manifest\'s '
+                            f'(extracted again after the manifest was written?)')
+    settings = {video: tuple(own[0][c] for c in SETTING_COLUMNS) for video, own in by_video.items()}
+    if len(set(settings.values())) > 1:
+        usual = Counter(settings.values()).most_common(1)[0][0]
+        for video, values in settings.items():
+            if values != usual:
+                changed = ', '.join(f'{c} {v or "none"} (most videos: {u or "none"})'
+                                    for c, v, u in zip(SETTING_COLUMNS, values, usual) if v != u)
+                problems.append(f'{path}: video {video} was extracted with other settings than most: {changed}')
+    listed = {row['file'] for row in rows}
+    for here, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))       # a training-item .cache/ is not features
+        for name in sorted(files):
+            file = Path(here) / name
+            if name.startswith('.tmp-'):
+                problems.append(f'{file}: a temporary file of an interrupted write or copy')
+            elif name.endswith('.npy') and not name.startswith('.') and \
+                    file.relative_to(folder).as_posix() not in listed:
+                problems.append(f'{file}: a feature file the manifest does not list')
+    return problems
+
+
+def verify_manifest(path):
+    """Check a feature folder against its manifest.csv, e.g. after copying or downloading it: every
+    file the manifest lists is there with its size and SHA-256; every video's crops are all listed
+    and its record (<video>.json: snippet times, source, settings) is there with the same hashes;
+    all videos share one set of settings; no feature file the manifest does not list, nor a
+    temporary file of an interrupted write, lies in the folder. Prints one line per problem, then a
+    summary; returns 0 (all well), 1 (problems) or 2 (the manifest cannot be read)."""
+    try:
+        rows = read_manifest(path)
+    except (OSError, ValueError) as e:
+        print(f'extract.py: error: {one_line(e)}', file=sys.stderr)
+        return 2
+    problems = manifest_problems(path, rows)
+    videos = len({row['video'] for row in rows})
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f'{path}: {len(problems)} problem(s) with {len(rows)} feature files of {videos} videos')
+        return 1
+    print(f'{path}: OK, {len(rows)} feature files of {videos} videos match their sizes and SHA-256, '
+          f'one set of settings')
+    return 0
+
+
+# ---- the command line, in one process or many under torchrun ----
+
+def plan_videos(ranks, inputs):
+    """The run's videos (list_videos of `inputs`, as rank 0 sees them) and their sizes in bytes (0 for
+    a missing file, which then fails as a video), the same on every rank."""
+    def listed():
+        videos = list_videos(inputs)
+        if not videos:
+            raise ValueError(f'no videos found in {" ".join(map(str, inputs))}')
+        return videos, [video.stat().st_size if video.is_file() else 0 for video in videos]
+    return ranks.from_first(listed)
+
+
+def agreed_weights(ranks, path):
+    """file_identity of the I3D weights, which keys every record: rank 0's, once every rank has
+    checked that its own file is the same (path, size and modification time)."""
+    mine = file_identity(path)
+    first = ranks.broadcast(mine)
+    with ranks.together():
+        if mine != first:
+            raise ValueError(f'{path} on rank {ranks.rank} is not the file rank 0 loaded (another path, size or '
+                             f'modification time): give every node the same weights file, at the same path')
+    return first
+
+
+def extract_shard(ranks, videos, sizes, model, out_dir, progress=True, **options):
+    """extract_videos of this rank's share of `videos` (Ranks.shard of their sizes), progress bars on
+    rank 0; returns every rank's failures as {video: (rank, error)}, on every rank. `options` are
+    extract_videos'."""
+    mine = [videos[i] for i in ranks.shard(sizes)]
+    failures = extract_videos(mine, model, out_dir, progress=progress and ranks.first, **options)
+    every = ranks.all_gather(failures)          # [{video: error} of rank 0, of rank 1, ...]
+    return {video: (rank, error) for rank, part in enumerate(every) for video, error in part.items()}
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description='Extract I3D RGB features: <out>/<video>__<k>.npy, (T, 1024) per crop k.',
+        formatter_class=DefaultsFormatter,
+        description='Extract I3D RGB features: <out>/<video>__<k>.npy, (T, 1024) per crop k, a record '
+                    '<out>/<video>.json per video and <out>/manifest.csv. Under torchrun, one process per GPU '
+                    'each extracts its share of the videos.',
         epilog='crop order: 0 centre, 1 top-left, 2 top-right, 3 bottom-left, 4 bottom-right, '
-               '5-9 the same five mirrored left-right. Exit status: 0 all done, 1 some videos failed, '
-               '2 setup error.')
-    parser.add_argument('videos', nargs='+', help='video files, folders of videos (searched recursively) '
+               '5-9 the same five mirrored left-right. Exit status: 0 all done, 1 some videos failed '
+               '(--verify: problems found), 2 setup error.')
+    parser.add_argument('videos', nargs='*', help='video files, folders of videos (searched recursively) '
                         'and .txt lists of video paths (relative to the list)')
-    parser.add_argument('--out', type=Path, required=True, help='folder for the .npy files')
-    parser.add_argument('--i3d_weights', type=Path, required=True,
+    parser.add_argument('--out', type=Path, help='folder for the .npy files, their records and manifest.csv '
+                        '(under torchrun on several nodes: on storage all nodes share)')
+    parser.add_argument('--i3d_weights', type=Path,
                         help='I3D RGB state dict in the pytorch-i3d layout, e.g. rgb_imagenet.pt (never downloaded)')
     parser.add_argument('--crops', type=int, default=10, choices=(1, 5, 10),
                         help='1: centre; 5: centre and the four corners; 10: those five and their mirror images')
@@ -543,10 +841,24 @@ def parse_args(argv=None):
     parser.add_argument('--batch_size', type=int, default=4,
                         help='snippets per forward pass; each brings all its crops, so the network sees batch_size x crops clips')
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda', 'mps'),
-                        help='auto: cuda, then mps, then cpu')
+                        help='auto: cuda, then mps, then cpu (under torchrun, cuda is the GPU numbered LOCAL_RANK)')
     parser.add_argument('--amp', action='store_true', help='float16 autocast for the network (CUDA only)')
     parser.add_argument('--fp16', action='store_true', help='store the features as float16 instead of float32')
+    parser.add_argument('--verify', type=Path, metavar='MANIFEST',
+                        help='instead of extracting, check the folder of this manifest.csv (after a copy or a '
+                             'download): missing, truncated or altered files, missing records, settings that differ '
+                             'between videos, files the manifest does not list; one line per problem')
     args = parser.parse_args(argv)
+    if args.verify is not None:
+        given = [name for name, value in (('videos', args.videos), ('--out', args.out),
+                                          ('--i3d_weights', args.i3d_weights)) if value]
+        if given:
+            parser.error(f'--verify checks a manifest\'s folder and takes no {", ".join(given)}')
+        return args
+    missing = [name for name, value in (('videos', args.videos), ('--out', args.out),
+                                        ('--i3d_weights', args.i3d_weights)) if not value]
+    if missing:
+        parser.error(f'the following arguments are required: {", ".join(missing)}')
     if args.fps is not None and args.fps <= 0:
         parser.error(f'--fps must be positive, got {args.fps}')
     if args.batch_size < 1:
@@ -554,30 +866,56 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
-    """Run the command line; return the exit status (0 done, 1 some videos failed, 2 setup error)."""
-    args = parse_args(argv)
+def run(args, ranks):
+    """Extract this rank's share of the videos; rank 0 then writes the manifest and the summary of
+    every rank's failures. Returns the exit status, the same on every rank."""
     try:
-        device = pick_device(args.device)
-        if args.amp and device.type != 'cuda':
-            raise ValueError(f'--amp needs a CUDA device, got {device}')
-        videos = list_videos(args.videos)
-        if not videos:
-            raise ValueError(f'no videos found in {" ".join(args.videos)}')
-        model = load_i3d(args.i3d_weights, device)
-    except (OSError, ValueError, InputError) as e:
+        with ranks.together():
+            device = pick_device(args.device)
+            if args.amp and device.type != 'cuda':
+                raise ValueError(f'--amp needs a CUDA device, got {device}')
+        videos, sizes = plan_videos(ranks, args.videos)
+        with ranks.together():
+            model = load_i3d(args.i3d_weights, device)
+            make_dir(args.out, 'output')
+        weights = agreed_weights(ranks, args.i3d_weights)
+        ranks.check_shared(args.out)
+    except (OSError, ValueError, InputError) as e:      # one process: its own error (many: RanksFailed)
         print(f'extract.py: error: {one_line(e)}', file=sys.stderr)
         return 2
 
-    failures = extract_videos(videos, model, args.out, crops=args.crops, fp16=args.fp16,
-                              weights=file_identity(args.i3d_weights), resize=args.resize, fps=args.fps,
-                              pad_last=args.pad_last, batch_size=args.batch_size, amp=args.amp)
-    print(f'{len(videos) - len(failures)} of {len(videos)} videos have features in {args.out}', file=sys.stderr)
-    if failures:
-        print(f'{len(failures)} failed:', file=sys.stderr)
-        for message in failures.values():
-            print(f'  {message}', file=sys.stderr)
-    return 1 if failures else 0
+    failed = extract_shard(ranks, videos, sizes, model, args.out, crops=args.crops, fp16=args.fp16, weights=weights,
+                           resize=args.resize, fps=args.fps, pad_last=args.pad_last, batch_size=args.batch_size,
+                           amp=args.amp)
+    with ranks.together():
+        if ranks.first:
+            for video, problem in write_manifest(args.out, [v for v in videos if v not in failed]):
+                failed[video] = (0, problem)
+            print(f'{len(videos) - len(failed)} of {len(videos)} videos have features in {args.out}, listed in '
+                  f'{Path(args.out) / MANIFEST}', file=sys.stderr)
+            if failed:
+                print(f'{len(failed)} failed:', file=sys.stderr)
+                for rank, error in failed.values():
+                    print(f'  {f"rank {rank}: " if ranks.distributed else ""}{error}', file=sys.stderr)
+    return ranks.broadcast(1 if failed else 0)
+
+
+def main(argv=None):
+    """Run the command line; return the exit status (0 done, 1 some videos failed or --verify found
+    problems, 2 setup error). Under torchrun every rank returns the run's status."""
+    args = parse_args(argv)
+    if args.verify is not None:
+        return verify_manifest(args.verify)
+    ranks = start(error_prefix='extract.py: error: ')
+    try:
+        return run(args, ranks)
+    except RanksFailed as e:            # every rank stops; rank 0 printed why
+        return e.code
+    except RankLost as e:
+        print(f'extract.py: error: {e}', file=sys.stderr)
+        return 2
+    finally:
+        ranks.close()
 
 
 if __name__ == '__main__':

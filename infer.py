@@ -12,43 +12,75 @@ ground truth. Outputs in --output_dir:
   scores.csv           video, snippet, score, calibrated, start_frame, end_frame[, start_s, end_s]
   frame_scores/<video>.npy   (16 T,) float32 raw frame scores (each snippet's score for its 16 frames)
   segments.csv         per video its --top_k anomalous segments (maximal runs of snippets scored
-                       above the threshold), highest peak first
+                       above the threshold), highest peak first; not written without a threshold
   metrics.json         the threshold; with a ground truth also the metrics, the per-class metrics
                        and the threshold's false-alarm rate (percent of the normal frames scored
                        above it, over all videos and over the normal videos only)
   plots/<video>.png    with --plot: score over time, threshold, ground-truth intervals shaded;
   roc_pr.png           with --plot and a ground truth: the test set's ROC and PR curves
+Times in seconds come from the features' extraction record (extract.py: each snippet's frames'
+own timestamps), else from --fps. What cannot be computed (metrics for a ground truth of one class,
+a threshold without normal videos or calibration) is said in one line; everything else is written.
 score is the raw anomaly score (d_1 + d_2) * s, unbounded; calibrated is its empirical CDF over
 the training set's normal snippets, in [0, 1] (see test.py), empty when the checkpoint holds no
 calibration (the release's bare state dicts, or a run stopped before its end). The threshold is
 --threshold (raw scale), else the --normal_quantile quantile of normal scores: of the test set's
 normal videos with a ground truth, else of the training normals (the calibration).
+
+Under torchrun (`torchrun --nproc_per_node G infer.py ...`) each process scores its share of the
+videos (with --video it extracts that share first), on its own GPU; rank 0 gathers the scores,
+computes the metrics once and writes the same outputs as one process. --output_dir (and the
+feature cache) must be on storage every node shares.
 """
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import torch
 
 from dataset import dataset_info, ensure_lists, load_test_set, make_demo
+from distributed import start
 from features import FRAMES_PER_SNIPPET, Video, find_videos, load_video, read_record
-from model import BNWVAD
+from model import MODELS, config_from_state_dict, model_name
 from options import check_accelerator_flags, parse_infer_args
 from test import (calibrate, false_alarm_rate, find_segments, normal_threshold, per_class_metrics, score_batched,
                   score_video, snippet_metrics, table_quantile, to_frames)
 from utils import InputError, atomic_write, load_state, make_dir, pick_device, read_checkpoint, run_cli, write_text
 
 
+# the tensors whose shapes fix each architecture setting (see model.config_from_state_dict)
+SHAPED_BY = {"len_feature": "embedding.conv_1.0.weight", "ratios": "normal_head.conv1.weight",
+             "kernel_sizes": "normal_head.conv1.weight", "a_nums": "Amemory.memory_block",
+             "n_nums": "Nmemory.memory_block"}
+
+
 def load_model(args):
-    """The checkpoint's model, in eval mode; a bare state dict takes its configuration from the flags."""
+    """The checkpoint's model in eval mode, and our checkpoint record (None for a bare state dict).
+
+    Ours is rebuilt from its stored model name and config; a release's bare state dict (BN-WVAD's
+    xd_best.pkl, UR-DMU's xd_trans_2022.pkl) from its keys and tensor shapes, so no configuration
+    flag is needed. A flag given on the command line that contradicts the checkpoint (--model,
+    --len_feature, --ratios, --kernel_sizes, --a_nums, --n_nums) is an error, not ignored.
+    """
     state, record = read_checkpoint(args.model_path)
     if record is not None:
-        config = record["model_config"]
+        name, config = record.get("model", "bnwvad"), record["model_config"]
     else:
-        config = dict(len_feature=args.len_feature, ratios=args.ratios, kernel_sizes=args.kernel_sizes,
-                      ratio_sample=args.ratio_sample, ratio_batch=args.ratio_batch)
-    model = BNWVAD(**config)
+        try:
+            name, config = config_from_state_dict(state)
+        except ValueError as e:
+            raise InputError(f"checkpoint {args.model_path} is {e}") from None
+    given = getattr(args, "given", set())
+    if "model" in given and args.model != name:
+        raise InputError(f"checkpoint {args.model_path} holds a {name} model, but --model {args.model} was given")
+    for key in sorted(given & set(config) & set(SHAPED_BY)):
+        asked, built = getattr(args, key), config[key]
+        if (list(asked) if isinstance(asked, (list, tuple)) else asked) != built:
+            raise InputError(f"checkpoint {args.model_path} was built with --{key} {built} ({SHAPED_BY[key]} has "
+                             f"shape {tuple(state[SHAPED_BY[key]].shape)}), but --{key} {asked} was given")
+    model = MODELS[name](**config)
     load_state(model, state, args.model_path)
     return model.eval(), record
 
@@ -61,6 +93,15 @@ def score_features(model, videos, device):
     """
     model.eval()
     return [(name, score_video(model, features, device)) for name, features in videos]
+
+
+def score_shards(ranks, model, videos, device, len_feature):
+    """score_features of this rank's share of `videos` (Ranks.shard by their feature files' bytes),
+    gathered on rank 0 in the videos' order: [(name, (T,) raw scores)] there, None on the other
+    ranks. One process (no torchrun): score_features of them all."""
+    mine = ranks.shard([sum(os.path.getsize(p) for p in v.paths) for v in videos])
+    scored = score_features(model, ((videos[i].name, load_video(videos[i], len_feature)) for i in mine), device)
+    return ranks.gather_in_order(mine, scored, len(videos))
 
 
 def checkpoint_calibration(record):
@@ -193,18 +234,30 @@ def choose_threshold(args, table, normal_scores=None):
                   f"segments need --threshold")
 
 
-def evaluate_test_set(args, model, device, table, result):
+def evaluate_test_set(args, model, device, table, result, ranks):
     """Score and evaluate the test list; fills `result` (metrics, per class, threshold) and returns
     (per-video results, the Videos, per-video ground truths, the frame scores and ground truth).
 
     What cannot be computed is said in one line and left out: metrics for a ground truth of one
     class, a threshold from normal videos when there are none, false-alarm rates without normal frames.
+    Under torchrun rank 0 alone makes the lists (and the demo data) and reads the ground truth, every
+    rank scores its share of the videos, and rank 0 evaluates them all; the others return None.
     """
-    if args.dataset == "demo":
-        make_demo(args.root_dir)
-    ensure_lists(args)
-    test_set = load_test_set(args, both_classes=False)
-    scores = score_batched(model, test_set.features, device, args.eval_snippets, args.amp)
+    test_set = None
+    with ranks.together():
+        if ranks.first:
+            if args.dataset == "demo":
+                make_demo(args.root_dir)
+            ensure_lists(args)
+            test_set = load_test_set(args, both_classes=False)
+    videos = ranks.broadcast(test_set.videos if ranks.first else None)
+    mine = ranks.shard([sum(os.path.getsize(p) for p in v.paths) for v in videos])
+    features = [test_set.features[i] for i in mine] if ranks.first else \
+        [load_video(videos[i], args.len_feature) for i in mine]
+    scores = ranks.gather_in_order(mine, score_batched(model, features, device, args.eval_snippets, args.amp),
+                                   len(videos))
+    if not ranks.first:
+        return None
     metrics = {}
     if test_set.one_class:
         print(f"no AUC/AP: {test_set.one_class}")
@@ -239,68 +292,164 @@ def evaluate_test_set(args, model, device, table, result):
     return list(zip(names, scores)), test_set.videos, np.split(test_set.gt, bounds), frame_scores, test_set.gt
 
 
-def extract_videos_for_scoring(args, device):
+def extract_videos_for_scoring(args, device, ranks):
     """--video: I3D features of each video, in --feature_cache (a video whose cached features were
-    made from this very file with these settings is not extracted again; anything else is) ->
-    [Video]. A video that fails is reported and skipped; none left is an error."""
-    from extract import extract_videos, file_identity, list_videos, output_paths
+    made from this very file with these settings is not extracted again; anything else is), with
+    the crops and extraction settings the checkpoint was trained with unless flags say otherwise
+    -> ([Video], {video: its file}), list order, on every rank. Under torchrun each rank extracts
+    its share of the videos (by file size). A video that fails is reported and skipped; none left
+    is an error."""
+    from extract import agreed_weights, extract_shard, output_paths, plan_videos
     from i3d import load_i3d
     if args.len_feature != 1024:
         raise InputError(f"checkpoint {args.model_path} takes {args.len_feature}-d features; I3D gives 1024-d")
     if not args.i3d_weights:
         raise InputError("--video needs --i3d_weights (the I3D RGB state dict, rgb_imagenet.pt; see the README)")
     try:
-        paths = list_videos(args.video)
-        i3d = load_i3d(args.i3d_weights, device)
+        paths, sizes = plan_videos(ranks, args.video)
+        with ranks.together():
+            i3d = load_i3d(args.i3d_weights, device)
+        weights = agreed_weights(ranks, args.i3d_weights)
     except (OSError, ValueError) as e:
         raise InputError(str(e).splitlines()[0]) from None
-    if not paths:
-        raise InputError(f"no videos found in {' '.join(args.video)}")
     crops = dataset_info(args).crops or 1
     cache = args.feature_cache or os.path.join(args.output_dir, "features")
     make_dir(cache, "feature cache")
-    failures = extract_videos(paths, i3d, cache, crops=crops, weights=file_identity(args.i3d_weights),
-                              resize=args.resize)
+    ranks.check_shared(cache)
+    failures = extract_shard(ranks, paths, sizes, i3d, cache, crops=crops, weights=weights, resize=args.resize,
+                             fps=args.resample_fps, pad_last=args.pad_last, amp=args.amp)
     done = [p for p in paths if p not in failures]
     if not done:
         raise InputError(f"no video could be read ({len(failures)} failed, see above)")
-    return [Video(p.stem, [str(f) for f in output_paths(p, cache, crops)], None) for p in done]
+    return [Video(p.stem, [str(f) for f in output_paths(p, cache, crops)], None) for p in done], \
+        {p.stem: str(p) for p in done}
+
+
+OUTPUTS = ("metrics.json", "scores.csv", "segments.csv", "videos.csv", "roc_pr.png", "report.html", "frame_scores",
+           "plots")    # what a run writes into --output_dir (a --video feature cache there is kept)
+
+
+def output_folder(args):
+    """--output_dir, or outputs/<checkpoint name>/<input>: 'test' (<dataset>_test), or the name of the
+    --features / --video path (with a count when there are several). A folder that holds another
+    run's outputs is refused unless --overwrite: no run silently replaces another's files."""
+    folder = args.output_dir
+    if folder is None:
+        paths = args.video or args.features
+        if paths:
+            first = os.path.basename(os.path.normpath(paths[0]))
+            name = (os.path.splitext(first)[0] if os.path.isfile(paths[0]) else first) or "input"
+            name += f"_and_{len(paths) - 1}_more" if len(paths) > 1 else ""
+        else:
+            name = f"{args.dataset}_test"
+        folder = os.path.join("outputs", os.path.splitext(os.path.basename(args.model_path))[0], name)
+    if os.path.exists(os.path.join(folder, "metrics.json")) and not args.overwrite:
+        raise InputError(f"{folder} already holds a run's outputs (metrics.json): give --overwrite to replace "
+                         f"them, or another --output_dir")
+    return folder
+
+
+def clear_outputs(folder):
+    """Remove an earlier run's outputs (with --overwrite), so none of them is taken for this run's."""
+    for name in OUTPUTS:
+        path = os.path.join(folder, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+def video_files(root):
+    """{video name: path} of the video files under --video_root (searched recursively)."""
+    from extract import VIDEO_SUFFIXES
+    found = {}
+    for folder, _, files in os.walk(root):
+        for f in sorted(files):
+            stem, ext = os.path.splitext(f)
+            if ext.lower() in VIDEO_SUFFIXES:
+                found.setdefault(stem, os.path.join(folder, f))
+    return found
+
+
+def gt_runs(gt):
+    """A video's (16 T,) ground truth -> 'start-end ...' frame runs (end exclusive)."""
+    edges = np.flatnonzero(np.diff(np.r_[0, gt.astype(np.int8), 0]))
+    return " ".join(f"{a}-{b}" for a, b in zip(edges[::2], edges[1::2]))
+
+
+def write_videos(path, results, videos, sources, output_dir, gts=None):
+    """videos.csv: each video's label (normal, abnormal, or empty: unknown), snippets, source video
+    file relative to the output folder (or empty), and with a ground truth its anomalous frame runs."""
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["video", "label", "snippets", "source"] + (["gt"] if gts is not None else []))
+            for i, ((name, scores), video) in enumerate(zip(results, videos)):
+                label = "" if video.normal is None else "normal" if video.normal else "abnormal"
+                source = sources.get(name)
+                source = os.path.relpath(source, output_dir).replace(os.sep, "/") if source else ""
+                w.writerow([name, label, len(scores), source] + ([gt_runs(gts[i])] if gts is not None else []))
+    atomic_write(path, write)
 
 
 def main(argv=None):
     args = parse_infer_args(argv)
+    if args.features and args.video:
+        raise InputError("give --features or --video, not both")
+    ranks = start()         # under torchrun: this process's share of the videos; else the one process
     device = pick_device(args.device)
     check_accelerator_flags(args, device)
     model, record = load_model(args)
     args.len_feature = model.len_feature
+    if args.from_checkpoint:
+        shown = " ".join(f"--{k} {'x'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                         for k, v in args.from_checkpoint.items() if v is not True) + \
+            "".join(f" --{k}" for k, v in args.from_checkpoint.items() if v is True)
+        print(f"from the checkpoint: {shown.strip()} (a flag given here overrides)")
+    args.output_dir = output_folder(args)
     table = checkpoint_calibration(record)
     make_dir(args.output_dir, "output")
-    result = dict(checkpoint=args.model_path, step=record["step"] if record else None)
+    ranks.check_shared(args.output_dir)
+    # the settings that made this run: the flags given, those taken from the checkpoint, and the data
+    chosen = set(args.given) | set(args.from_checkpoint) | {"dataset", "crops", "root_dir", "test_list", "gt"}
+    settings = {k: v for k, v in sorted(vars(args).items()) if k in chosen and v is not None}
+    result = dict(checkpoint=args.model_path, step=record["step"] if record else None, model=model_name(model),
+                  settings=json.loads(json.dumps(settings, default=str)))
     model = model.to(device)
     run_model = torch.compile(model, dynamic=True) if args.compile else model
 
-    if args.features and args.video:
-        raise InputError("give --features or --video, not both")
-    gts = None
+    gts, sources = None, {}
     if args.features or args.video:
         if args.video:
-            videos = extract_videos_for_scoring(args, device)
+            videos, sources = extract_videos_for_scoring(args, device, ranks)
         else:
             videos = find_videos(args.features, args.len_feature, dataset_info(args).crops)
-        results = score_features(run_model, ((v.name, load_video(v, args.len_feature)) for v in videos), device)
+        results = score_shards(ranks, run_model, videos, device, args.len_feature)
+        if results is None:         # ranks other than 0: rank 0 has every score and writes the outputs
+            return
         threshold, source = choose_threshold(args, table)
         print(f"scored {len(results)} videos" + (f"; threshold {threshold:.4g} ({source})" if threshold is not None
                                                   else ""))
         result.update(videos=len(results), threshold=dict(value=threshold, source=source))
     else:
-        results, videos, gts, frame_scores, gt = evaluate_test_set(args, run_model, device, table, result)
+        evaluated = evaluate_test_set(args, run_model, device, table, result, ranks)
+        if evaluated is None:       # ranks other than 0, as above
+            return
+        results, videos, gts, frame_scores, gt = evaluated
         threshold = result["threshold"]["value"]
+    if args.video_root:
+        found = video_files(args.video_root)
+        sources.update({name: found[name] for name, _ in results if name in found and name not in sources})
     times = {v.name: snippet_times(v, len(scores), args.fps) for v, (_, scores) in zip(videos, results)}
 
+    if args.overwrite:
+        clear_outputs(args.output_dir)
     write_text(os.path.join(args.output_dir, "metrics.json"), json.dumps(result, indent=2) + "\n")
     write_scores(os.path.join(args.output_dir, "scores.csv"), results, table, times)
     write_frame_scores(os.path.join(args.output_dir, "frame_scores"), results)
-    written = ["metrics.json", "scores.csv", "frame_scores/"]
+    write_videos(os.path.join(args.output_dir, "videos.csv"), results, videos, sources, args.output_dir, gts)
+    written = ["metrics.json", "scores.csv", "videos.csv", "frame_scores/"]
+    segments = None
     if threshold is not None:
         segments = video_segments(results, threshold, args.top_k)
         write_segments(os.path.join(args.output_dir, "segments.csv"), segments, table, times)
@@ -308,13 +457,16 @@ def main(argv=None):
     else:
         print(f"no segments.csv: {result['threshold']['source']}")
     if args.plot:
-        write_plots(os.path.join(args.output_dir, "plots"), results, threshold, times, videos,
-                    segments if threshold is not None else None, gts)
+        write_plots(os.path.join(args.output_dir, "plots"), results, threshold, times, videos, segments, gts)
         written.append("plots/")
         if gts is not None and not (gt.min() == gt.max()):
             from plots import plot_curves
             plot_curves(os.path.join(args.output_dir, "roc_pr.png"), frame_scores, gt)
             written.append("roc_pr.png")
+    if args.html:
+        from report import write_report
+        write_report(args.output_dir)
+        written.append("report.html")
     print(f"wrote {', '.join(written)} in {args.output_dir}")
 
 

@@ -7,6 +7,7 @@
   python main.py --dataset demo --resume ckpts/demo_last_2022.pkl
 
 Outputs (all written atomically):
+(<dataset> stands for <dataset>_<model> for a model other than BN-WVAD, e.g. demo_urdmu_best_2022.pkl)
   <model_path>/<dataset>_best_<seed>.pkl    the best-AP checkpoint; at the end of training it also gets
                                             the calibration of scores to [0, 1] (see test.py)
   <model_path>/<dataset>_last_<seed>.pkl    the state at the latest evaluation (model, optimizer, step,
@@ -20,6 +21,7 @@ reaches the metrics of the uninterrupted run (exactly, on a CPU).
 import importlib.util
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -27,10 +29,10 @@ import torch
 from tqdm import tqdm
 
 from dataset import BatchStream, dataset_info, ensure_lists, load_splits, make_demo
-from features import load_video
+from features import load_video, read_record, video_shape
 from lists import read_list
-from model import BNWVAD
-from options import check_accelerator_flags, parse_main_args
+from model import MODELS
+from options import check_accelerator_flags, model_config, parse_main_args
 from plots import plot_run
 from test import evaluate, quantile_table, score_video
 from train import train_step
@@ -38,11 +40,11 @@ from utils import (InputError, atomic_write, git_commit, make_dir, pick_device, 
                    save_checkpoint, set_rng_states, set_seed, write_text)
 
 # flags that may differ between an interrupted run and its resumption
-RESUME_FREE = ("device", "num_workers", "model_path", "log_path", "resume", "stop_after", "tensorboard")
+RESUME_FREE = ("device", "num_workers", "model_path", "log_path", "resume", "stop_after", "tensorboard", "given")
 
 
 def build_model(args):
-    return BNWVAD(args.len_feature, args.ratios, args.kernel_sizes, args.ratio_sample, args.ratio_batch)
+    return MODELS[args.model](**model_config(args))
 
 
 def fmt(metrics):
@@ -56,9 +58,9 @@ def run_config(args):
 
 def write_run_config(path, args):
     """The resolved flags (one per line) and the git commit of the code, beside the checkpoints."""
-    lines = [f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(vars(args).items())]
-    write_text(path, "{\n  \"git_commit\": %s,\n  \"args\": {\n%s\n  }\n}\n" % (json.dumps(git_commit()),
-                                                                             ",\n".join(lines)))
+    lines = [f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(vars(args).items()) if k != "given"]
+    write_text(path, "{\n  \"git_commit\": %s,\n  \"given\": %s,\n  \"args\": {\n%s\n  }\n}\n" % (
+        json.dumps(git_commit()), json.dumps(sorted(args.given)), ",\n".join(lines)))
 
 
 def read_resume(path, args):
@@ -79,9 +81,9 @@ def read_resume(path, args):
     return record
 
 
-def last_state(args, optimizer, streams, best, best_step):
+def last_state(config, optimizer, streams, best, best_step):
     """Everything besides the model that a resumed run needs, as tensors and plain types."""
-    return dict(config=run_config(args), optimizer=optimizer.state_dict(), best=best, best_step=best_step,
+    return dict(config=config, optimizer=optimizer.state_dict(), best=best, best_step=best_step,
                 streams=[s.state_dict() for s in streams], rng=rng_states())
 
 
@@ -129,19 +131,52 @@ def add_calibration(ckpt_path, model, args, device):
     atomic_write(ckpt_path, lambda tmp: torch.save(record, tmp))
 
 
+def run_files(args):
+    """Where a run's files go: (best checkpoint, last checkpoint, log, config), named by the dataset, the
+    model (BN-WVAD's names carry none, as they always did) and the seed."""
+    name = args.dataset if args.model == "bnwvad" else f"{args.dataset}_{args.model}"
+    return (os.path.join(args.model_path, f"{name}_best_{args.seed}.pkl"),
+            os.path.join(args.model_path, f"{name}_last_{args.seed}.pkl"),
+            os.path.join(args.log_path, f"{name}_{args.seed}.jsonl"),
+            os.path.join(args.model_path, f"{name}_config_{args.seed}.json"))
+
+
+def training_features(videos, len_feature):
+    """(crops per video, extraction settings) of the training videos, for the checkpoint: what infer.py
+    and stream.py then default to. Settings come from extract.py's records beside the features (None
+    where there are none, or where the videos' records disagree: said in a warning)."""
+    crops = {video_shape(v, len_feature)[0] for v in videos}
+    records = [read_record(v) for v in videos]
+    settings = {json.dumps((r or {}).get("settings"), sort_keys=True) for r in records}
+    if len(settings) > 1:
+        print(f"warning: the training features were extracted with {len(settings)} different settings (their "
+              f"records differ); the checkpoint records none", file=sys.stderr)
+    return (crops.pop() if len(crops) == 1 else None), (json.loads(settings.pop()) if len(settings) == 1 else None)
+
+
+def evaluation_steps(args, num_iters):
+    """The steps after which the test set is evaluated: every --plot_freq steps from --eval_from (default
+    --plot_freq), and the last step; with --eval_before_training also step 0, the untrained model."""
+    first = args.eval_from or args.plot_freq
+    steps = {s for s in range(first, num_iters + 1) if s % args.plot_freq == 0} | {num_iters}
+    return steps | ({0} if args.eval_before_training else set())
+
+
 def main(argv=None):
     args = parse_main_args(argv)
     device = pick_device(args.device)
     check_accelerator_flags(args, device)
+    if len(args.lr) == 1 and args.num_iters is None:
+        print(f"warning: --lr gives one learning rate, so training runs a single step; give --num_iters N to train "
+              f"N steps at it", file=sys.stderr)
     make_dir(args.model_path, "checkpoint")
     make_dir(args.log_path, "log")
-    ckpt_path = os.path.join(args.model_path, f"{args.dataset}_best_{args.seed}.pkl")
-    log_file = os.path.join(args.log_path, f"{args.dataset}_{args.seed}.jsonl")
-    last_path = os.path.join(args.model_path, f"{args.dataset}_last_{args.seed}.pkl")
+    ckpt_path, last_path, log_file, config_file = run_files(args)
     resume = read_resume(args.resume, args) if args.resume else None
     records = read_log(log_file, resume["step"]) if resume else []
     writer = open_tensorboard(args, resume["step"] + 1 if resume else None) if args.tensorboard else None
-    write_run_config(os.path.join(args.model_path, f"{args.dataset}_config_{args.seed}.json"), args)
+    write_run_config(config_file, args)
+    config = run_config(args)       # as given, before a small dataset lowers the default batch size
 
     if args.dataset == "demo":
         make_demo(args.root_dir)
@@ -149,10 +184,11 @@ def main(argv=None):
     t0 = time.time()
     normal, abnormal, test_set = load_splits(args)
     print(f"data: {len(normal)} normal + {len(abnormal)} abnormal training items, {len(test_set.videos)} test "
-          f"videos ({time.time() - t0:.1f}s); device {device}")
+          f"videos ({time.time() - t0:.1f}s); model {args.model}, device {device}")
     if normal.cache_path:
         reused = normal.from_cache and abnormal.from_cache
         print(f"training items {'read from' if reused else 'cached in'} {os.path.dirname(normal.cache_path)}")
+    crops, extraction = training_features(normal.videos + abnormal.videos, args.len_feature)
 
     set_seed(args.seed)
     model = build_model(args).to(device)
@@ -164,39 +200,49 @@ def main(argv=None):
         generator.manual_seed(args.seed)
     streams = [BatchStream(len(items), args.batch_size, generator) for items in (normal, abnormal)]
 
+    # recorded in both checkpoints; infer.py and stream.py default to the dataset, crops and extraction
     meta = dict(dataset=args.dataset, seed=args.seed, version=args.version, num_segments=args.num_segments,
-                train_crops=args.train_crops)                     # recorded in both checkpoints
+                train_crops=args.train_crops, crops=crops, len_feature=args.len_feature, extraction=extraction)
     best, best_step, start = {"AP": -1.0}, 0, 1
     if resume:
         start, best, best_step = restore(resume, model, optimizer, streams)
     best_auc = max([r["AUC"] for r in records], default=-1.0)
     num_iters = len(args.lr)
+    evaluations = evaluation_steps(args, num_iters)
     write_text(log_file, "".join(json.dumps(r) + "\n" for r in records))
+
+    def evaluate_and_log(step, losses):
+        nonlocal best, best_step, best_auc
+        metrics, _ = evaluate(run_model, test_set, device, args.eval_snippets, args.amp)
+        record = dict(step=step, lr=args.lr[max(step, 1) - 1], **losses, **metrics, version=args.version)
+        records.append(record)
+        with open(log_file, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if writer is not None:
+            for k, v in record.items():
+                if k not in ("step", "version"):
+                    writer.add_scalar(k, v, step)
+        best_auc = max(best_auc, metrics["AUC"])
+        if metrics["AP"] > best["AP"]:
+            best, best_step = metrics, step
+            save_checkpoint(ckpt_path, model, step, metrics, model_name=args.model, **meta)
+        return metrics
+
+    if start == 1 and 0 in evaluations:
+        evaluate_and_log(0, {})
     bar = tqdm(range(start, num_iters + 1), initial=start - 1, total=num_iters, dynamic_ncols=True)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = args.lr[step - 1]
         batch = [items.batch(s.next()).to(device, non_blocking=True) for items, s in zip((normal, abnormal), streams)]
-        losses = train_step(run_model, batch[0], batch[1], optimizer, amp=args.amp)
-        if step % args.plot_freq == 0 or step == num_iters:
-            metrics, _ = evaluate(run_model, test_set, device, args.eval_snippets, args.amp)
-            record = dict(step=step, lr=args.lr[step - 1], **losses, **metrics, version=args.version)
-            records.append(record)
-            with open(log_file, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            if writer is not None:
-                for k, v in record.items():
-                    if k not in ("step", "version"):
-                        writer.add_scalar(k, v, step)
-            best_auc = max(best_auc, metrics["AUC"])
-            if metrics["AP"] > best["AP"]:
-                best, best_step = metrics, step
-                save_checkpoint(ckpt_path, model, step, metrics, **meta)
+        losses = train_step(run_model, batch[0], batch[1], optimizer, clip_norm=args.clip_norm, amp=args.amp)
+        if step in evaluations:
+            metrics = evaluate_and_log(step, losses)
             bar.set_postfix_str(f"loss {losses['total_loss']:.3f} AUC {metrics['AUC']:.2f} AP {metrics['AP']:.2f} "
                                 f"best AUC {best_auc:.2f} AP {best['AP']:.2f}")
-        if step % args.plot_freq == 0 or step == num_iters or step == args.stop_after:
-            save_checkpoint(last_path, model, step, best, **meta,
-                            resume=last_state(args, optimizer, streams, best, best_step))
+        if step in evaluations or step == args.stop_after:
+            save_checkpoint(last_path, model, step, best, model_name=args.model, **meta,
+                            resume=last_state(config, optimizer, streams, best, best_step))
         if step == args.stop_after:
             break
     bar.close()
@@ -206,8 +252,8 @@ def main(argv=None):
         print(f"stopped after step {args.stop_after}; continue with --resume {last_path}")
         return
     add_calibration(ckpt_path, model, args, device)
-    run_png = os.path.join(args.log_path, f"{args.dataset}_{args.seed}.png")
-    plot_run(run_png, records, f"{args.dataset} (seed {args.seed}, {args.version})")
+    run_png = os.path.splitext(log_file)[0] + ".png"
+    plot_run(run_png, records, f"{args.dataset} {args.model} (seed {args.seed}, {args.version})")
     print(f"best (step {best_step}): {fmt(best)}")
     print(f"checkpoint: {ckpt_path}")
     print(f"log: {log_file} (plot: {run_png})")

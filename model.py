@@ -414,6 +414,12 @@ class URDMU(nn.Module):
 MODELS = {"bnwvad": BNWVAD, "urdmu": URDMU}   # the name stored in checkpoints -> the class
 
 
+def model_name(model):
+    """The MODELS name of a model (also of a torch.compile'd one)."""
+    model = getattr(model, "_orig_mod", model)
+    return next(name for name, cls in MODELS.items() if isinstance(model, cls))
+
+
 def config_from_state_dict(state):
     """A bare state dict (as the releases save) -> (model name, constructor config) from its keys
     and tensor shapes; settings that shapes do not determine take the constructor's defaults.

@@ -14,17 +14,44 @@ import torch
 from dataset import DATASETS
 from extract import parse_resize
 from test import EVAL_SNIPPETS
-from utils import InputError
+from utils import DefaultsFormatter, InputError, read_checkpoint
 
 
 MAX_ITERS = 10_000_000   # bound on a learning-rate list's length
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump)."""
+    """argparse with one-line errors (no usage dump), every default shown in --help, and no
+    abbreviated flags (so that which flags a command gives can be told from its words)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, formatter_class=DefaultsFormatter, allow_abbrev=False, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def given_flags(parser, argv):
+    """The dests of the flags that argv gives explicitly (`--flag value` or `--flag=value`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    given = set()
+    for action in parser._actions:
+        if any(token == opt or token.startswith(opt + "=") for opt in action.option_strings for token in argv):
+            given.add(action.dest)
+    return given
+
+
+# Each model's release settings, where they differ from options.py's defaults (BN-WVAD's). A dataset's
+# defaults (dataset.DATASETS, e.g. the short demo run) take precedence; a flag on the command line wins.
+MODEL_DEFAULTS = {
+    "bnwvad": {},
+    # UR-DMU as released (SPEC-URDMU.md): [0.0001]*3000, no gradient clipping, evaluation before training
+    # and then every 10 steps from step 20
+    "urdmu": dict(lr="[0.0001]*3000", clip_norm="none", plot_freq=10, eval_before_training=True, eval_from=20),
+}
+# flags that configure only one of the models: given for the other, they are an error, not ignored
+MODEL_FLAGS = {"bnwvad": ("ratios", "kernel_sizes", "ratio_sample", "ratio_batch"),
+               "urdmu": ("a_nums", "n_nums", "dropout")}
 
 
 def parse_lr(text):
@@ -78,6 +105,23 @@ def positive_float(text):
     if not 0 < x < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
     return x
+
+
+def unit_interval(text):
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= x < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 1)")
+    return x
+
+
+def clip_norm(text):
+    """A gradient-norm bound, or 'none' for no clipping."""
+    if text.strip().lower() == "none":
+        return None
+    return positive_float(text)
 
 
 def ratio(text):
@@ -147,14 +191,31 @@ def add_split_args(g):
                                     "instead of the name rule; the lists then get a label column")
 
 
-def add_model_args(p):
+def add_model_args(p, training=True):
+    """The model's flags; training: also those that only training uses (selection ratios, dropout)."""
     g = p.add_argument_group("model")
+    g.add_argument("--model", default="bnwvad", choices=sorted(MODEL_DEFAULTS),
+                   help="bnwvad: BN-WVAD; urdmu: UR-DMU (AAAI 2023), the method BN-WVAD is compared with, with "
+                        "its release settings as defaults")
     g.add_argument("--ratios", type=positive_int, nargs=2, default=[16, 32],
-                   help="channel reduction of the normal head's two BN layers")
+                   help="BN-WVAD: channel reduction of the normal head's two BN layers")
     g.add_argument("--kernel_sizes", type=positive_int, nargs=3, default=[1, 1, 1],
-                   help="kernel sizes of the normal head's three convolutions")
-    g.add_argument("--ratio_sample", type=ratio, default=0.2, help="sample-level selection ratio")
-    g.add_argument("--ratio_batch", type=ratio, default=0.4, help="batch-level selection ratio")
+                   help="BN-WVAD: kernel sizes of the normal head's three convolutions")
+    g.add_argument("--a_nums", type=positive_int, default=60, help="UR-DMU: slots of the anomaly memory")
+    g.add_argument("--n_nums", type=positive_int, default=60, help="UR-DMU: slots of the normal memory")
+    if training:
+        g.add_argument("--ratio_sample", type=ratio, default=0.2, help="BN-WVAD: sample-level selection ratio")
+        g.add_argument("--ratio_batch", type=ratio, default=0.4, help="BN-WVAD: batch-level selection ratio")
+        g.add_argument("--dropout", type=unit_interval, default=0.5,
+                       help="UR-DMU: dropout of the enhancer in training")
+
+
+def model_config(args):
+    """The constructor arguments of args.model from the flags, as model.MODELS[args.model] takes them."""
+    if args.model == "urdmu":
+        return dict(len_feature=args.len_feature, a_nums=args.a_nums, n_nums=args.n_nums, dropout=args.dropout)
+    return dict(len_feature=args.len_feature, ratios=list(args.ratios), kernel_sizes=list(args.kernel_sizes),
+                ratio_sample=args.ratio_sample, ratio_batch=args.ratio_batch)
 
 
 def add_run_args(p):
@@ -177,12 +238,27 @@ def check_accelerator_flags(args, device):
         raise InputError("--amp needs a GPU with bfloat16 support")
 
 
-def resolve(parser, argv):
-    """Parse twice: first --dataset, then everything with that dataset's defaults applied."""
+def resolve(parser, argv, recorded=None):
+    """Parse twice: first --dataset and --model, then everything with their defaults applied: a
+    dataset's (DATASETS) over the model's (MODEL_DEFAULTS) over options.py's. `recorded`: defaults
+    that come first of all (a checkpoint's: its dataset and model pick the others). A flag given on
+    the command line always wins. args.given is the set of flags the command line gave."""
+    if recorded:
+        parser.set_defaults(**recorded)
     first, _ = parser.parse_known_args(argv)
-    defaults = dict(DATASETS[first.dataset].defaults)
-    parser.set_defaults(**{k: v for k, v in defaults.items() if k not in ("train_list", "test_list", "gt")})
+    model = getattr(first, "model", None)
+    merged = dict(MODEL_DEFAULTS[model]) if model else {}
+    merged = {k: v for k, v in merged.items() if any(a.dest == k for a in parser._actions)}
+    dataset_defaults = dict(DATASETS[first.dataset].defaults)
+    merged.update({k: v for k, v in dataset_defaults.items() if k not in ("train_list", "test_list", "gt")})
+    parser.set_defaults(**merged)
+    defaults = dataset_defaults
     args = parser.parse_args(argv)
+    args.given = given_flags(parser, argv)
+    if model:
+        other = [f for m, flags in MODEL_FLAGS.items() if m != args.model for f in flags if f in args.given]
+        if other:
+            parser.error(f"--{other[0]} is not a flag of --model {args.model}")
     if getattr(args, "gt", None) and getattr(args, "annotations", None):
         parser.error("give --gt or --annotations, not both")
     for key in ("train_list", "test_list", "gt"):
@@ -200,7 +276,13 @@ def parse_main_args(argv=None):
     add_run_args(p)
     g = p.add_argument_group("training")
     g.add_argument("--lr", type=parse_lr, default="[0.0001]*1000",
-                   help="learning rate per iteration as a list expression; its length is the number of iterations")
+                   help="learning rate per iteration as a list expression, e.g. '[0.001]*500 + [0.0001]*500'; "
+                        "its length is the number of iterations unless --num_iters is given")
+    g.add_argument("--num_iters", type=positive_int,
+                   help="train this many iterations: the --lr schedule is repeated or cut to this length "
+                        "(default: the length of --lr)")
+    g.add_argument("--clip_norm", type=clip_norm, default=1.0,
+                   help="gradient-norm clipping bound, 'none' for no clipping (UR-DMU's default)")
     g.add_argument("--batch_size", type=positive_int, default=64, help="normal and abnormal items per step, each")
     g.add_argument("--num_segments", type=positive_int, default=200, help="segments a training item is resampled to")
     g.add_argument("--train_crops", default="each", choices=["each", "all"],
@@ -213,6 +295,10 @@ def parse_main_args(argv=None):
                    help="store cached training items as float16 (half the disk and memory; computed in float32)")
     g.add_argument("--weight_decay", type=float, default=0.00005, help="Adam weight decay")
     g.add_argument("--plot_freq", type=positive_int, default=5, help="evaluate every this many steps")
+    g.add_argument("--eval_from", type=positive_int,
+                   help="first step evaluated (then every --plot_freq steps; default: --plot_freq; UR-DMU: 20)")
+    g.add_argument("--eval_before_training", action="store_true",
+                   help="also evaluate the untrained model at step 0, as UR-DMU's release does (its default)")
     g = p.add_argument_group("outputs")
     g.add_argument("--model_path", default="ckpts/", help="folder for <dataset>_best_<seed>.pkl")
     g.add_argument("--log_path", default="logs/", help="folder for <dataset>_<seed>.jsonl")
@@ -226,19 +312,58 @@ def parse_main_args(argv=None):
     g.add_argument("--stop_after", type=positive_int, metavar="STEP",
                    help="end this process after this step, writing the `last` checkpoint, as if interrupted; "
                         "--resume continues the same schedule")
-    return resolve(p, argv)
+    args = resolve(p, argv)
+    if args.num_iters:
+        repeats = -(-args.num_iters // len(args.lr))
+        args.lr = (args.lr * repeats)[:args.num_iters]
+    return args
+
+
+def checkpoint_defaults(argv):
+    """The flag defaults a checkpoint records (see main.py: the dataset, model, crop count and the
+    extraction settings of the features it was trained on), from --model_path in argv; {} for a bare
+    state dict or a path that cannot be read (infer.py then reports that itself)."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--model_path")
+    known, _ = pre.parse_known_args(argv)
+    if not known.model_path:
+        return {}
+    try:
+        _, record = read_checkpoint(known.model_path)
+    except InputError:
+        return {}
+    if record is None:
+        return {}
+    meta = record.get("meta", {})
+    defaults = dict(model=record.get("model", "bnwvad"), dataset=meta.get("dataset"), crops=meta.get("crops"))
+    extraction = meta.get("extraction") or {}
+    if "resize" in extraction:
+        defaults["resize"] = extraction["resize"] if isinstance(extraction["resize"], int) else \
+            tuple(extraction["resize"])
+    if extraction.get("fps"):
+        defaults["resample_fps"] = extraction["fps"]
+    if extraction.get("pad_last"):
+        defaults["pad_last"] = True
+    return {k: v for k, v in defaults.items() if v is not None and (k != "dataset" or v in DATASETS)}
 
 
 def parse_infer_args(argv=None):
-    p = Parser(description="Load a checkpoint (ours, or the release's bare state dict), score the test set "
-                           "and evaluate it.")
+    p = Parser(description="Load a checkpoint (ours, or a release's bare state dict of BN-WVAD or UR-DMU), score "
+                           "the test set and evaluate it, or score any features or video files.")
     add_data_args(p)
-    add_model_args(p)
+    add_model_args(p, training=False)
     add_run_args(p)
     p.add_argument("--model_path", required=True,
-                   help="checkpoint file; for a bare state dict the model configuration comes from the flags")
-    p.add_argument("--output_dir", default="outputs/",
-                   help="folder for metrics.json, scores.csv, segments.csv, frame_scores/ and plots/")
+                   help="checkpoint file; a bare state dict's model and configuration are read from its keys and "
+                        "tensor shapes. Our checkpoints also record the dataset, crops and extraction settings "
+                        "they were trained with, which become the defaults of --dataset, --crops, --resize, "
+                        "--resample_fps and --pad_last (a flag given here overrides)")
+    p.add_argument("--output_dir",
+                   help="folder for metrics.json, scores.csv, segments.csv, frame_scores/ and plots/ (default: "
+                        "outputs/<checkpoint name>/<input>, the input being 'test', or the --features / --video "
+                        "path's name); a folder that holds another run's outputs needs --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the outputs of an earlier run in --output_dir (a feature cache there is kept)")
     p.add_argument("--features", nargs="+", metavar="PATH",
                    help="score these feature files or folders of .npy files (searched recursively; crops "
                         "named <video>__<k>.npy) instead of the test list; no ground truth is used")
@@ -248,9 +373,16 @@ def parse_infer_args(argv=None):
     p.add_argument("--i3d_weights", help="with --video: the I3D RGB state dict (rgb_imagenet.pt of the public "
                                          "PyTorch port); never downloaded")
     p.add_argument("--feature_cache", help="with --video: folder for the extracted features, reused by later runs "
-                                           "(default <output_dir>/features)")
+                                           "that score the same files with the same settings (default "
+                                           "<output_dir>/features)")
     p.add_argument("--resize", type=parse_resize, default=256,
                    help="with --video: 'S' scales the short side to S, 'WxH' resizes to W x H, before 224x224 crops")
+    p.add_argument("--resample_fps", type=positive_float,
+                   help="with --video: resample the videos to this frame rate before extraction, as extract.py "
+                        "--fps does (default: keep every frame)")
+    p.add_argument("--pad_last", action="store_true",
+                   help="with --video: complete a last partial snippet by repeating its last frame, as "
+                        "extract.py --pad_last does")
     p.add_argument("--threshold", type=float,
                    help="raw score above which snippets are anomalous, for segments.csv and the plots "
                         "(default: the --normal_quantile quantile of normal scores)")
@@ -262,7 +394,15 @@ def parse_infer_args(argv=None):
                    help="anomalous segments kept per video, highest peak first")
     p.add_argument("--plot", action="store_true",
                    help="write plots/<video>.png per video and, with a ground truth, roc_pr.png")
-    return resolve(p, argv)
+    p.add_argument("--html", action="store_true",
+                   help="write report.html: one self-contained page that plays each video against its scores "
+                        "(python report.py OUTPUT_DIR rebuilds it from the files)")
+    p.add_argument("--video_root", help="a folder of the source video files (searched recursively, matched by "
+                                        "name to the scored videos), for the page to play beside their scores")
+    recorded = checkpoint_defaults(argv)
+    args = resolve(p, argv, recorded)
+    args.from_checkpoint = {k: v for k, v in recorded.items() if k not in args.given}
+    return args
 
 
 def parse_tool_args(argv=None):

@@ -117,3 +117,24 @@ def plot_run(path, records, title):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
     _save(fig, path)
+
+
+def plot_comparison(path, curves):
+    """AUC and AP (percent) over training steps of several models: curves {model name: [log records of
+    each seed's run]}; per model the mean over its runs, +- their standard deviation shaded, at the
+    steps every run evaluated."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    for (name, histories), color in zip(curves.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+        steps = sorted(set.intersection(*[{r["step"] for r in history} for history in histories]))
+        for ax, key in zip(axes, ("AUC", "AP")):
+            values = np.array([[next(r[key] for r in history if r["step"] == s) for s in steps]
+                               for history in histories])                         # (runs, steps)
+            mean, std = values.mean(0), values.std(0)
+            ax.plot(steps, mean, color=color, lw=1.5, marker=".", label=name)
+            ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+    for ax, key in zip(axes, ("AUC", "AP")):
+        ax.set(xlabel="training step", ylabel="percent", title=key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9)
+    _save(fig, path)

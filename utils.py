@@ -2,10 +2,12 @@
 
 A checkpoint is data, never code: it is written atomically (temporary file + os.replace) and
 read with torch.load(weights_only=True). Ours hold plain types:
-  {"format": "bn-wvad", "model_config": {...}, "state_dict": {...}, "step": int,
-   "metrics": {...}, "meta": {...}}
+  {"format": "bn-wvad", "model": "bnwvad" | "urdmu", "model_config": {...}, "state_dict": {...},
+   "step": int, "metrics": {...}, "meta": {...}}
+(a checkpoint written before "model" existed holds BN-WVAD).
 The authors' release saves a bare state dict; `load_checkpoint` accepts both.
 """
+import argparse
 import contextlib
 import os
 import random
@@ -20,15 +22,31 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """--help shows each flag's default after its help text (not for flags without one, or switches)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and action.option_strings \
+                and "default" not in text:
+            shown = " ".join(map(str, action.default)) if isinstance(action.default, list) else action.default
+            text += f" (default: {shown})"
+        return text
+
+
 class InputError(Exception):
     """Bad input from the user (files, flags): reported as one line, without a traceback."""
 
 
 def run_cli(main):
-    """Call main(); report an InputError as one line on stderr and exit 2."""
+    """Call main(); report an InputError as one line on stderr and exit 2 (under torchrun every rank
+    stops, and rank 0 reports the errors of all, once each: distributed.fail_current)."""
     try:
         main()
     except InputError as e:
+        if torchrun_env() is not None:     # the other ranks hear of it and stop too; rank 0 reports it
+            from distributed import fail_current
+            fail_current(e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
@@ -48,14 +66,32 @@ def set_seed(seed):
     torch.manual_seed(seed)
 
 
+def torchrun_env():
+    """(rank, world size, local rank) when torchrun (or a launcher setting the same variables, RANK and
+    WORLD_SIZE) started this process, else None."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+
+
 def pick_device(name="auto"):
-    """'auto' picks cuda, then mps, then cpu; an explicit device that is not available is an error."""
+    """'auto' picks cuda, then mps, then cpu; an explicit device that is not available is an error.
+    Under torchrun, cuda is this process's own GPU, cuda:LOCAL_RANK (made the current device, so
+    that nothing lands on GPU 0 by default); a node with fewer GPUs than processes is an error."""
     cuda = torch.cuda.is_available()
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
         name = "cuda" if cuda else "mps" if mps else "cpu"
     elif (name == "cuda" and not cuda) or (name == "mps" and not mps):
         raise InputError(f"--device {name} was asked for but is not available on this machine")
+    place = torchrun_env()
+    if name == "cuda" and place is not None:
+        local, count = place[2], torch.cuda.device_count()
+        if local >= count:
+            raise InputError(f"this process has LOCAL_RANK {local}, but its node shows {count} GPU(s): start at "
+                             f"most {count} processes per node (torchrun --nproc_per_node)")
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
     return torch.device(name)
 
 
@@ -105,10 +141,12 @@ def write_text(path, text):
     atomic_write(path, write)
 
 
-def save_checkpoint(path, model, step, metrics, **meta):
-    """Write model config, state dict, step, metrics and metadata (plain types) atomically."""
+def save_checkpoint(path, model, step, metrics, model_name="bnwvad", **meta):
+    """Write the model's name (model.MODELS' key) and config, state dict, step, metrics and metadata
+    (plain types) atomically."""
     ckpt = {
         "format": CKPT_FORMAT,
+        "model": model_name,
         "model_config": model.config(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "step": int(step),

@@ -1,5 +1,10 @@
-"""Shared test helpers: small synthetic feature sets written to a temporary folder, and the
-path of ../shared (tests that need it skip when it is absent)."""
+"""Shared test helpers: small synthetic feature sets written to a temporary folder, the path of
+the project's shared fixtures (tests that need them skip, saying how to provide them), and a
+summary at the end of every run of which of the README's claims this run checked.
+
+The fixtures (outputs of the authors' releases, real dataset metadata) sit in ../shared beside the
+repository where the project is developed and in CI; a user's clone has none, unless they point
+BNWVAD_SHARED at a copy."""
 import os
 import subprocess
 import sys
@@ -9,15 +14,77 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("BNWVAD_SHARED") or ROOT.parent / "shared")
+
+# what each part of the shared folder lets the suite check (the README's claims), and the browser's
+CLAIMS = {
+    ("fixtures", "parity"): "BN-WVAD gives the authors' release numbers (scores, three training steps)",
+    ("fixtures", "urdmu"): "UR-DMU gives its authors' release numbers (scores, three training steps)",
+    ("fixtures", "i3d"): "the I3D network gives the public PyTorch port's features",
+    ("realdata",): "the real XD-Violence and UCF-Crime lists and annotations rebuild their ground truth exactly",
+    ("browser",): "the review page renders, sorts and seeks in a real browser (Chromium)",
+}
+_claimed = {}          # test node id -> the claims it exercises
+_running = [None]      # the node id of the test being set up or run
+
+
+def claim(*parts):
+    """Note that the running test exercises the claim of a shared folder part (or ('browser',))."""
+    text = next(c for key, c in CLAIMS.items() if tuple(parts[:len(key)]) == key)
+    _claimed.setdefault(_running[0], set()).add(text)
 
 
 def shared_path(*parts):
-    """A path under ../shared, or skip the test when it is absent (a user's clone has none)."""
+    """A path in the shared fixtures folder, or skip the test, saying how to provide it."""
+    claim(*parts)
     p = SHARED.joinpath(*parts)
     if not p.exists():
-        pytest.skip(f"{p} is not available")
+        pytest.skip(f"{p} not found: set BNWVAD_SHARED to a folder holding the project's fixtures/ and realdata/ "
+                    f"(CI runs with them)")
     return p
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    _running[0] = item.nodeid
+    if "browser" in item.fixturenames:        # tests/test_report.py's headless Chromium
+        claim("browser")
+    yield
+
+
+_outcomes = {}
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or report.skipped or report.failed:
+        _outcomes.setdefault(report.nodeid, (report.outcome, report.longrepr))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """After the usual summary: each claim, and whether this run checked it (its tests passed) or not
+    (skipped, with the reason, or failed)."""
+    by_claim = {}
+    for nodeid, claims in _claimed.items():
+        for text in claims:
+            if nodeid in _outcomes:
+                by_claim.setdefault(text, []).append(_outcomes[nodeid])
+    if not by_claim:
+        return
+    terminalreporter.section("what this run checked")
+    for text in CLAIMS.values():
+        outcomes = by_claim.get(text)
+        if not outcomes:
+            continue
+        counts = {k: sum(o == k for o, _ in outcomes) for k in ("passed", "skipped", "failed")}
+        if counts["failed"]:
+            terminalreporter.write_line(f"FAILED       {text}: {counts['failed']} of {len(outcomes)} tests failed")
+        elif counts["skipped"]:
+            reason = next(r for o, r in outcomes if o == "skipped")
+            reason = reason[2] if isinstance(reason, tuple) else str(reason)
+            terminalreporter.write_line(f"NOT CHECKED  {text}: {counts['skipped']} tests skipped "
+                                        f"({reason.removeprefix('Skipped: ')})")
+        else:
+            terminalreporter.write_line(f"checked      {text} ({counts['passed']} tests)")
 
 
 def write_xd_dataset(root, n_train=6, n_test=4, crops=5, D=64, T_range=(12, 40), seed=0):

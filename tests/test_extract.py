@@ -10,12 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import extract
+from conftest import shared_path
 from extract import (VideoError, crop_frames, decode_frames, extract_video, list_videos, main, output_paths,
                      parse_resize, resample, resized_size, snippets, video_features)
 
-FIXTURE = Path(__file__).resolve().parents[2] / 'shared' / 'fixtures' / 'i3d'
-WEIGHTS = FIXTURE / 'i3d_rgb_state_dict.pt'
-needs_fixture = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f'parity fixture absent: {FIXTURE}')
 
 MARKER = 32  # a white MARKER x MARKER square in the top-left corner of every frame
 
@@ -242,20 +240,20 @@ def test_background_passes_items_and_errors():
 
 # ---- the command line ----
 
-@needs_fixture
 def test_cli_batch_reports_failures_and_resumes(tmp_path, capsys):
+    weights = shared_path('fixtures', 'i3d', 'i3d_rgb_state_dict.pt')
     good = write_video(tmp_path / 'good.mp4', 34)  # 2 snippets, 2 frames dropped
     short = write_video(tmp_path / 'short.mp4', 10)
     garbage = tmp_path / 'garbage.mp4'
     garbage.write_bytes(b'\x00garbage' * 500)
     (tmp_path / 'list.txt').write_text('# videos\ngarbage.mp4\n\nshort.mp4\n')
     out = tmp_path / 'out'
-    argv = [str(good), str(tmp_path / 'list.txt'), '--out', str(out), '--i3d_weights', str(WEIGHTS),
+    argv = [str(good), str(tmp_path / 'list.txt'), '--out', str(out), '--i3d_weights', str(weights),
             '--crops', '1', '--device', 'cpu']
 
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ['good.json', 'good__0.npy']   # features and their record
+    assert sorted(p.name for p in out.iterdir()) == ['good.json', 'good__0.npy', 'manifest.csv']  # + record, manifest
     features = np.load(out / 'good__0.npy')
     assert features.shape == (2, 1024) and features.dtype == np.float32 and np.isfinite(features).all()
     assert features.std() > 0 and not np.allclose(features[0], features[1])
@@ -278,7 +276,7 @@ def test_cli_flags_reach_the_pipeline(tmp_path, monkeypatch):
     weights.touch()                      # read by the stand-in loader never; its identity keys the features
     assert main([str(video), '--out', str(out), '--i3d_weights', str(weights), '--crops', '5', '--fps', '12.5',
                  '--pad_last', '--resize', '340x256', '--fp16', '--batch_size', '1', '--device', 'cpu']) == 0
-    assert sorted(p.name for p in out.iterdir()) == ['v.json'] + [f'v__{k}.npy' for k in range(5)]
+    assert sorted(p.name for p in out.iterdir()) == ['manifest.csv', 'v.json'] + [f'v__{k}.npy' for k in range(5)]
     saved = np.stack([np.load(out / f'v__{k}.npy') for k in range(5)])
     assert saved.dtype == np.float16 and saved.shape == (5, 2, 1024)  # 17 frames at 12.5 fps, padded to 2 snippets
     expected = video_features(video, GridProbe(), crops=5, fps=12.5, pad_last=True, resize=(340, 256))

@@ -1,15 +1,11 @@
 """Parity of i3d.py with the public PyTorch port (../shared/fixtures/i3d), and load_i3d's errors."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from conftest import shared_path
 from i3d import InceptionI3d, load_i3d, same_padding
 
-FIXTURE = Path(__file__).resolve().parents[2] / 'shared' / 'fixtures' / 'i3d'
-WEIGHTS = FIXTURE / 'i3d_rgb_state_dict.pt'
-needs_fixture = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f'parity fixture absent: {FIXTURE}')
 
 
 def test_same_padding_matches_tensorflow():
@@ -32,12 +28,17 @@ def test_keys_match_the_port():
     assert not any('b3a' in k for k in keys)  # the branch max pool has no parameters
 
 
-@needs_fixture
-def test_features_match_the_port():
-    model = load_i3d(WEIGHTS)
+@pytest.fixture
+def fixture():
+    """The I3D parity fixture: the port's state dict, three snippets of frames and their features."""
+    return shared_path('fixtures', 'i3d')
+
+
+def test_features_match_the_port(fixture):
+    model = load_i3d(fixture / 'i3d_rgb_state_dict.pt')
     assert not model.training
-    frames = np.load(FIXTURE / 'frames.npy')  # (48, 224, 224, 3) uint8
-    expected = np.load(FIXTURE / 'features.npy')  # (3, 1024)
+    frames = np.load(fixture / 'frames.npy')  # (48, 224, 224, 3) uint8
+    expected = np.load(fixture / 'features.npy')  # (3, 1024)
     x = torch.from_numpy(frames).float() / 255 * 2 - 1
     x = x.reshape(3, 16, 224, 224, 3).permute(0, 4, 1, 2, 3)  # (N, 3, 16, 224, 224)
     with torch.inference_mode():
@@ -49,8 +50,7 @@ def test_features_match_the_port():
     assert error < 1e-3
 
 
-@needs_fixture
-def test_load_rejects_bad_files(tmp_path):
+def test_load_rejects_bad_files(tmp_path, fixture):
     with pytest.raises(FileNotFoundError, match='nope.pt'):
         load_i3d(tmp_path / 'nope.pt')
 
@@ -65,7 +65,7 @@ def test_load_rejects_bad_files(tmp_path):
     with pytest.raises(ValueError, match='wrapped.pt: expected a state dict'):
         load_i3d(wrapped)
 
-    state = torch.load(WEIGHTS, weights_only=True)
+    state = torch.load(fixture / 'i3d_rgb_state_dict.pt', weights_only=True)
     state['Mixed_4c.b1b.conv3d.weight'] = torch.zeros(1, 2, 3)
     misshapen = tmp_path / 'misshapen.pt'
     torch.save(state, misshapen)

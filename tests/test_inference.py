@@ -227,7 +227,7 @@ def test_features_with_a_bare_state_dict_and_no_threshold_write_all_but_segments
     assert (tmp_path / "out" / "plots" / "v.png").read_bytes().startswith(PNG_MAGIC)
     assert not (tmp_path / "out" / "segments.csv").exists()
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["threshold"]["value"] is None
-    infer.main(args + ["--threshold", "1.0"])
+    infer.main(args + ["--threshold", "1.0", "--overwrite"])
     assert (tmp_path / "out" / "segments.csv").read_text().startswith("video,rank,")
 
 

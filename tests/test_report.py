@@ -588,8 +588,9 @@ def test_training_page_renders(browser, tmp_path):
     assert browser.execute_script("return [...document.querySelectorAll('section.run canvas')].every(c => c.width > 0)")
 
 
-def test_full_test_set_loads_fast(browser, tmp_path):
-    """800 videos, 150,000 snippets: the page loads in a couple of seconds and opens a video at once."""
+def test_full_test_set_page_is_compact_and_complete(browser, tmp_path):
+    """800 videos, 150,000 snippets: one row per video, scores embedded compactly (not a DOM node per
+    snippet), a video's curve drawn when it is opened. Its speed is measured in bench.py (section h)."""
     rng = np.random.default_rng(0)
     counts = rng.multinomial(150_000 - 800 * 20, np.ones(800) / 800) + 20
     out = tmp_path / "big"
@@ -608,19 +609,13 @@ def test_full_test_set_loads_fast(browser, tmp_path):
     (out / "segments.csv").write_text(seg_header + "\n" + "\n".join(segments) + "\n")
     (out / "videos.csv").write_text("video,label,snippets,source,gt\n" + "\n".join(listing) + "\n")
 
-    began = time.perf_counter()
     page = write_report(str(out))
-    built = time.perf_counter() - began
-    size = os.path.getsize(page)
+    assert os.path.getsize(page) < 5e6                  # about 24 bytes per snippet: arrays, not markup
     open_page(browser, page)
-    load_ms = browser.execute_script("const n = performance.getEntriesByType('navigation')[0]; return n.loadEventEnd")
     assert browser.execute_script("return document.querySelectorAll('#videos tbody tr').length") == 800
-    open_ms = browser.execute_script("const t = performance.now(); document.querySelector('#videos tbody tr:last-child')"
-                                     ".click(); return performance.now() - t")
-    print(f"\n800 videos, {counts.sum()} snippets: built in {built:.2f} s, {size / 1e6:.2f} MB, "
-          f"loaded in {load_ms:.0f} ms, a video opened in {open_ms:.0f} ms")
-    assert size < 5e6
-    assert load_ms < 3000 and open_ms < 500
+    assert browser.execute_script("return document.querySelectorAll('*').length") < 20 * 800
+    browser.execute_script("document.querySelector('#videos tbody tr:last-child').click()")
+    assert browser.execute_script("return [...document.querySelectorAll('canvas')].some(c => c.width > 0)")
     click_header(browser, "above threshold")
     assert not script_errors(browser)
 

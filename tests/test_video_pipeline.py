@@ -65,9 +65,12 @@ def test_infer_video_extracts_and_scores(tmp_path):
     rows = read_csv(out / "scores.csv")
     assert [(row["video"], row["end_s"]) for row in rows] == [("clip", "1.600")]   # 16 frames at 10 fps
     assert json.loads((out / "metrics.json").read_text())["videos"] == 1
-    # a second run reuses the cached features instead of extracting again
+    # a second run into the same folder is refused without --overwrite; with it, it reuses the cached
+    # features instead of extracting again
     stamp = cached.stat().st_mtime_ns
     r = run_script("infer.py", args)
+    assert r.returncode == 2 and "already holds a run's outputs" in r.stderr
+    r = run_script("infer.py", args + ["--overwrite"])
     assert r.returncode == 0, r.stderr
     assert cached.stat().st_mtime_ns == stamp and "skipped=1" in r.stderr
 

@@ -1,0 +1,125 @@
+"""BN-WVAD against UR-DMU, the published comparison, in one command: both models trained by main.py on
+the same data with the same seeds, and the table of their best checkpoints.
+
+  python compare.py --dataset demo                          # a few minutes on a CPU
+  python compare.py --dataset xd --root_dir data/xd --seeds 2022 2023 2024
+
+Every flag that is not compare.py's own goes to main.py unchanged, for both models (each model keeps
+its own release settings where the flags and the dataset leave them open: UR-DMU's learning-rate
+schedule, evaluation steps and no gradient clipping). For each model and seed, main.py keeps the
+checkpoint of best AP, as the published protocol does; the table reports that checkpoint's AUC, AP,
+AUC_sub and AP_sub, as the mean and standard deviation over the seeds. Outputs in --output_dir
+(default outputs/compare_<dataset>):
+  comparison.csv   one row per model and seed (its best step and four metrics), then per model the
+                   mean and the standard deviation over the seeds
+  comparison.md    the published-style table: model, AUC, AP, AUC_sub, AP_sub as mean +- std
+  comparison.png   AUC and AP over training of both models (mean over seeds, +- std shaded)
+  ckpts/, logs/    each run's checkpoints and log (main.py's own files, named by model and seed)
+"""
+import argparse
+import csv
+import json
+import os
+
+import numpy as np
+import torch
+
+import main
+from model import MODELS
+from plots import plot_comparison
+from utils import DefaultsFormatter, InputError, atomic_write, make_dir, run_cli, write_text
+
+METRICS = ("AUC", "AP", "AUC_sub", "AP_sub")
+NAMES = {"bnwvad": "BN-WVAD", "urdmu": "UR-DMU"}
+OWN_BY_MAIN = ("--model", "--seed", "--model_path", "--log_path", "--resume", "--stop_after")
+
+
+def parse_args(argv=None):
+    """compare.py's own flags, and the rest (for main.py)."""
+    p = argparse.ArgumentParser(description="Train BN-WVAD and UR-DMU on the same data with the same seeds and "
+                                            "print the published-style table of their best checkpoints. Any "
+                                            "other flag is main.py's and goes to both runs.",
+                                formatter_class=DefaultsFormatter, allow_abbrev=False)
+    p.add_argument("--models", nargs="+", default=["bnwvad", "urdmu"], choices=sorted(MODELS),
+                   help="the models compared, in table order")
+    p.add_argument("--seeds", nargs="+", type=int, default=[2022, 2023, 2024],
+                   help="each model is trained once per seed; the table gives mean and std over them")
+    p.add_argument("--output_dir", help="folder for the table, the plot and every run's checkpoints and logs "
+                                        "(default: outputs/compare_<dataset>)")
+    args, rest = p.parse_known_args(argv)
+    clash = [w.split("=")[0] for w in rest if w.split("=")[0] in OWN_BY_MAIN]
+    if clash:
+        p.error(f"{clash[0]} is set by compare.py for each run (use --models, --seeds, --output_dir)")
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--dataset", default="xd")
+    dataset = pre.parse_known_args(rest)[0].dataset
+    args.output_dir = args.output_dir or os.path.join("outputs", f"compare_{dataset}")
+    return args, rest
+
+
+def run_one(model, seed, rest, output_dir):
+    """Train one model with one seed through main.py -> (its best checkpoint's step and metrics, its log)."""
+    ckpts, logs = os.path.join(output_dir, "ckpts"), os.path.join(output_dir, "logs")
+    argv = rest + ["--model", model, "--seed", str(seed), "--model_path", ckpts, "--log_path", logs]
+    print(f"== {NAMES[model]}, seed {seed}")
+    main.main(argv)
+    best, _, log, _ = main.run_files(main.parse_main_args(argv))
+    record = torch.load(best, map_location="cpu", weights_only=True)
+    with open(log) as f:
+        history = [json.loads(line) for line in f if line.strip()]
+    return record["step"], record["metrics"], history
+
+
+def summary(runs, models):
+    """Per model: (mean, std) of each metric over its seeds (std 0 for one seed)."""
+    out = {}
+    for m in models:
+        values = np.array([[r["metrics"][k] for k in METRICS] for r in runs if r["model"] == m])   # (seeds, 4)
+        out[m] = (values.mean(0), values.std(0, ddof=1) if len(values) > 1 else np.zeros(len(METRICS)))
+    return out
+
+
+def markdown_table(stats, n_seeds):
+    """The published-style table: one row per model, each metric as mean +- std over the seeds."""
+    lines = [f"| model ({n_seeds} seed{'s' if n_seeds > 1 else ''}) | " + " | ".join(METRICS) + " |",
+             "| --- |" + " --- |" * len(METRICS)]
+    for m, (mean, std) in stats.items():
+        lines.append(f"| {NAMES[m]} | " + " | ".join(f"{a:.2f} ± {s:.2f}" for a, s in zip(mean, std)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path, runs, stats):
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["model", "seed", "best_step", *METRICS])
+            for r in runs:
+                w.writerow([r["model"], r["seed"], r["step"], *(f"{r['metrics'][k]:.4f}" for k in METRICS)])
+            for m, (mean, std) in stats.items():
+                w.writerow([m, "mean", "", *(f"{x:.4f}" for x in mean)])
+                w.writerow([m, "std", "", *(f"{x:.4f}" for x in std)])
+    atomic_write(path, write)
+
+
+def compare(argv=None):
+    args, rest = parse_args(argv)
+    make_dir(args.output_dir, "output")
+    main.parse_main_args(rest)                    # main.py's flags checked once, before any training
+    runs = []
+    for model in args.models:
+        for seed in args.seeds:
+            step, metrics, history = run_one(model, seed, rest, args.output_dir)
+            runs.append(dict(model=model, seed=seed, step=step, metrics=metrics, history=history))
+    stats = summary(runs, args.models)
+    table = markdown_table(stats, len(args.seeds))
+    write_text(os.path.join(args.output_dir, "comparison.md"), table)
+    write_csv(os.path.join(args.output_dir, "comparison.csv"), runs, stats)
+    curves = {NAMES[m]: [r["history"] for r in runs if r["model"] == m] for m in args.models}
+    plot_comparison(os.path.join(args.output_dir, "comparison.png"), curves)
+    print(f"\nbest checkpoint (by AP) of each run, mean ± std over seeds {' '.join(map(str, args.seeds))}:\n")
+    print(table)
+    print(f"wrote comparison.md, comparison.csv, comparison.png in {args.output_dir}")
+
+
+if __name__ == "__main__":
+    run_cli(compare)

@@ -1,0 +1,122 @@
+"""The README's commands, run as a new user runs them: the first code block (install and test) in a
+fresh virtual environment on a fresh clone, and the own-footage example on generated videos. The
+commands are read from README.md, so the two cannot drift apart."""
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, SHARED, shared_path
+from test_extract import write_video
+
+README = ROOT / "README.md"
+
+
+def code_blocks():
+    """The README's ```bash blocks, each as its list of commands (comments and blank lines dropped)."""
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+    return [[line.split("  #")[0].strip() for line in block.splitlines()
+             if line.strip() and not line.lstrip().startswith("#")] for block in blocks]
+
+
+def torch_wheel_folder():
+    """A folder holding the wheel of the torch installed here (a local CPU wheel keeps the install
+    fast): $BNWVAD_TORCH_WHEELS, else pip's find-links folders; None if there is none."""
+    version = torch.__version__
+    folders = [os.environ.get("BNWVAD_TORCH_WHEELS", "")] + os.environ.get("PIP_FIND_LINKS", "").split()
+    config = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.find-links"], capture_output=True,
+                            text=True)
+    folders += config.stdout.split()
+    for folder in filter(None, folders):
+        if list(Path(folder).glob(f"torch-{version}-*.whl")):
+            return folder
+    return None
+
+
+def test_first_block_installs_and_tests_in_a_fresh_clone(tmp_path):
+    """The first block's install line(s) in a new virtual environment on a clone of HEAD, then its
+    test line on a few modules (the whole suite is what CI runs) and a collection of every test module
+    (each imports with what the install gave)."""
+    commands = code_blocks()[0]
+    installs = [c for c in commands if c.startswith("pip install")]
+    [test_line] = [c for c in commands if "pytest" in c]
+    assert installs and commands.index(test_line) == len(commands) - 1
+    wheels = torch_wheel_folder()
+    if wheels is None:
+        pytest.skip(f"no local wheel of torch {torch.__version__} (set BNWVAD_TORCH_WHEELS to its folder)")
+    if subprocess.run(["git", "-C", str(ROOT), "rev-parse"], capture_output=True).returncode:
+        pytest.skip(f"{ROOT} is not a git checkout")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    (tmp_path / "pin.txt").write_text(f"torch=={torch.__version__}\n")
+    env = {**os.environ, "PIP_FIND_LINKS": wheels, "PIP_CONSTRAINT": str(tmp_path / "pin.txt"),
+           "PIP_DISABLE_PIP_VERSION_CHECK": "1", "BNWVAD_SHARED": str(SHARED), "PYTHONWARNINGS": "ignore"}
+    env.pop("PYTHONPATH", None)
+    for command in installs:
+        words = shlex.split(command)
+        r = subprocess.run([python, "-m", *words], cwd=clone, env=env, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+    words = shlex.split(test_line)
+    assert words[:3] == ["python", "-m", "pytest"]
+    r = subprocess.run([python, *words[1:], "tests/test_metrics.py", "tests/test_parity.py"], cwd=clone, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert re.search(r"\d+ passed", r.stdout) and "what this run checked" in r.stdout
+    r = subprocess.run([python, *words[1:], "--collect-only", "-q"], cwd=clone, env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0 and "error" not in r.stdout.lower(), r.stdout[-3000:]
+
+
+def test_own_footage_example_runs_as_written(tmp_path):
+    """The README's own-footage block on six generated videos: each command as written, only
+    `rgb_imagenet.pt` replaced by the I3D fixture's weights."""
+    weights = shared_path("fixtures", "i3d", "i3d_rgb_state_dict.pt")
+    [block] = [b for b in code_blocks() if any(c.startswith("python extract.py my_videos/train") for c in b)]
+    videos = tmp_path / "my_videos"
+    labels, annotations = [], []
+    for split, names in (("train", ["walk1", "walk2", "fight1", "fight2"]), ("test", ["walk3", "fight3"])):
+        (videos / split).mkdir(parents=True)
+        for i, name in enumerate(names):
+            abnormal = name.startswith("fight")
+            write_anomaly_video(videos / split / f"{name}.mp4", 48, abnormal, seed=i)
+            labels.append(f"{name} {int(abnormal)}")
+            if abnormal and split == "test":
+                annotations.append(f"{name},0.64,1.92")           # frames 16..48 at 25 fps: snippets 1 and 2
+    (videos / "labels.txt").write_text("\n".join(labels) + "\n")
+    (videos / "annotations.csv").write_text("\n".join(annotations) + "\n")
+    for command in block:
+        words = [str(weights) if w == "rgb_imagenet.pt" else w for w in shlex.split(command)]
+        assert words[0] == "python"
+        r = subprocess.run([sys.executable, str(ROOT / words[1]), *words[2:]], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=900, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        assert r.returncode == 0, f"{command}\n{r.stderr[-3000:]}"
+    out = tmp_path / "outputs" / "custom_best_2022" / "custom_test"
+    for name in ("metrics.json", "scores.csv", "segments.csv", "videos.csv", "report.html"):
+        assert (out / name).is_file(), name
+    assert "../../../my_videos/test/fight3.mp4" in (out / "videos.csv").read_text()
+    assert len(list((out / "plots").glob("*.png"))) == 2
+
+
+def write_anomaly_video(path, frames, abnormal, seed):
+    """A 25 fps clip of noise, with a bright moving block from frame 16 on when abnormal."""
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 256, 224, "yuv420p"
+        for i in range(frames):
+            image = rng.integers(40, 90, (224, 256, 3), dtype=np.uint8)
+            if abnormal and 16 <= i < 48:
+                image[60:160, 4 * i % 150:4 * i % 150 + 100] = 250
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
