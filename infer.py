@@ -44,7 +44,7 @@ from dataset import dataset_info, ensure_lists, load_test_set, make_demo
 from distributed import start
 from features import FRAMES_PER_SNIPPET, Video, find_videos, load_video, read_record
 from model import MODELS, config_from_state_dict, model_name
-from options import check_accelerator_flags, parse_infer_args
+from options import check_accelerator_flags, flags_text, parse_infer_args
 from test import (calibrate, false_alarm_rate, find_segments, normal_threshold, per_class_metrics, score_batched,
                   score_video, snippet_metrics, table_quantile, to_frames)
 from utils import InputError, atomic_write, load_state, make_dir, pick_device, read_checkpoint, run_cli, write_text
@@ -402,10 +402,7 @@ def main(argv=None):
     model, record = load_model(args)
     args.len_feature = model.len_feature
     if args.from_checkpoint:
-        shown = " ".join(f"--{k} {'x'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
-                         for k, v in args.from_checkpoint.items() if v is not True) + \
-            "".join(f" --{k}" for k, v in args.from_checkpoint.items() if v is True)
-        print(f"from the checkpoint: {shown.strip()} (a flag given here overrides)")
+        print(f"from the checkpoint: {flags_text(args.from_checkpoint)} (a flag given here overrides)")
     args.output_dir = output_folder(args)
     table = checkpoint_calibration(record)
     make_dir(args.output_dir, "output")

@@ -347,6 +347,14 @@ def checkpoint_defaults(argv):
     return {k: v for k, v in defaults.items() if v is not None and (k != "dataset" or v in DATASETS)}
 
 
+def flags_text(values):
+    """{'crops': 1, 'resize': (320, 240), 'pad_last': True} -> '--crops 1 --resize 320x240 --pad_last':
+    flags as a user would type them (switches last)."""
+    shown = [f"--{k} {'x'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+             for k, v in values.items() if v is not True]
+    return " ".join(shown + [f"--{k}" for k, v in values.items() if v is True])
+
+
 def parse_infer_args(argv=None):
     p = Parser(description="Load a checkpoint (ours, or a release's bare state dict of BN-WVAD or UR-DMU), score "
                            "the test set and evaluate it, or score any features or video files.")

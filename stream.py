@@ -86,15 +86,23 @@ from extract import (SNIPPET, Decoding, VideoError, crop_frames, decode_frames, 
                      snippet_features, snippets)
 from i3d import load_i3d
 from infer import checkpoint_calibration, choose_threshold, load_model
-from model import MODELS, config_from_state_dict
-from options import Parser, positive_float, positive_int, ratio
+from model import model_name
+from options import Parser, checkpoint_defaults, flags_text, given_flags, positive_float, positive_int, ratio
 from test import EVAL_SNIPPETS, calibrate, score_batched, score_video
-from utils import InputError, load_state, make_dir, pick_device, read_checkpoint, run_cli, write_text
+from utils import InputError, make_dir, pick_device, run_cli, write_text
 
 SCORES_HEADER = ["video", "snippet", "score", "calibrated", "start_s", "end_s", "wall_time"]
 GAP_S = 0.5             # a frame lasting longer than this and GAP_FACTOR x the usual is a gap in the source
 GAP_FACTOR = 4.0
-CLIP_FPS_BOUND = 60     # the clip buffer holds --pre_roll s of frames at up to this frame rate
+CLIP_FPS_BOUND = 60
+# The checkpoint's calibration is the quantile table of the training normals' scores over whole videos.
+# A score over a causal window sees less context and is on another scale (bench.py g measures by how
+# much: on the demo, about 8 lower in the median at window 8, from a median of 25), so calibrated values,
+# and a threshold taken from the calibration, are approximate here.
+CALIBRATION_NOTE = ("the calibration (and a threshold taken from it) comes from scores of whole training videos; "
+                    "scores over a causal window run on another scale (the README's 'Live video' measures it), so "
+                    "calibrated values are approximate: for exact control set --threshold from scores.csv of "
+                    "normal footage")     # the clip buffer holds --pre_roll s of frames at up to this frame rate
 
 
 @dataclass
@@ -383,6 +391,26 @@ def causal_scores(model, features, window, delay=0, device="cpu", max_snippets=E
 
 # ---------------------------------------------------------------------------------------------
 # alerts, clips, outputs, health
+
+def _glibc_trim():
+    """glibc's malloc_trim, or None elsewhere (macOS, Windows, musl)."""
+    try:
+        import ctypes
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+MALLOC_TRIM = _glibc_trim() if sys.platform.startswith("linux") else None
+
+
+def release_memory():
+    """Give memory the C allocator holds free back to the system. Frames are allocated by the reader
+    thread and freed by the scoring thread, and glibc keeps such memory in per-thread arenas: without
+    this the resident size creeps up by tens of MB an hour though nothing is kept (bench.py j)."""
+    if MALLOC_TRIM is not None:
+        MALLOC_TRIM(0)
+
 
 def iso(wall):
     """time.time() -> ISO 8601 local time with its UTC offset, milliseconds."""
@@ -781,6 +809,9 @@ class LiveRun:
         self.out.metrics(self.record)
         self.out.log(f"{opened} as {self.name}: threshold {self.threshold:.4g}, window {s.window}, delay {s.delay}, "
                      f"{s.crops} crop{'s' if s.crops > 1 else ''}, outputs in {self.out.folder}")
+        if self.table is not None:
+            self.record["calibration_note"] = CALIBRATION_NOTE
+            self.out.log(f"note: {CALIBRATION_NOTE}")
         ended = "end of stream"
         try:
             ended = self._loop()
@@ -902,6 +933,7 @@ class LiveRun:
                              f"snippets; a live source may lose frames meanwhile (they show as gaps)")
         self.record.update(health=health_record(health, reader, self.alarm, self.paced))
         self.out.metrics(self.record)
+        release_memory()
 
     def _finish(self, ended):
         """Score what waits for later snippets, close the open event and clips, write the summary."""
@@ -955,23 +987,19 @@ def settings_record(settings):
 
 def load_detector(path):
     """The checkpoint's scoring model in eval mode, its record (None for a bare state dict) and the
-    model's name. Our checkpoints and BN-WVAD release state dicts load through infer.load_model (a bare
-    state dict's configuration read from its shapes); a UR-DMU release state dict, which infer.load_model
-    does not build, from model.MODELS."""
-    state, record = read_checkpoint(path)
-    if record is not None:
-        model, record = load_model(argparse.Namespace(model_path=path))
-        return model, record, "bnwvad"
-    try:
-        kind, config = config_from_state_dict(state)
-    except ValueError as e:
-        raise InputError(f"checkpoint {path}: {e}") from None
-    if kind == "bnwvad":
-        model, _ = load_model(argparse.Namespace(model_path=path, **config))
-        return model, None, kind
-    model = MODELS[kind](**config)
-    load_state(model, state, path)
-    return model.eval(), None, kind
+    model's name ('bnwvad' or 'urdmu'): infer.load_model, which rebuilds our checkpoints from their
+    record and a release's bare state dict (either model) from its keys and tensor shapes."""
+    model, record = load_model(argparse.Namespace(model_path=path))
+    return model, record, model_name(model)
+
+
+def extraction_defaults(argv):
+    """The snippet settings the checkpoint's training features were extracted with ({'crops': 1,
+    'resize': 256, 'fps': None, ...}: options.checkpoint_defaults, read from --model_path in argv), so
+    the live features are cut as the model saw them; {} for a bare state dict."""
+    recorded = checkpoint_defaults(argv)
+    return {flag: recorded[key] for key, flag in (("crops", "crops"), ("resize", "resize"), ("resample_fps", "fps"))
+            if key in recorded}
 
 
 def resolve_threshold(table, threshold=None, calibrated_threshold=None):
@@ -1054,12 +1082,15 @@ def parse_args(argv=None):
     g.add_argument("--delay", type=int, default=d.delay,
                    help=f"score a snippet once this many later snippets have arrived: more context, that much "
                         f"more latency (default {d.delay})")
-    g.add_argument("--crops", type=int, default=d.crops, choices=(1, 5, 10),
-                   help=f"crops per snippet, extract.py's order (default {d.crops}; each costs an I3D pass)")
-    g.add_argument("--resize", type=parse_resize, default=d.resize,
-                   help=f"'S' scales the short side to S, 'WxH' resizes, before the 224 crops (default {d.resize})")
-    g.add_argument("--fps", type=positive_float, default=d.fps,
-                   help="resample to this frame rate by timestamp first (default: every frame, as extract.py)")
+    g.add_argument("--crops", type=int, choices=(1, 5, 10),
+                   help=f"crops per snippet, extract.py's order; each costs an I3D pass (default: the crops of the "
+                        f"features the checkpoint was trained on, else {d.crops})")
+    g.add_argument("--resize", type=parse_resize,
+                   help=f"'S' scales the short side to S, 'WxH' resizes, before the 224 crops (default: the "
+                        f"checkpoint's extraction setting, else {d.resize})")
+    g.add_argument("--fps", type=positive_float,
+                   help="resample to this frame rate by timestamp first (default: the checkpoint's extraction "
+                        "setting, else every frame, as extract.py)")
     g.add_argument("--batch_size", type=positive_int, default=d.batch_size,
                    help=f"most snippets per I3D pass when several are waiting (default {d.batch_size})")
     g.add_argument("--queue", type=positive_int, default=d.queue,
@@ -1083,6 +1114,11 @@ def parse_args(argv=None):
     g.add_argument("--status_every", type=positive_float, default=d.status_every,
                    help=f"seconds between status lines (default {d.status_every:g})")
     args = p.parse_args(argv)
+    given = given_flags(p, argv)
+    args.from_checkpoint = {k: v for k, v in extraction_defaults(argv).items() if k not in given}
+    for key, value in [*args.from_checkpoint.items(), ("crops", d.crops), ("resize", d.resize)]:
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.delay < 0 or args.delay >= args.window:
         p.error(f"--delay must be at least 0 and less than --window ({args.window}), got {args.delay}")
     if args.pre_roll < 0 or args.post_roll < 0:
@@ -1127,6 +1163,8 @@ def main(argv=None):
         raise InputError(f"{output_dir} holds an earlier run's {', '.join(existing_outputs(output_dir))}; "
                          f"choose another --output_dir")
     model, record, kind = load_detector(args.model_path)
+    if args.from_checkpoint:
+        print(f"from the checkpoint: {flags_text(args.from_checkpoint)} (a flag given here overrides)")
     table = checkpoint_calibration(record)
     threshold, source = resolve_threshold(table, args.threshold, args.calibrated_threshold)
     if model.len_feature != 1024:

@@ -313,10 +313,52 @@ def test_cli_default_threshold_and_metrics(clip, checkpoint, tmp_path, monkeypat
     assert metrics["checkpoint"] == str(checkpoint) and metrics["model"] == "bnwvad" and metrics["step"] == 7
     assert metrics["threshold"]["value"] == pytest.approx(np.interp(0.99, np.linspace(0, 1, 1001), clip["table"]))
     assert "0.99" in metrics["threshold"]["source"] and metrics["settings"]["crops"] == 1
+    # a threshold from the calibration of whole-video scores is said to be approximate for windowed ones
+    assert "approximate" in metrics["calibration_note"] and "note: the calibration" in (out / "stream.log").read_text()
     assert [e["start_s"] for e in read_events(out)] == [pytest.approx(BRIGHT[0] * 16 / RATE, abs=0.7)]
     with pytest.raises(InputError, match="holds an earlier run's"):          # never overwrites a run
         stream.main([str(clip["path"]), "--model_path", str(checkpoint), "--i3d_weights", "x.pt",
                      "--output_dir", str(out), "--device", "cpu"])
+
+
+def test_cli_cuts_snippets_as_the_checkpoint_was_trained(clip, tmp_path, monkeypatch, capsys):
+    """A checkpoint trained on 5-crop features extracted at 320x256 scores the stream with 5 crops and
+    that resize, saying so; a flag given on the command line wins."""
+    monkeypatch.setattr(stream, "load_i3d", lambda path, device: GridProbe().to(device))
+    path = tmp_path / "five.pkl"
+    save_checkpoint(path, clip["model"], 3, {"AP": 1.0}, dataset="xd", crops=5,
+                    extraction=dict(resize=[320, 256], fps=None, pad_last=False))
+    seen = {}
+
+    def run(argv):
+        out = tmp_path / f"out{len(seen)}"
+        stream.main([str(clip["path"]), "--model_path", str(path), "--i3d_weights", "x.pt", "--threshold", "1e9",
+                     "--window", str(WINDOW), "--output_dir", str(out), "--device", "cpu", *argv])
+        seen[len(seen)] = json.loads((out / "metrics.json").read_text())["settings"]
+        return seen[len(seen) - 1], capsys.readouterr().out
+
+    recorded, printed = run([])
+    assert recorded["crops"] == 5 and recorded["resize"] == "320x256"
+    assert "from the checkpoint: --crops 5 --resize 320x256" in printed
+    given, printed = run(["--crops", "1", "--resize", "256"])
+    assert given["crops"] == 1 and given["resize"] == 256 and "from the checkpoint" not in printed
+
+
+def test_cli_loads_a_urdmu_release_state_dict(clip, tmp_path, monkeypatch):
+    """UR-DMU's release layout (a bare state dict) is recognised by its keys; its scores are UR-DMU's."""
+    from model import URDMU
+    monkeypatch.setattr(stream, "load_i3d", lambda path, device: GridProbe().to(device))
+    torch.manual_seed(1)
+    urdmu = URDMU(1024, a_nums=8, n_nums=8).eval()
+    bare = tmp_path / "xd_trans_2022.pkl"
+    torch.save(urdmu.state_dict(), bare)
+    out = tmp_path / "out"
+    stream.main([str(clip["path"]), "--model_path", str(bare), "--i3d_weights", "x.pt", "--threshold", "1e9",
+                 "--window", str(WINDOW), "--output_dir", str(out), "--device", "cpu"])
+    assert json.loads((out / "metrics.json").read_text())["model"] == "urdmu"
+    _, rows = read_scores(out)
+    np.testing.assert_allclose([float(r[2]) for r in rows], expected_scores(urdmu, clip["features"], WINDOW),
+                               atol=1e-4, rtol=1e-5)
 
 
 def test_cli_one_line_errors(clip, checkpoint, tmp_path, monkeypatch, capsys):
