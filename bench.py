@@ -39,7 +39,7 @@ Live video (stream.py; not in the default run: `python bench.py --sections gij`)
      or slower), for 1 and 5 crops, random-weight I3D on --device; and whether it keeps up at 25 fps
   j  memory over a long stream: --stream_hours of FFmpeg's testsrc2 pattern (25 fps) through
      run_stream as fast as it goes, with a cheap stand-in for I3D (the stream code's memory does not
-     depend on the network), events and clips on; resident memory after 1, 10 and 30 minutes and at the end
+     depend on the network), events and clips on; resident memory after 1, 10, 30, 60... minutes and at the end
 Feature files are written to a temporary folder (in the OS page cache, so "from disk" reads are
 mostly memory reads) and removed at the end.
 """
@@ -58,7 +58,7 @@ import torch
 
 from dataset import TestSet, TrainItems
 from features import Video
-from model import MODELS
+from model import BNWVAD, MODELS
 from reference import load_items, release_model, score_videos
 from test import EVAL_SNIPPETS, evaluate, frame_metrics, score_batched, snippet_metrics, to_frames
 from train import train_step
@@ -90,10 +90,10 @@ def parse_args(argv=None):
                    help="(g) the checkpoint (default: the demo's, from python main.py --dataset demo)")
     p.add_argument("--causal_dataset", default="demo", help="(g) the dataset whose test list is scored")
     p.add_argument("--causal_root_dir", help="(g) its --root_dir (default: the dataset's)")
-    p.add_argument("--windows", type=int, nargs="+", default=[8, 16, 32, 64, 128, 0],
+    p.add_argument("--windows", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64, 128, 0],
                    help="(g) causal windows in snippets, 0: all past snippets")
     p.add_argument("--delays", type=int, nargs="*", default=[2, 4, 8], help="(g) delays at --delay_window")
-    p.add_argument("--delay_window", type=int, nargs="+", default=[16, 64], help="(g) windows the delays are "
+    p.add_argument("--delay_window", type=int, nargs="+", default=[8, 64], help="(g) windows the delays are "
                    "measured at")
     p.add_argument("--stream_snippets", type=int, default=12, help="(i) snippets of each timed run")
     p.add_argument("--stream_hours", type=float, default=1.0, help="(j) length of the simulated stream")
@@ -335,16 +335,21 @@ def section_causal(args, work, rng, results):
     print(f"(g) causal scoring, {args.causal_dataset} test set: {len(test_set.videos)} videos, "
           f"{sum(test_set.lengths):,} snippets (longest {max(test_set.lengths)}), {len(test_set.features[0])} crops, "
           f"{args.causal_checkpoint}")
-    print(f"  {'scoring':34s}{'AUC':>8s}{'AP':>8s}{'AUC_sub':>9s}{'AP_sub':>8s}  {'latency added':>14s}{'time':>8s}")
+    print(f"  {'scoring':26s}{'AUC':>8s}{'AP':>8s}{'AUC_sub':>9s}{'AP_sub':>8s}{'|causal - offline|':>20s}"
+          f"  {'latency added':>14s}{'time':>7s}")
+    offline, t = timed(lambda: score_batched(model, test_set.features, device))
+    everything = np.concatenate(offline)
+    print(f"  (offline raw scores: median {np.median(everything):.3f}, 99th percentile {np.quantile(everything, 0.99):.3f})")
 
     def report(what, scores, seconds, delay):
         m = snippet_metrics(scores, test_set.gt, test_set.abnormal_frames)
+        gap = np.abs(np.concatenate(scores) - everything)      # per snippet, on the raw score scale
         added = f"{delay} x 0.64 s" if delay else "-"
-        print(f"  {what:34s}{m['AUC']:8.2f}{m['AP']:8.2f}{m['AUC_sub']:9.2f}{m['AP_sub']:8.2f}  {added:>14s}"
-              f"{seconds:7.0f}s", flush=True)
-        results.append(dict(section="g", what=what, delay=delay, seconds=seconds, **m))
+        print(f"  {what:26s}{m['AUC']:8.2f}{m['AP']:8.2f}{m['AUC_sub']:9.2f}{m['AP_sub']:8.2f}"
+              f"{f'{gap.mean():.3f} (p95 {np.quantile(gap, 0.95):.3f})':>20s}  {added:>14s}{seconds:6.0f}s", flush=True)
+        results.append(dict(section="g", what=what, delay=delay, seconds=seconds, mean_abs_diff=float(gap.mean()),
+                            p95_abs_diff=float(np.quantile(gap, 0.95)), **m))
 
-    offline, t = timed(lambda: score_batched(model, test_set.features, device))
     report("offline (whole video)", offline, t, 0)
     configs = [(w, 0) for w in args.windows] + [(w, k) for w in args.delay_window for k in args.delays if k < w]
     for window, delay in configs:
@@ -424,39 +429,39 @@ class PoolProbe(torch.nn.Module):
 
 
 def section_memory(args, work, rng, results):
-    from stream import StreamSettings, run_stream
+    from stream import StreamSettings, release_memory, run_stream
     seconds = int(args.stream_hours * 3600)
     source = f"testsrc2=size=320x256:rate=25:duration={seconds}"
     torch.manual_seed(0)
     torch.set_num_threads(1)        # the small windows run faster on one thread than two on two busy cores
     model = BNWVAD(1024).eval()
     settings = lambda: StreamSettings(input_format="lavfi", live=False, save_clips=True, pre_roll=2.0, post_roll=2.0,
-                                      status_every=1e9)
+                                      status_every=10.0)
     first = []
     run_stream(source.replace(f"duration={seconds}", "duration=60"), model, PoolProbe(), os.path.join(work, "pre"),
                float("inf"), settings(), on_score=lambda row: first.append(row["score"]), quiet=True)
     threshold = float(np.quantile(first, 0.9))       # events now and then, with their clips
     marks = {}                       # stream minute -> resident bytes when it was scored
 
-    def on_score(row):
-        for minute in (1, 10, 30):
+    def on_score(row):           # (resident now, and once the allocator has returned what is free)
+        for minute in (1, 10, 30, 60, 90, 120, 180):
             if row["end_s"] >= 60 * minute and minute not in marks:
-                marks[minute] = current_rss()
+                marks[minute] = (current_rss(), release_memory() or current_rss())
     out = os.path.join(work, "long")
     print(f"(j) memory: {seconds / 3600:g} h of testsrc2 320x256 25 fps through run_stream, stand-in I3D, "
           f"threshold at the 0.9 quantile of the first minute's scores, clips on")
     summary, t = timed(lambda: run_stream(source, model, PoolProbe(), out, threshold, settings(), on_score=on_score,
                                           quiet=True))
-    marks[summary["video_s"] / 60] = current_rss()
+    marks[summary["video_s"] / 60] = (current_rss(), release_memory() or current_rss())
     clips = len(os.listdir(os.path.join(out, "clips"))) if os.path.isdir(os.path.join(out, "clips")) else 0
     scores_mb = os.path.getsize(os.path.join(out, "scores.csv")) / 2 ** 20
     print(f"  {summary['snippets']:,} snippets ({summary['video_s'] / 3600:.2f} h of video) in {t:.0f} s, "
           f"{summary['events']} events, {clips} clips, scores.csv {scores_mb:.1f} MB")
-    print("  resident memory " + ", ".join(f"after {m:.0f} min {rss / 2 ** 20:.0f} MB" for m, rss in marks.items())
-          + f"; peak {peak_rss() / 2 ** 20:.0f} MB (run it alone: other sections' memory stays in the process)",
-          flush=True)
+    print("  resident memory (MB, as found / once the allocator returned its free memory): "
+          + ", ".join(f"after {m:.0f} min {now >> 20} / {trimmed >> 20}" for m, (now, trimmed) in marks.items())
+          + f"; peak {peak_rss() >> 20} (run it alone: other sections' memory stays in the process)", flush=True)
     results.append(dict(section="j", hours=seconds / 3600, snippets=summary["snippets"], events=summary["events"],
-                        rss_by_minute={f"{m:.0f}": rss for m, rss in marks.items()}, seconds=t))
+                        rss_by_minute={f"{m:.0f}": list(rss) for m, rss in marks.items()}, seconds=t))
 def section_distributed(args, work, rng, results):
     from i3d import InceptionI3d
     folder = os.path.join(work, "dist_videos")
