@@ -218,6 +218,14 @@ def test_live_tcp_scores_equal_offline_and_an_event_covers_the_anomaly(clip, tmp
     assert summary["snippets"] == SNIPPETS and summary["events"] == 1 and summary["frames"] == SNIPPETS * 16
     assert summary["latency_p50_s"] > 0 and summary["reconnects"] == 0
 
+    # the review page renders the stream's own folder: the event, its clip and the threshold
+    import report
+    data = report.scoring_data(str(out))
+    (video,) = data["videos"]
+    assert video["name"] == "cam" and video["unit"] == "s" and data["threshold"] == pytest.approx(threshold)
+    assert [(s["start"], s["end"], s["clip"]) for s in video["segments"]] == [
+        (pytest.approx(event["start_s"]), pytest.approx(event["end_s"]), event["clip"])]
+
 
 def test_delay_scores_each_snippet_with_later_context(clip, tmp_path):
     out = tmp_path / "out"
