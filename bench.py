@@ -236,17 +236,22 @@ def section_train(args, work, rng, results):
     row(results, "c", "training steps/s", times["fast"], times["ref"], "steps/s", True)
 
 
-def peak_rss():
-    """Peak resident memory of this process in bytes: VmHWM (reset by exec, unlike ru_maxrss,
-    which Linux carries over from the parent), ru_maxrss where /proc is absent."""
+def proc_status(field):
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in bytes, or None where /proc is absent."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return None
+
+
+def peak_rss():
+    """Peak resident memory of this process in bytes: VmHWM (reset by exec, unlike ru_maxrss,
+    which Linux carries over from the parent), ru_maxrss where /proc is absent."""
+    peak = proc_status("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def score_one(T, crops, ref, D, eval_snippets, name="bnwvad"):
@@ -406,17 +411,6 @@ def section_stream(args, work, rng, results):
                             kept_up_at_25fps=at25["kept_up"], speed_at_25fps=at25["speed"]))
 
 
-def current_rss():
-    """Resident memory of this process now, in bytes (VmRSS), or None where /proc is absent."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-
-
 class PoolProbe(torch.nn.Module):
     """A stand-in for I3D that costs next to nothing: each clip's 1024-d grid of means."""
 
@@ -443,16 +437,22 @@ def section_memory(args, work, rng, results):
     threshold = float(np.quantile(first, 0.9))       # events now and then, with their clips
     marks = {}                       # stream minute -> resident bytes when it was scored
 
-    def on_score(row):           # (resident now, and once the allocator has returned what is free)
+    def resident():
+        """(resident bytes now, and once the allocator has returned what it holds free)"""
+        now = proc_status("VmRSS")
+        release_memory()
+        return now, proc_status("VmRSS")
+
+    def on_score(row):
         for minute in (1, 10, 30, 60, 90, 120, 180):
             if row["end_s"] >= 60 * minute and minute not in marks:
-                marks[minute] = (current_rss(), release_memory() or current_rss())
+                marks[minute] = resident()
     out = os.path.join(work, "long")
     print(f"(j) memory: {seconds / 3600:g} h of testsrc2 320x256 25 fps through run_stream, stand-in I3D, "
           f"threshold at the 0.9 quantile of the first minute's scores, clips on")
     summary, t = timed(lambda: run_stream(source, model, PoolProbe(), out, threshold, settings(), on_score=on_score,
                                           quiet=True))
-    marks[summary["video_s"] / 60] = (current_rss(), release_memory() or current_rss())
+    marks[summary["video_s"] / 60] = resident()
     clips = len(os.listdir(os.path.join(out, "clips"))) if os.path.isdir(os.path.join(out, "clips")) else 0
     scores_mb = os.path.getsize(os.path.join(out, "scores.csv")) / 2 ** 20
     print(f"  {summary['snippets']:,} snippets ({summary['video_s'] / 3600:.2f} h of video) in {t:.0f} s, "

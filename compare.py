@@ -22,12 +22,11 @@ import json
 import os
 
 import numpy as np
-import torch
 
 import main
 from model import MODELS
 from plots import plot_comparison
-from utils import DefaultsFormatter, InputError, atomic_write, make_dir, run_cli, write_text
+from utils import DefaultsFormatter, atomic_write, make_dir, read_checkpoint, run_cli, write_text
 
 METRICS = ("AUC", "AP", "AUC_sub", "AP_sub")
 NAMES = {"bnwvad": "BN-WVAD", "urdmu": "UR-DMU"}
@@ -64,7 +63,7 @@ def run_one(model, seed, rest, output_dir):
     print(f"== {NAMES[model]}, seed {seed}")
     main.main(argv)
     best, _, log, _ = main.run_files(main.parse_main_args(argv))
-    record = torch.load(best, map_location="cpu", weights_only=True)
+    _, record = read_checkpoint(best)
     with open(log) as f:
         history = [json.loads(line) for line in f if line.strip()]
     return record["step"], record["metrics"], history

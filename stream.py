@@ -950,9 +950,8 @@ class LiveRun:
             if self.clips is not None:
                 self.clips.finish()
         finally:
-            self._status(final=True)
             self.record.update(ended=iso(time.time()), end_reason=ended)
-            self.out.metrics(self.record)
+            self._status(final=True)                      # the final health, with metrics.json written once
             h = self.record["health"]
             latency = "-" if h["latency_p50_s"] is None else \
                 f"p50 {h['latency_p50_s']:.2f} s p95 {h['latency_p95_s']:.2f} s"
