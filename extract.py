@@ -468,7 +468,7 @@ def video_logits(path, model, resize=256, fps=None, pad_last=False, batch_size=4
 
 def top_classes(logits, labels, k=5):
     """[(class name, logit)] of the k largest of (classes,) logits, largest first."""
-    order = np.argsort(-logits)[:k]
+    order = np.argsort(-logits, kind='stable')[:k]     # ties: the lower class index first
     return [(labels[i], float(logits[i])) for i in order]
 
 

