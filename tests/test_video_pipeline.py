@@ -75,7 +75,7 @@ def test_infer_video_extracts_and_scores(tmp_path):
     assert cached.stat().st_mtime_ns == stamp and "skipped=1" in r.stderr
 
 
-def test_infer_video_needs_weights(tmp_path):
+def test_infer_video_names_a_missing_checkpoint(tmp_path):
     video = write_video(tmp_path / "clip.mp4", 20)
     r = run_script("infer.py", ["--model_path", str(ROOT / "missing.pkl"), "--video", str(video)])
     assert r.returncode == 2 and "missing.pkl" in r.stderr
