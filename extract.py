@@ -514,7 +514,8 @@ def weights_identity(path=None):
 
 def same_weights(a, b):
     """Whether two weights identities (weights_identity, or an older record's file_identity) name the
-    same weights: by SHA-256 where both have one, else by path, size and modification time."""
+    same weights: by SHA-256 where both have one; else only if the identities are equal (an older
+    record is therefore extracted again, and gets a SHA-256)."""
     if isinstance(a, dict) and isinstance(b, dict) and a.get('sha256') and b.get('sha256'):
         return a['sha256'] == b['sha256']
     return a == b
@@ -526,6 +527,10 @@ def other_weights(recorded, current):
     None when they are the same or nothing is recorded."""
     if not isinstance(recorded, dict) or same_weights(recorded, current):
         return None
+    if not recorded.get('sha256') and (recorded.get('path'), recorded.get('size')) == \
+            (current.get('path'), current.get('size')):
+        return None         # recorded before weights had a SHA-256: the same file, as far as can be told
+
     def named(w):
         return f"{w.get('path')} (SHA-256 {w['sha256'][:16]}...)" if w.get('sha256') else \
             f"{w.get('path')} (no SHA-256 recorded)"
