@@ -259,7 +259,8 @@ def kinetics_state_dict(tree, path):
                 unit, layer, leaf = key.rsplit('/', 2)
                 unit = 'logits' if unit == 'Logits/Conv3d_0c_1x1' else _port_unit(unit)
                 if (layer, leaf) == ('Conv_0', 'kernel'):
-                    state[f'{unit}.conv3d.weight'] = torch.from_numpy(np.ascontiguousarray(value.transpose(4, 3, 0, 1, 2)))
+                    kernel = np.ascontiguousarray(value.transpose(4, 3, 0, 1, 2))   # (t, h, w, in, out) -> (out, in, t, h, w)
+                    state[f'{unit}.conv3d.weight'] = torch.from_numpy(kernel)
                 elif (layer, leaf) == ('Conv_0', 'bias'):
                     state[f'{unit}.conv3d.bias'] = torch.from_numpy(value.copy())
                 elif (layer, leaf) == ('BatchNorm_0', 'bias'):

@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import pickle
-import shutil
 
 import av
 import numpy as np
@@ -19,9 +18,9 @@ import infer
 from conftest import kinetics_weights, shared_path
 from extract import main, stale_reason
 from i3d import KINETICS_SHA256, kinetics_labels, load_i3d
+from model import BNWVAD
 from test_extract import GridProbe, write_video
 from utils import save_checkpoint
-from model import BNWVAD
 
 TOLERANCE = 1e-4        # the bound; measured about 1e-5 (logits) and 3e-6 (features)
 
