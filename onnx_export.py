@@ -101,13 +101,14 @@ def capture(module, example, names, dynamic, what):
 def fuse_attention(ir_model, expected, what):
     """onnxscript's ONNX Runtime fusions; each of the `expected` global attentions must become one
     MultiHeadAttention and no Softmax may remain (else the graph holds T x T scores)."""
+    import onnxscript
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
     fused, _ = optimize_for_ort(ir_model)
     ops = [node.op_type for node in fused.graph.all_nodes()]
     if ops.count("MultiHeadAttention") != expected or "Softmax" in ops:
         raise InputError(f"{what}: onnxscript fused {ops.count('MultiHeadAttention')} of the {expected} global "
-                         f"attentions into MultiHeadAttention; the rest would hold T x T scores (onnxscript "
-                         f"version?)")
+                         f"attentions into MultiHeadAttention (onnxscript {onnxscript.__version__}); the rest would "
+                         f"hold T x T scores; nothing written")
     return fused
 
 
@@ -142,8 +143,8 @@ def export_detector(model, path, what, check_t=CHECK_T):
     rng = np.random.default_rng(0)
     example = torch.from_numpy(rng.standard_normal((2, TRACE_T, model.len_feature), dtype=np.float32))
     ir_model = capture(model, example, ["features", "scores"], {0: "N", 1: "T"}, what)
-    heads = sum(isinstance(m, Attention) for m in model.modules())
-    ir_model = fuse_attention(ir_model, heads, what)
+    attentions = sum(isinstance(m, Attention) for m in model.modules())
+    ir_model = fuse_attention(ir_model, attentions, what)
     gaps = {}
 
     def check(tmp):
