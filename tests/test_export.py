@@ -129,7 +129,7 @@ def test_a_model_that_cannot_export_is_one_line_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_command_errors_are_one_line(tmp_path):
+def test_command_refusals_are_one_line(tmp_path):
     bad = tmp_path / "other.pkl"
     torch.save({"weight": torch.zeros(3)}, bad)
     for argv, says in [(["--model_path", str(bad)], "is not a known model's state dict"),
