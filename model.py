@@ -48,15 +48,20 @@ def banded_local_mix(x, reach=LOCAL_REACH, block=LOCAL_BLOCK):
     """y[i] = sum_j A[i, j] x[j] over time, with A[i, j] = exp(-|i - j| / e) cut at |i - j| <= reach.
 
     x: (B, T, C) -> (B, T, C), in O(T) time and memory: the output is computed in blocks of
-    `block` snippets, each a small matrix product with its window of block + 2 * reach inputs.
+    `block` snippets (all of T when shorter), each a small matrix product with its window of
+    block + 2 * reach inputs. Sizes derived from T use torch's symbolic arithmetic (sym_min, floor
+    division) and the windows are gathered, not unfolded, so that a graph traced at one T
+    (torch.onnx, torch.export) computes the same at every T.
     """
     B, T, C = x.shape
-    L = min(block, T)
-    nb = math.ceil(T / L)
+    L = torch.sym_min(block, T)
+    nb = (T + L - 1) // L                                          # blocks: ceil(T / L)
     W = L + 2 * reach
     # zero padding outside [0, T) makes the truncated sums exact sums over the video
     xp = F.pad(x, (0, 0, reach, nb * L - T + reach))              # (B, nb*L + 2*reach, C)
-    windows = xp.unfold(1, W, L)                                   # (B, nb, C, W)
+    starts = torch.arange(nb, device=x.device)[:, None] * L       # (nb, 1): each window's first input
+    windows = xp.index_select(1, (starts + torch.arange(W, device=x.device)).reshape(-1))
+    windows = windows.view(B, nb, W, C).transpose(2, 3)           # (B, nb, C, W)
     offs = torch.arange(L, device=x.device)[:, None] + reach - torch.arange(W, device=x.device)
     K = local_kernel(offs).to(x.dtype)                             # (L, W)
     K = K.masked_fill(offs.abs() > reach, 0.0)
