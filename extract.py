@@ -80,6 +80,7 @@ from tqdm import tqdm
 from distributed import RankLost, RanksFailed, one_line, start
 from features import FRAMES_PER_SNIPPET, RECORD_FORMAT, record_path
 from i3d import load_i3d
+from i3d_backends import BACKENDS, PRECISIONS, i3d_backend
 from utils import DefaultsFormatter, InputError, atomic_write, make_dir, pick_device, read_text_lines, write_text
 
 SNIPPET = FRAMES_PER_SNIPPET  # frames per snippet, one feature row each
@@ -455,11 +456,19 @@ def file_identity(path):
     return dict(path=str(Path(path).resolve()), size=st.st_size, mtime_ns=st.st_mtime_ns)
 
 
-def extraction_settings(crops, resize=256, fps=None, pad_last=False, fp16=False, weights=None):
+def extraction_settings(crops, resize=256, fps=None, pad_last=False, fp16=False, weights=None, backend='torch',
+                        precision='fp32'):
     """Every setting that changes the features' numbers, as plain JSON values (weights: the I3D
-    weights' file_identity, or any JSON value naming the network)."""
+    weights' file_identity, or any JSON value naming the network; backend and precision: those
+    I3D ran on, i3d_backends.py)."""
     return dict(version=FEATURE_VERSION, crops=crops, resize=resize if isinstance(resize, int) else list(resize),
-                fps=fps, pad_last=pad_last, fp16=fp16, weights=weights)
+                fps=fps, pad_last=pad_last, fp16=fp16, weights=weights, backend=backend, precision=precision)
+
+
+def network_settings(model):
+    """{backend, precision} of the network that makes the features: an I3DBackend's own, torch fp32
+    for a plain module (InceptionI3d)."""
+    return model.settings() if hasattr(model, 'settings') else dict(backend='torch', precision='fp32')
 
 
 def file_sha256(path):
@@ -528,7 +537,7 @@ def extract_video(path, model, out_dir, crops=10, fp16=False, weights=None, **op
                for out, f in zip(paths, features)}
     warnings = decoding.warnings(path)
     settings = extraction_settings(crops, options.get('resize', 256), options.get('fps'),
-                                   options.get('pad_last', False), fp16, weights)
+                                   options.get('pad_last', False), fp16, weights, **network_settings(model))
     record = dict(format=RECORD_FORMAT, video=Path(path).stem, source=source, settings=settings,
                   files=[p.name for p in paths], file_bytes={name: n for name, (n, _) in written.items()},
                   file_sha256={name: h for name, (_, h) in written.items()}, snippets=features.shape[1],
@@ -545,7 +554,7 @@ def extract_videos(videos, model, out_dir, crops=10, fp16=False, progress=True, 
     return {video: error} of the failed ones. Warnings are printed as they come."""
     failures, skipped = {}, 0
     settings = extraction_settings(crops, options.get('resize', 256), options.get('fps'),
-                                   options.get('pad_last', False), fp16, weights)
+                                   options.get('pad_last', False), fp16, weights, **network_settings(model))
     bar = tqdm(videos, desc='videos', unit='video', disable=not progress)
     for video in bar:
         reason = stale_reason(video, out_dir, settings)
@@ -596,8 +605,8 @@ def list_videos(inputs):
 # ---- the manifest of a feature folder, and checking a folder against it ----
 
 MANIFEST = 'manifest.csv'
-SETTING_COLUMNS = ('version', 'crops', 'resize', 'fps', 'pad_last', 'fp16', 'weights', 'weights_bytes',
-                   'weights_modified')
+SETTING_COLUMNS = ('version', 'crops', 'resize', 'fps', 'pad_last', 'fp16', 'backend', 'precision', 'weights',
+                   'weights_bytes', 'weights_modified')
 MANIFEST_COLUMNS = ('video', 'crop', 'file', 'bytes', 'sha256', 'snippets', 'frames', 'frame_rate', 'source',
                     'source_bytes', 'source_modified') + SETTING_COLUMNS
 
@@ -617,7 +626,8 @@ def setting_cells(settings):
     cells = dict(version=settings.get('version'), crops=settings.get('crops'),
                  resize='x'.join(map(str, resize)) if isinstance(resize, list) else resize,
                  fps=None if fps is None else f'{fps:g}', pad_last=str(bool(settings.get('pad_last'))).lower(),
-                 fp16=str(bool(settings.get('fp16'))).lower(), weights=weights.get('path'),
+                 fp16=str(bool(settings.get('fp16'))).lower(), backend=settings.get('backend'),
+                 precision=settings.get('precision'), weights=weights.get('path'),
                  weights_bytes=weights.get('size'), weights_modified=utc_time(weights.get('mtime_ns')))
     return {k: '' if v is None else str(v) for k, v in cells.items()}
 
@@ -843,6 +853,12 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda', 'mps'),
                         help='auto: cuda, then mps, then cpu (under torchrun, cuda is the GPU numbered LOCAL_RANK)')
     parser.add_argument('--amp', action='store_true', help='float16 autocast for the network (CUDA only)')
+    parser.add_argument('--backend', default='auto', choices=BACKENDS,
+                        help='runtime of the I3D network; auto: the fastest exact one installed for the device '
+                             '(OpenVINO, then ONNX Runtime, then torch on a CPU; torch on CUDA or MPS)')
+    parser.add_argument('--precision', default='fp32', choices=PRECISIONS,
+                        help='fp32: exact; bf16: faster where the hardware has bf16 (avx512_bf16/amx_bf16 CPUs, '
+                             'recent GPUs), features differ by ~1e-3 relative')
     parser.add_argument('--fp16', action='store_true', help='store the features as float16 instead of float32')
     parser.add_argument('--verify', type=Path, metavar='MANIFEST',
                         help='instead of extracting, check the folder of this manifest.csv (after a copy or a '
@@ -877,6 +893,10 @@ def run(args, ranks):
         videos, sizes = plan_videos(ranks, args.videos)
         with ranks.together():
             model = load_i3d(args.i3d_weights, device)
+            model = i3d_backend(model, args.backend, args.precision, device)
+            if ranks.first:
+                print(f'extract.py: I3D on {model.name} {model.precision} ({device}'
+                      f'{", picked by --backend auto" if args.backend == "auto" else ""})', file=sys.stderr)
             make_dir(args.out, 'output')
         weights = agreed_weights(ranks, args.i3d_weights)
         ranks.check_shared(args.out)

@@ -203,7 +203,7 @@ _built = {}     # (backend, precision, device, id(model)) -> I3DBackend: one per
 def i3d_backend(model, backend='auto', precision='fp32', device=None, cache_dir=None):
     """
     I3D `model` (an InceptionI3d in evaluation mode, e.g. from load_i3d) on `backend` (BACKENDS;
-    'auto': pick_backend) in `precision` (PRECISIONS) on `device` (a torch.device; default: the
+    'auto': pick_backend for an InceptionI3d, torch for any other module with `.features`) in `precision` (PRECISIONS) on `device` (a torch.device; default: the
     model's). Returns an I3DBackend, the same object for the same arguments in this process; its
     ONNX export (OpenVINO, ONNX Runtime) is made on the first clip of each shape, or read from
     `cache_dir` (default_cache_dir()). Raises BackendError, one line, for a backend that is not
@@ -215,9 +215,13 @@ def i3d_backend(model, backend='auto', precision='fp32', device=None, cache_dir=
         raise BackendError(f'unknown backend {backend!r}; one of {", ".join(BACKENDS)}')
     if precision not in PRECISIONS:
         raise BackendError(f'unknown precision {precision!r}; one of {", ".join(PRECISIONS)}')
-    name = pick_backend(device) if backend == 'auto' else backend
+    from i3d import InceptionI3d
+    is_i3d = isinstance(model, InceptionI3d)    # only I3D is exported; a stand-in (tests) stays on torch
+    name = (pick_backend(device) if is_i3d else 'torch') if backend == 'auto' else backend
     if name != 'torch':
         require(name)
+        if not is_i3d:
+            raise BackendError(f'--backend {name} runs an InceptionI3d (i3d.py), not a {type(model).__name__}')
         if device.type != 'cpu':
             raise BackendError(f'--backend {name} runs I3D on the CPU here, not on {device}: '
                                f'use --device cpu, or --backend torch')

@@ -113,3 +113,16 @@ def test_auto_picks_the_fastest_installed(fixture_clips, monkeypatch):
     monkeypatch.setitem(sys.modules, 'openvino', None)
     monkeypatch.setitem(sys.modules, 'onnxruntime', None)
     assert i3d_backend(model, 'auto', 'fp32', cpu).name == 'torch'
+
+
+def test_backend_and_precision_key_the_extraction_settings(fixture_clips):
+    from extract import extraction_settings, network_settings, setting_cells
+    model = fixture_clips[0]
+    assert network_settings(model) == dict(backend='torch', precision='fp32')     # a plain InceptionI3d
+    if installed('onnxruntime'):
+        assert network_settings(i3d_backend(model, 'onnxruntime')) == dict(backend='onnxruntime', precision='fp32')
+    torch_fp32 = extraction_settings(1, **network_settings(model))
+    other = extraction_settings(1, backend='openvino', precision='bf16')
+    assert torch_fp32 != other                       # a record made on another backend is stale, not reused
+    cells = setting_cells(other)
+    assert (cells['backend'], cells['precision']) == ('openvino', 'bf16')      # the manifest's columns
