@@ -80,7 +80,7 @@ from tqdm import tqdm
 from distributed import RankLost, RanksFailed, one_line, start
 from features import FRAMES_PER_SNIPPET, RECORD_FORMAT, record_path
 from i3d import load_i3d
-from i3d_backends import BACKENDS, PRECISIONS, i3d_backend
+from i3d_backends import BACKEND_HELP, BACKENDS, PRECISION_HELP, PRECISIONS, i3d_backend
 from utils import DefaultsFormatter, InputError, atomic_write, make_dir, pick_device, read_text_lines, write_text
 
 SNIPPET = FRAMES_PER_SNIPPET  # frames per snippet, one feature row each
@@ -853,12 +853,8 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda', 'mps'),
                         help='auto: cuda, then mps, then cpu (under torchrun, cuda is the GPU numbered LOCAL_RANK)')
     parser.add_argument('--amp', action='store_true', help='float16 autocast for the network (CUDA only)')
-    parser.add_argument('--backend', default='auto', choices=BACKENDS,
-                        help='runtime of the I3D network; auto: the fastest exact one installed for the device '
-                             '(OpenVINO, then ONNX Runtime, then torch on a CPU; torch on CUDA or MPS)')
-    parser.add_argument('--precision', default='fp32', choices=PRECISIONS,
-                        help='fp32: exact; bf16: faster where the hardware has bf16 (avx512_bf16/amx_bf16 CPUs, '
-                             'recent GPUs), features differ by ~1e-3 relative')
+    parser.add_argument('--backend', default='auto', choices=BACKENDS, help=BACKEND_HELP)
+    parser.add_argument('--precision', default='fp32', choices=PRECISIONS, help=PRECISION_HELP)
     parser.add_argument('--fp16', action='store_true', help='store the features as float16 instead of float32')
     parser.add_argument('--verify', type=Path, metavar='MANIFEST',
                         help='instead of extracting, check the folder of this manifest.csv (after a copy or a '

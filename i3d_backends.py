@@ -33,6 +33,10 @@ BACKENDS = ('auto', 'torch', 'openvino', 'onnxruntime')
 PRECISIONS = ('fp32', 'bf16')
 INSTALL = dict(openvino='pip install openvino', onnxruntime='pip install onnxruntime')
 ONNX_OPSET = 17
+BACKEND_HELP = ('runtime of the I3D network; auto: the fastest exact one installed for the device (OpenVINO, then '
+                'ONNX Runtime, then torch on a CPU; torch on CUDA or MPS)')
+PRECISION_HELP = ('I3D arithmetic: fp32 exact; bf16 faster where the hardware has bf16 (avx512_bf16/amx_bf16 CPUs, '
+                  'recent GPUs), features ~1e-3 relative off')
 
 
 class BackendError(ValueError):
