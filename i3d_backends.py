@@ -152,7 +152,7 @@ def cached_onnx(model, shape, cache_dir, sha256):
 class I3DBackend:
     """I3D on one runtime, precision and device. `features(x)`: (N, 3, T, H, W) float32 in [-1, 1]
     on `device` -> (N, 1024) float32 on `device`. `name`, `precision`, `device` say what runs it.
-    Code that finds a module's device through `next(model.parameters()).device` finds `device`."""
+    Code written for the module (`next(model.parameters()).device`, `model.eval()`) runs it as is."""
 
     def __init__(self, model, name, precision, device, cache_dir=None):
         self.model, self.name, self.precision, self.device = model, name, precision, device
@@ -163,6 +163,10 @@ class I3DBackend:
 
     def parameters(self):
         yield self._anchor
+
+    def eval(self):
+        """Itself: the network is always in evaluation mode (as code written for a module expects)."""
+        return self
 
     def settings(self):
         """What of this backend changes the features' numbers, as plain JSON values."""

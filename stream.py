@@ -1175,7 +1175,7 @@ def main(argv=None):
         raise InputError(f"checkpoint {args.model_path} takes {model.len_feature}-d features; I3D gives 1024-d")
     try:
         i3d = i3d_backend(load_i3d(args.i3d_weights, device), args.backend, args.precision, device)
-        print(f"I3D on {i3d.name} {i3d.precision} ({device})", file=sys.stderr)
+        print(f"I3D on {i3d.name} {i3d.precision} ({device})")
     except (OSError, ValueError) as e:
         raise InputError(one_line(e)) from None
     stop_on_signals()
