@@ -31,7 +31,7 @@ from torch import nn
 
 BACKENDS = ('auto', 'torch', 'openvino', 'onnxruntime')
 PRECISIONS = ('fp32', 'bf16')
-INSTALL = dict(openvino='pip install openvino', onnxruntime='pip install onnxruntime')
+INSTALL = dict(openvino='pip install openvino', onnxruntime='pip install onnxruntime', onnx='pip install onnx')
 ONNX_OPSET = 17
 BACKEND_HELP = ('runtime of the I3D network; auto: the fastest exact one installed for the device (OpenVINO, then '
                 'ONNX Runtime, then torch on a CPU; torch on CUDA or MPS)')
@@ -62,23 +62,24 @@ def weights_sha256(model):
 
 
 def installed(backend):
-    """Whether the runtime of `backend` can be imported (torch always can)."""
+    """Whether the runtime of `backend` and, for the others than torch, onnx (the export) can be imported."""
     if backend == 'torch':
         return True
     try:
         __import__(backend)
+        __import__('onnx')
     except ImportError:
         return False
     return True
 
 
-def require(backend):
-    """Import and return the runtime module of `backend`, or raise BackendError with the pip command."""
+def require(package):
+    """Import and return `package` (a runtime, or onnx for the export), or raise BackendError with its pip command."""
     try:
-        return __import__(backend)
+        return __import__(package)
     except ImportError:
-        raise BackendError(f'--backend {backend} needs the {backend} package, which is not installed: '
-                           f'{INSTALL[backend]}') from None
+        raise BackendError(f'the I3D backends other than torch need the {package} package, which is not installed: '
+                           f'{INSTALL[package]}') from None
 
 
 def cpu_has_bf16():
@@ -228,6 +229,7 @@ def i3d_backend(model, backend='auto', precision='fp32', device=None, cache_dir=
     name = (pick_backend(device) if is_i3d else 'torch') if backend == 'auto' else backend
     if name != 'torch':
         require(name)
+        require('onnx')         # torch's ONNX exporter, which both runtimes read from
         if not is_i3d:
             raise BackendError(f'--backend {name} runs an InceptionI3d (i3d.py), not a {type(model).__name__}')
         if device.type != 'cpu':

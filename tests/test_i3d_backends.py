@@ -90,8 +90,13 @@ def test_weights_digest_follows_the_weights(fixture_clips):
 def test_errors_are_one_line(fixture_clips, monkeypatch):
     model = fixture_clips[0]
     monkeypatch.setitem(sys.modules, 'openvino', None)       # as if not installed: import raises ImportError
-    with pytest.raises(BackendError, match=r'needs the openvino package, which is not installed: pip install openvino$'):
+    with pytest.raises(BackendError, match=r'need the openvino package, which is not installed: pip install openvino$'):
         i3d_backend(model, 'openvino', 'fp32', 'cpu')
+    if installed('onnxruntime'):
+        monkeypatch.setitem(sys.modules, 'onnx', None)        # the exporter's package, which both runtimes need
+        with pytest.raises(BackendError, match=r'need the onnx package, which is not installed: pip install onnx$'):
+            i3d_backend(model, 'onnxruntime', 'fp32', 'cpu')
+        monkeypatch.delitem(sys.modules, 'onnx')
     with pytest.raises(BackendError, match='unknown backend'):
         i3d_backend(model, 'tensorrt', 'fp32', 'cpu')
     with pytest.raises(BackendError, match='not available on --backend onnxruntime'):
