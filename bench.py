@@ -5,6 +5,7 @@
   python bench.py --sections d --long 2000 20000 100000
   python bench.py --sections f --dist_videos 8
   python bench.py --model urdmu --sections bcd     # UR-DMU on the same fast paths
+  python bench.py --sections k --json k.json      # I3D on each backend and precision, and the GEMM peak
 
 Sections (each prints fast, reference and their ratio):
   a  training items per second from disk: per-file loading as the release does (read + resample
@@ -37,6 +38,12 @@ Live video (stream.py; not in the default run: `python bench.py --sections gij`)
   i  sustainable snippets per second (the pipeline's capacity, reading a generated 320x256 25 fps
      file as fast as it can) and latency p50/p95 at a live pace it can sustain (--realtime, 25 fps
      or slower), for 1 and 5 crops, random-weight I3D on --device; and whether it keeps up at 25 fps
+  k  I3D per backend (i3d_backends.py: torch, OpenVINO, ONNX Runtime) and precision (fp32; bf16 where
+     the hardware has it): clips (snippet crops) per second through the network alone, for 1, 5 and
+     10 crops at each of --i3d_batches snippets per pass, against torch fp32 at the same size; the
+     CPU's measured GEMM peak (2048^3 matmul) in fp32 and bf16 and the fraction of it each row reaches
+     (I3D's FLOPs per clip from torch's flop counter); the same rows for torch on CUDA when present.
+     Random weights (the speed does not depend on them); the ONNX export is timed once
   j  memory over a long stream: --stream_hours of FFmpeg's testsrc2 pattern (25 fps) through
      run_stream as fast as it goes, with a cheap stand-in for I3D (the stream code's memory does not
      depend on the network), events and clips on; resident memory after 1, 10, 30, 60... minutes and at the end
@@ -99,6 +106,7 @@ def parse_args(argv=None):
     p.add_argument("--stream_hours", type=float, default=1.0, help="(j) length of the simulated stream")
     p.add_argument("--dist_videos", type=int, default=4, help="(f) generated videos of --extract_frames frames each")
     p.add_argument("--review_videos", type=int, default=800, help="(h) videos on the review page")
+    p.add_argument("--i3d_batches", type=int, nargs="+", default=[1, 2], help="(k) snippets per pass")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--score_one", type=int, nargs=3, metavar=("T", "CROPS", "REF"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -561,6 +569,84 @@ def section_review(args, work, rng, results):
     row(results, "h", "open a video: draw its curve (ms)", opened, None, "ms", False)
 
 
+def gemm_peak(dtype, device, n=2048, reps=5):
+    """Best GFLOP/s of an n x n x n matmul in `dtype` on `device` (2 n^3 FLOPs each)."""
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    best = float("inf")
+    for _ in range(reps + 1):                   # the first is a warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def section_backends(args, work, rng, results):
+    from torch.utils.flop_counter import FlopCounterMode
+    from i3d import InceptionI3d
+    from i3d_backends import BackendError, has_bf16, i3d_backend, installed
+    cpu = torch.device("cpu")
+    model = InceptionI3d().eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.features(torch.zeros(1, 3, 16, 224, 224))
+    gflop = counter.get_total_flops() / 1e9
+    devices = [cpu] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    # bf16 without hardware bf16 is emulated (~60x slower than fp32 here): measured on 512^3 once, for the record
+    peaks = {(d.type, p): gemm_peak(dtype, d) if p == "fp32" or has_bf16(d) else gemm_peak(dtype, d, 512, 1)
+             for d in devices for p, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    print(f"(k) I3D per backend and precision: 16x224x224 clips, {gflop:.1f} GFLOP each; GEMM peak (2048^3) "
+          + ", ".join(f"{d} {p} {v:,.0f} GFLOP/s{'' if p == 'fp32' or has_bf16(torch.device(d)) else ' (emulated: no bf16 hardware)'}"
+                      for (d, p), v in peaks.items()))
+    for d in devices:
+        for p in ("fp32", "bf16"):
+            results.append(dict(section="k", what=f"GEMM peak {d.type} {p}", gflops=peaks[(d.type, p)]))
+    sizes = [(crops, batch) for crops in (1, 5, 10) for batch in args.i3d_batches]
+    x = {n: torch.rand(n, 3, 16, 224, 224) * 2 - 1 for n in {c * b for c, b in sizes}}
+    cache = os.path.join(work, "i3d-cache")
+
+    def rates(i3d, device):
+        out = {}
+        with torch.inference_mode():
+            i3d.features(x[1].to(device))                                   # warm-up (and export)
+            for crops, batch in sizes:
+                clips = x[crops * batch].to(device)
+                best = float("inf")
+                for _ in range(2 if crops * batch <= 2 else 1):
+                    _, t = timed(lambda: i3d.features(clips).cpu())
+                    best = min(best, t)
+                out[(crops, batch)] = crops * batch / best
+        return out
+
+    runs = [(d, b, p) for d in devices for b in (("torch", "openvino", "onnxruntime") if d.type == "cpu" else ("torch",))
+            for p in ("fp32", "bf16")]
+    reference = {}
+    for device, backend, precision in runs:
+        if not installed(backend):
+            print(f"  {backend} {precision} on {device}: not installed")
+            continue
+        try:
+            i3d = i3d_backend(model.to(device), backend, precision, device, cache)
+        except BackendError as e:
+            print(f"  {backend} {precision} on {device}: skipped: {e}")
+            continue
+        if backend != "torch" and not any(Path(cache).glob("*.onnx")):
+            _, t_export = timed(lambda: i3d.features(x[1]))
+            print(f"  ONNX export (once per weights and shape, then read from the cache): {t_export:.1f} s")
+        measured = rates(i3d, device)
+        if backend == "torch" and precision == "fp32":
+            reference[device.type] = measured
+        for (crops, batch), rate in measured.items():
+            what = f"{device.type} {backend} {precision}, {crops:2d} crops x {batch} snippets"
+            row(results, "k", what, rate, reference[device.type][(crops, batch)], "clips/s", True)
+            results[-1]["peak_fraction"] = rate * gflop / peaks[(device.type, precision)]
+        best = max(measured.values())
+        print(f"    best {best:.2f} clips/s = {best * gflop:,.0f} GFLOP/s, "
+              f"{best * gflop / peaks[(device.type, precision)]:.0%} of the {device.type} {precision} GEMM peak", flush=True)
+
+
 def main():
     args = parse_args()
     if args.score_one:
@@ -571,7 +657,7 @@ def main():
     results = []
     sections = dict(a=section_items, b=section_eval, c=section_train, d=section_long, e=section_extract,
                     f=section_distributed, g=section_causal, h=section_review, i=section_stream,
-                    j=section_memory)
+                    j=section_memory, k=section_backends)
     with tempfile.TemporaryDirectory(prefix="bench-") as work:
         for s in args.sections:
             sections[s](args, work, rng, results)

@@ -87,6 +87,7 @@ from tqdm import tqdm
 from distributed import RankLost, RanksFailed, one_line, start
 from features import FRAMES_PER_SNIPPET, RECORD_FORMAT, record_path
 from i3d import kinetics_labels, load_i3d, resolve_weights, weights_sha256
+from i3d_backends import BACKEND_HELP, BACKENDS, PRECISION_HELP, PRECISIONS, i3d_backend
 from utils import DefaultsFormatter, InputError, atomic_write, make_dir, pick_device, read_text_lines, write_text
 
 SNIPPET = FRAMES_PER_SNIPPET  # frames per snippet, one feature row each
@@ -538,11 +539,19 @@ def other_weights(recorded, current):
            f'{named(current)}: scores may be wrong; give --i3d_weights {recorded.get("path")} if you have it'
 
 
-def extraction_settings(crops, resize=256, fps=None, pad_last=False, fp16=False, weights=None):
+def extraction_settings(crops, resize=256, fps=None, pad_last=False, fp16=False, weights=None, backend='torch',
+                        precision='fp32'):
     """Every setting that changes the features' numbers, as plain JSON values (weights: the I3D
-    weights' weights_identity, or any JSON value naming the network)."""
+    weights' weights_identity, or any JSON value naming the network; backend and precision: those
+    I3D ran on, i3d_backends.py)."""
     return dict(version=FEATURE_VERSION, crops=crops, resize=resize if isinstance(resize, int) else list(resize),
-                fps=fps, pad_last=pad_last, fp16=fp16, weights=weights)
+                fps=fps, pad_last=pad_last, fp16=fp16, weights=weights, backend=backend, precision=precision)
+
+
+def network_settings(model):
+    """{backend, precision} of the network that makes the features: an I3DBackend's own, torch fp32
+    for a plain module (InceptionI3d)."""
+    return model.settings() if hasattr(model, 'settings') else dict(backend='torch', precision='fp32')
 
 
 def file_sha256(path):
@@ -614,7 +623,7 @@ def extract_video(path, model, out_dir, crops=10, fp16=False, weights=None, **op
                for out, f in zip(paths, features)}
     warnings = decoding.warnings(path)
     settings = extraction_settings(crops, options.get('resize', 256), options.get('fps'),
-                                   options.get('pad_last', False), fp16, weights)
+                                   options.get('pad_last', False), fp16, weights, **network_settings(model))
     record = dict(format=RECORD_FORMAT, video=Path(path).stem, source=source, settings=settings,
                   files=[p.name for p in paths], file_bytes={name: n for name, (n, _) in written.items()},
                   file_sha256={name: h for name, (_, h) in written.items()}, snippets=features.shape[1],
@@ -631,7 +640,7 @@ def extract_videos(videos, model, out_dir, crops=10, fp16=False, progress=True, 
     return {video: error} of the failed ones. Warnings are printed as they come."""
     failures, skipped = {}, 0
     settings = extraction_settings(crops, options.get('resize', 256), options.get('fps'),
-                                   options.get('pad_last', False), fp16, weights)
+                                   options.get('pad_last', False), fp16, weights, **network_settings(model))
     bar = tqdm(videos, desc='videos', unit='video', disable=not progress)
     for video in bar:
         reason = stale_reason(video, out_dir, settings)
@@ -682,8 +691,8 @@ def list_videos(inputs):
 # ---- the manifest of a feature folder, and checking a folder against it ----
 
 MANIFEST = 'manifest.csv'
-SETTING_COLUMNS = ('version', 'crops', 'resize', 'fps', 'pad_last', 'fp16', 'weights', 'weights_bytes',
-                   'weights_sha256')
+SETTING_COLUMNS = ('version', 'crops', 'resize', 'fps', 'pad_last', 'fp16', 'backend', 'precision', 'weights',
+                   'weights_bytes', 'weights_sha256')
 MANIFEST_COLUMNS = ('video', 'crop', 'file', 'bytes', 'sha256', 'snippets', 'frames', 'frame_rate', 'source',
                     'source_bytes', 'source_modified') + SETTING_COLUMNS
 
@@ -703,7 +712,8 @@ def setting_cells(settings):
     cells = dict(version=settings.get('version'), crops=settings.get('crops'),
                  resize='x'.join(map(str, resize)) if isinstance(resize, list) else resize,
                  fps=None if fps is None else f'{fps:g}', pad_last=str(bool(settings.get('pad_last'))).lower(),
-                 fp16=str(bool(settings.get('fp16'))).lower(), weights=weights.get('path'),
+                 fp16=str(bool(settings.get('fp16'))).lower(), backend=settings.get('backend'),
+                 precision=settings.get('precision'), weights=weights.get('path'),
                  weights_bytes=weights.get('size'), weights_sha256=weights.get('sha256'))
     return {k: '' if v is None else str(v) for k, v in cells.items()}
 
@@ -931,6 +941,8 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda', 'mps'),
                         help='auto: cuda, then mps, then cpu (under torchrun, cuda is the GPU numbered LOCAL_RANK)')
     parser.add_argument('--amp', action='store_true', help='float16 autocast for the network (CUDA only)')
+    parser.add_argument('--backend', default='auto', choices=BACKENDS, help=BACKEND_HELP)
+    parser.add_argument('--precision', default='fp32', choices=PRECISIONS, help=PRECISION_HELP)
     parser.add_argument('--fp16', action='store_true', help='store the features as float16 instead of float32')
     parser.add_argument('--classify', action='store_true',
                         help='instead of extracting, print the top-5 Kinetics-400 classes of each video with their '
@@ -971,6 +983,10 @@ def run(args, ranks):
         videos, sizes = plan_videos(ranks, args.videos)
         with ranks.together():
             model = load_i3d(args.i3d_weights, device)
+            model = i3d_backend(model, args.backend, args.precision, device)
+            if ranks.first:
+                print(f'extract.py: I3D on {model.name} {model.precision} ({device}'
+                      f'{", picked by --backend auto" if args.backend == "auto" else ""})', file=sys.stderr)
             make_dir(args.out, 'output')
         weights = agreed_weights(ranks, args.i3d_weights)
         ranks.check_shared(args.out)

@@ -52,12 +52,21 @@ def same_padding(size, kernel, stride):
     return pad // 2, pad - pad // 2
 
 
-def pad_same(x, kernel_size, stride):
-    """Zero-pad the last three axes (T, H, W) of `x` for a SAME window of the given kernel and stride."""
-    pads = []
-    for size, kernel, step in reversed(list(zip(x.shape[-3:], kernel_size, stride))):
-        pads.extend(same_padding(size, kernel, step))  # F.pad wants the last axis first
-    return F.pad(x, pads) if any(pads) else x
+def same_pads(x, kernel_size, stride):
+    """[(before, after)] SAME padding of the last three axes (T, H, W) of `x` for the given window."""
+    return [same_padding(size, kernel, step) for size, kernel, step in zip(x.shape[-3:], kernel_size, stride)]
+
+
+def pad_same(x, pads):
+    """Zero-pad the last three axes (T, H, W) of `x` by `pads` (same_pads); `x` itself when all are 0."""
+    flat = [p for before_after in reversed(pads) for p in before_after]  # F.pad wants the last axis first
+    return F.pad(x, flat) if any(flat) else x
+
+
+def symmetric(pads):
+    """The per-axis padding when every axis pads as much before as after (None otherwise): a
+    convolution or pool can then pad itself, without a padded copy of its input."""
+    return [before for before, after in pads] if all(before == after for before, after in pads) else None
 
 
 class Unit3D(nn.Module):
@@ -70,7 +79,12 @@ class Unit3D(nn.Module):
         self.bn = nn.BatchNorm3d(dim_out, eps=1e-3, momentum=0.01) if norm_and_relu else None
 
     def forward(self, x):
-        x = self.conv3d(pad_same(x, self.kernel_size, self.stride))
+        pads = same_pads(x, self.kernel_size, self.stride)
+        inside = symmetric(pads)    # every stride-1 convolution here (odd kernels); the same zeros, no copy
+        if inside is not None:
+            x = F.conv3d(x, self.conv3d.weight, self.conv3d.bias, self.stride, inside)
+        else:                       # e.g. Conv3d_1a's 7x7x7 stride 2 on even sizes pads (2, 3)
+            x = self.conv3d(pad_same(x, pads))
         return F.relu(self.bn(x)) if self.bn is not None else x
 
 
@@ -82,7 +96,7 @@ class MaxPool3dSame(nn.Module):
         self.kernel_size, self.stride = kernel_size, stride
 
     def forward(self, x):
-        return F.max_pool3d(pad_same(x, self.kernel_size, self.stride), self.kernel_size, self.stride)
+        return F.max_pool3d(pad_same(x, same_pads(x, self.kernel_size, self.stride)), self.kernel_size, self.stride)
 
 
 class Mixed(nn.Module):

@@ -303,12 +303,15 @@ def extract_videos_for_scoring(args, device, ranks, record=None):
     the checkpoint `record` says its training features came from other weights, a warning names both."""
     from extract import agreed_weights, extract_shard, other_weights, output_paths, plan_videos
     from i3d import load_i3d
+    from i3d_backends import i3d_backend
     if args.len_feature != 1024:
         raise InputError(f"checkpoint {args.model_path} takes {args.len_feature}-d features; I3D gives 1024-d")
     try:
         paths, sizes = plan_videos(ranks, args.video)
         with ranks.together():
-            i3d = load_i3d(args.i3d_weights, device)
+            i3d = i3d_backend(load_i3d(args.i3d_weights, device), args.backend, args.precision, device)
+            if ranks.first:
+                print(f"I3D on {i3d.name} {i3d.precision} ({device})")
         weights = agreed_weights(ranks, args.i3d_weights)
     except (OSError, ValueError) as e:
         raise InputError(str(e).splitlines()[0]) from None

@@ -13,6 +13,7 @@ import torch
 
 from dataset import DATASETS
 from extract import parse_resize
+from i3d_backends import BACKEND_HELP, BACKENDS, PRECISION_HELP, PRECISIONS
 from test import EVAL_SNIPPETS
 from utils import DefaultsFormatter, InputError, read_checkpoint
 
@@ -393,6 +394,8 @@ def parse_infer_args(argv=None):
     p.add_argument("--pad_last", action="store_true",
                    help="with --video: complete a last partial snippet by repeating its last frame, as "
                         "extract.py --pad_last does")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help=f"with --video: {BACKEND_HELP}")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help=f"with --video: {PRECISION_HELP}")
     p.add_argument("--threshold", type=float,
                    help="raw score above which snippets are anomalous, for segments.csv and the plots "
                         "(default: the --normal_quantile quantile of normal scores)")

@@ -85,6 +85,7 @@ import torch
 from extract import (SNIPPET, Decoding, VideoError, crop_frames, decode_frames, one_line, other_weights,
                      parse_resize, snippet_features, snippets, weights_identity)
 from i3d import load_i3d
+from i3d_backends import BACKEND_HELP, BACKENDS, PRECISION_HELP, PRECISIONS, i3d_backend
 from infer import checkpoint_calibration, choose_threshold, load_model
 from model import model_name
 from options import Parser, checkpoint_defaults, flags_text, given_flags, positive_float, positive_int, ratio
@@ -1101,6 +1102,8 @@ def parse_args(argv=None):
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
                    help="auto: cuda, then mps, then cpu (default auto)")
     g.add_argument("--amp", action="store_true", help="float16 autocast for I3D, CUDA only (default off)")
+    g.add_argument("--backend", default="auto", choices=BACKENDS, help=f"{BACKEND_HELP} (default auto)")
+    g.add_argument("--precision", default="fp32", choices=PRECISIONS, help=f"{PRECISION_HELP} (default fp32)")
     g = p.add_argument_group("source")
     g.add_argument("--realtime", action="store_true",
                    help="play the source at its own pace (a file as if live; default: as fast as it reads)")
@@ -1173,7 +1176,8 @@ def main(argv=None):
     if model.len_feature != 1024:
         raise InputError(f"checkpoint {args.model_path} takes {model.len_feature}-d features; I3D gives 1024-d")
     try:
-        i3d = load_i3d(args.i3d_weights, device)
+        i3d = i3d_backend(load_i3d(args.i3d_weights, device), args.backend, args.precision, device)
+        print(f"I3D on {i3d.name} {i3d.precision} ({device})")
         trained_on = (((record or {}).get("meta") or {}).get("extraction") or {}).get("weights")
         warning = trained_on and other_weights(trained_on, weights_identity(args.i3d_weights))
     except (OSError, ValueError) as e:
