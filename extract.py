@@ -78,9 +78,10 @@ import torch
 from tqdm import tqdm
 
 from distributed import RankLost, RanksFailed, one_line, start
-from features import FRAMES_PER_SNIPPET, RECORD_FORMAT, record_path
+from features import FRAMES_PER_SNIPPET, RECORD_FORMAT, Video, record_path, warn_degenerate
 from i3d import load_i3d
-from utils import DefaultsFormatter, InputError, atomic_write, make_dir, pick_device, read_text_lines, write_text
+from utils import (DefaultsFormatter, InputError, atomic_write, check_inputs, make_dir, pick_device, read_text_lines,
+                   write_text)
 
 SNIPPET = FRAMES_PER_SNIPPET  # frames per snippet, one feature row each
 DISPLAYMATRIX = getattr(getattr(av.sidedata.sidedata, 'Type', None), 'DISPLAYMATRIX', None)
@@ -805,6 +806,14 @@ def agreed_weights(ranks, path):
     return first
 
 
+def warn_if_degenerate(videos, out_dir, crops, weights_path):
+    """Warn (features.warn_degenerate) when the features of `videos` in out_dir carry no information,
+    naming the folder and the I3D weights that made them."""
+    done = [Video(v.stem, [str(p) for p in output_paths(v, out_dir, crops)], None) for v in videos]
+    return warn_degenerate([v for v in done if all(os.path.isfile(p) for p in v.paths)], 1024,
+                           f"the features in {out_dir} (from --i3d_weights {weights_path})")
+
+
 def extract_shard(ranks, videos, sizes, model, out_dir, progress=True, **options):
     """extract_videos of this rank's share of `videos` (Ranks.shard of their sizes), progress bars on
     rank 0; returns every rank's failures as {video: (rank, error)}, on every rank. `options` are
@@ -870,6 +879,8 @@ def run(args, ranks):
     """Extract this rank's share of the videos; rank 0 then writes the manifest and the summary of
     every rank's failures. Returns the exit status, the same on every rank."""
     try:
+        check_inputs(args.videos, 'video path')      # before any loading: a typo is one line, and nothing is made
+        check_inputs([args.i3d_weights], '--i3d_weights')
         with ranks.together():
             device = pick_device(args.device)
             if args.amp and device.type != 'cuda':
@@ -893,6 +904,7 @@ def run(args, ranks):
                 failed[video] = (0, problem)
             print(f'{len(videos) - len(failed)} of {len(videos)} videos have features in {args.out}, listed in '
                   f'{Path(args.out) / MANIFEST}', file=sys.stderr)
+            warn_if_degenerate([v for v in videos if v not in failed], args.out, args.crops, args.i3d_weights)
             if failed:
                 print(f'{len(failed)} failed:', file=sys.stderr)
                 for rank, error in failed.values():
@@ -914,6 +926,10 @@ def main(argv=None):
     except RankLost as e:
         print(f'extract.py: error: {e}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:           # every video done is complete (its record is written last)
+        print(f'extract.py: interrupted; the same command continues where this one stopped (videos already '
+              f'extracted are reused)', file=sys.stderr)
+        return 130
     finally:
         ranks.close()
 

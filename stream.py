@@ -89,7 +89,7 @@ from infer import checkpoint_calibration, choose_threshold, load_model
 from model import model_name
 from options import Parser, checkpoint_defaults, flags_text, given_flags, positive_float, positive_int, ratio
 from test import EVAL_SNIPPETS, calibrate, score_batched, score_video
-from utils import InputError, make_dir, pick_device, run_cli, write_text
+from utils import InputError, check_inputs, make_dir, pick_device, run_cli, write_text
 
 SCORES_HEADER = ["video", "snippet", "score", "calibrated", "start_s", "end_s", "wall_time"]
 GAP_S = 0.5             # a frame lasting longer than this and GAP_FACTOR x the usual is a gap in the source
@@ -1153,6 +1153,8 @@ def stop_on_signals():
 
 def main(argv=None):
     args = parse_args(argv)
+    if not args.input_format and "://" not in args.source:     # a file or a device: it must be there
+        check_inputs([args.source], "source")
     settings = settings_from_args(args)
     device = pick_device(args.device)
     if args.amp and device.type != "cuda":
