@@ -258,7 +258,7 @@ def _timed(frames, path):
         yield t - first, t - first + length, frame
 
 
-def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None):
+def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None, originals=None):
     """
     Yield a video's frames as (start s, end s, (H, W, 3) uint8 RGB), upright as players show them
     (the display matrix's rotation applied), resized per `resize`, resampled to `fps` if given.
@@ -266,7 +266,9 @@ def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None):
     first frame, as Fractions. `decoding` (a Decoding) is filled in on the way: frames decoded
     against the header's count, rotation, damaged packets. `path` is anything FFmpeg opens (a file,
     a URL, a capture device); open_options are av.open's keyword arguments for such sources
-    (format, options, timeout), e.g. dict(format='v4l2') for a webcam.
+    (format, options, timeout), e.g. dict(format='v4l2') for a webcam. originals (a list or deque), if
+    given, gets each yielded frame also at its own upright resolution, before the resize (stream.py's
+    event clips keep the source's frames; the resize is for the network only).
     """
     decoding = decoding if decoding is not None else Decoding()
     try:
@@ -289,6 +291,8 @@ def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None):
                 decoding.rotation = 90 * turns
                 frame = upright(frame, turns)
                 width, height = resized_size(frame.width, frame.height, resize)
+                if originals is not None:
+                    originals.append(frame.to_ndarray(format='rgb24'))
                 yield start, end, frame.to_ndarray(format='rgb24', width=width, height=height,
                                                    interpolation='BILINEAR')
     except (av.error.FFmpegError, OSError) as e:
