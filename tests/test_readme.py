@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SHARED, shared_path
+from conftest import ROOT, SHARED, claim, shared_path
 from test_extract import write_video
 
 README = ROOT / "README.md"
@@ -43,14 +43,17 @@ def torch_wheel_folder():
 def test_first_block_installs_and_tests_in_a_fresh_clone(tmp_path):
     """The first block's install line(s) in a new virtual environment on a clone of HEAD, then its
     test line on a few modules (the whole suite is what CI runs) and a collection of every test module
-    (each imports with what the install gave)."""
+    (each imports with what the install gave). It installs torch from a local wheel (downloading
+    torch, gigabytes with CUDA, is no test), so without one it skips, and the summary says so."""
+    claim("fresh_install")
     commands = code_blocks()[0]
     installs = [c for c in commands if c.startswith("pip install")]
     [test_line] = [c for c in commands if "pytest" in c]
     assert installs and commands.index(test_line) == len(commands) - 1
     wheels = torch_wheel_folder()
     if wheels is None:
-        pytest.skip(f"no local wheel of torch {torch.__version__} (set BNWVAD_TORCH_WHEELS to its folder)")
+        pytest.skip(f"no local wheel of torch {torch.__version__} (set BNWVAD_TORCH_WHEELS to a folder holding "
+                    f"torch-{torch.__version__}-*.whl, e.g. from `pip download --no-deps torch=={torch.__version__}`)")
     if subprocess.run(["git", "-C", str(ROOT), "rev-parse"], capture_output=True).returncode:
         pytest.skip(f"{ROOT} is not a git checkout")
     clone = tmp_path / "clone"

@@ -208,3 +208,15 @@ def test_compare_shows_no_spread_for_one_seed():
     assert two.splitlines()[2] == "| BN-WVAD | 91.50 ± 1.00 | 70.25 ± 2.00 | 80.00 ± 0.50 | 65.50 ± 0.25 |"
     runs = [dict(model="bnwvad", metrics=dict(zip(compare.METRICS, mean)))]
     assert compare.summary(runs, ["bnwvad"])["bnwvad"][1] is None
+
+
+def test_the_fresh_install_check_says_in_the_summary_when_it_skips():
+    """Without a local torch wheel tests/test_readme.py's install check skips: the run's summary says
+    which claim went unchecked and why (README's test table says the same)."""
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "BNWVAD_TORCH_WHEELS": ""}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests/test_readme.py", "-k",
+                        "first_block"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:]
+    assert "NOT CHECKED  the README's first block installs and tests in a fresh virtual environment on a clone" \
+        in r.stdout and "BNWVAD_TORCH_WHEELS" in r.stdout
+    assert "BNWVAD_TORCH_WHEELS" in (ROOT / "README.md").read_text()
