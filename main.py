@@ -270,12 +270,12 @@ def main(argv=None):
     best_auc = max([r["AUC"] for r in records], default=-1.0)
     num_iters = len(args.lr)
     evaluations = evaluation_steps(args, num_iters)
+    writer = open_tensorboard(args, resume["step"] + 1 if resume else None) if args.tensorboard else None
     # every check has passed: from here on this run's files replace the earlier run's, all of them
     if not resume:
         for path in (*files, run_png):
             if os.path.exists(path):
                 os.remove(path)
-    writer = open_tensorboard(args, resume["step"] + 1 if resume else None) if args.tensorboard else None
     write_run_config(config_file, run)
     write_text(log_file, "".join(json.dumps(r) + "\n" for r in records))
 
