@@ -884,7 +884,6 @@ def run(args, ranks):
     every rank's failures. Returns the exit status, the same on every rank."""
     try:
         check_inputs(args.videos, 'video path')      # before any loading: a typo is one line, and nothing is made
-        check_inputs([args.i3d_weights], '--i3d_weights')
         with ranks.together():
             device = pick_device(args.device)
             if args.amp and device.type != 'cuda':

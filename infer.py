@@ -399,7 +399,6 @@ def main(argv=None):
         raise InputError("give --features or --video, not both")
     check_inputs(args.video or [], "--video path")     # before any loading: one line, and nothing is made
     check_inputs(args.features or [], "--features path")
-    check_inputs([args.i3d_weights] if args.video and args.i3d_weights else [], "--i3d_weights")
     ranks = start()         # under torchrun: this process's share of the videos; else the one process
     device = pick_device(args.device)
     check_accelerator_flags(args, device)
