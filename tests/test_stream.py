@@ -390,7 +390,8 @@ def test_cli_one_line_errors(clip, checkpoint, tmp_path, monkeypatch, capsys):
     bare = tmp_path / "bare.pkl"
     torch.save(clip["model"].state_dict(), bare)
     cases = [([closed, "--model_path", str(checkpoint)], f"cannot open {closed}: "),
-             ([str(tmp_path / "missing.mp4"), "--model_path", str(checkpoint)], "cannot open "),
+             ([str(tmp_path / "missing.mp4"), "--model_path", str(checkpoint)],      # said before any loading
+              f"error: source {tmp_path / 'missing.mp4'} does not exist"),
              ([str(clip["path"]), "--model_path", str(bare)], "give --threshold"),
              ([str(clip["path"]), "--model_path", str(bare), "--calibrated_threshold", "0.9"], "--threshold")]
     for argv, message in cases:
