@@ -70,20 +70,22 @@ def run_one(model, seed, rest, output_dir):
 
 
 def summary(runs, models):
-    """Per model: (mean, std) of each metric over its seeds (std 0 for one seed)."""
+    """Per model: (mean, std) of each metric over its seeds (std None for one seed: no spread exists)."""
     out = {}
     for m in models:
         values = np.array([[r["metrics"][k] for k in METRICS] for r in runs if r["model"] == m])   # (seeds, 4)
-        out[m] = (values.mean(0), values.std(0, ddof=1) if len(values) > 1 else np.zeros(len(METRICS)))
+        out[m] = (values.mean(0), values.std(0, ddof=1) if len(values) > 1 else None)
     return out
 
 
 def markdown_table(stats, n_seeds):
-    """The published-style table: one row per model, each metric as mean +- std over the seeds."""
+    """The published-style table: one row per model, each metric as mean +- std over the seeds (one seed:
+    its value alone)."""
     lines = [f"| model ({n_seeds} seed{'s' if n_seeds > 1 else ''}) | " + " | ".join(METRICS) + " |",
              "| --- |" + " --- |" * len(METRICS)]
     for m, (mean, std) in stats.items():
-        lines.append(f"| {NAMES[m]} | " + " | ".join(f"{a:.2f} ± {s:.2f}" for a, s in zip(mean, std)) + " |")
+        cells = [f"{a:.2f}" for a in mean] if std is None else [f"{a:.2f} ± {s:.2f}" for a, s in zip(mean, std)]
+        lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -96,7 +98,8 @@ def write_csv(path, runs, stats):
                 w.writerow([r["model"], r["seed"], r["step"], *(f"{r['metrics'][k]:.4f}" for k in METRICS)])
             for m, (mean, std) in stats.items():
                 w.writerow([m, "mean", "", *(f"{x:.4f}" for x in mean)])
-                w.writerow([m, "std", "", *(f"{x:.4f}" for x in std)])
+                if std is not None:
+                    w.writerow([m, "std", "", *(f"{x:.4f}" for x in std)])
     atomic_write(path, write)
 
 
@@ -115,7 +118,9 @@ def compare(argv=None):
     write_csv(os.path.join(args.output_dir, "comparison.csv"), runs, stats)
     curves = {NAMES[m]: [r["history"] for r in runs if r["model"] == m] for m in args.models}
     plot_comparison(os.path.join(args.output_dir, "comparison.png"), curves)
-    print(f"\nbest checkpoint (by AP) of each run, mean ± std over seeds {' '.join(map(str, args.seeds))}:\n")
+    spread = f"mean ± std over seeds {' '.join(map(str, args.seeds))}" if len(args.seeds) > 1 else \
+        f"seed {args.seeds[0]}"
+    print(f"\nbest checkpoint (by AP) of each run, {spread}:\n")
     print(table)
     print(f"wrote comparison.md, comparison.csv, comparison.png in {args.output_dir}")
 

@@ -37,6 +37,7 @@ class DatasetInfo:
     crops: int | None           # crops per video in the feature layout (None: inferred from the crop files)
     normal_marker: str | None   # a video is normal iff its name contains this (None: lists carry labels)
     defaults: dict = field(default_factory=dict)
+    crops_from: str | None = None   # a checkpoint whose record gave `crops` (no --crops): crop errors name it
 
 
 DATASETS = {
@@ -64,10 +65,13 @@ DATASETS = {
 
 
 def dataset_info(args):
-    """The dataset's conventions with --crops and --normal_marker applied."""
+    """The dataset's conventions with --crops and --normal_marker applied (crops_from: the checkpoint,
+    when its record gave the crop count)."""
     info = DATASETS[args.dataset]
+    recorded = "crops" in (getattr(args, "from_checkpoint", None) or {})
     return replace(info, crops=getattr(args, "crops", None) or info.crops,
-                   normal_marker=getattr(args, "normal_marker", None) or info.normal_marker)
+                   normal_marker=getattr(args, "normal_marker", None) or info.normal_marker,
+                   crops_from=f"checkpoint {args.model_path}" if recorded else None)
 
 
 def resample(features, num_segments):

@@ -85,10 +85,11 @@ import torch
 from tqdm import tqdm
 
 from distributed import RankLost, RanksFailed, one_line, start
-from features import FRAMES_PER_SNIPPET, RECORD_FORMAT, record_path
+from features import FRAMES_PER_SNIPPET, RECORD_FORMAT, Video, record_path, warn_degenerate
 from i3d import kinetics_labels, load_i3d, resolve_weights, weights_sha256
 from i3d_backends import BACKEND_HELP, BACKENDS, PRECISION_HELP, PRECISIONS, i3d_backend
-from utils import DefaultsFormatter, InputError, atomic_write, make_dir, pick_device, read_text_lines, write_text
+from utils import (DefaultsFormatter, InputError, atomic_write, check_inputs, make_dir, pick_device, read_text_lines,
+                   write_text)
 
 SNIPPET = FRAMES_PER_SNIPPET  # frames per snippet, one feature row each
 DISPLAYMATRIX = getattr(getattr(av.sidedata.sidedata, 'Type', None), 'DISPLAYMATRIX', None)
@@ -265,7 +266,7 @@ def _timed(frames, path):
         yield t - first, t - first + length, frame
 
 
-def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None):
+def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None, originals=None):
     """
     Yield a video's frames as (start s, end s, (H, W, 3) uint8 RGB), upright as players show them
     (the display matrix's rotation applied), resized per `resize`, resampled to `fps` if given.
@@ -273,7 +274,9 @@ def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None):
     first frame, as Fractions. `decoding` (a Decoding) is filled in on the way: frames decoded
     against the header's count, rotation, damaged packets. `path` is anything FFmpeg opens (a file,
     a URL, a capture device); open_options are av.open's keyword arguments for such sources
-    (format, options, timeout), e.g. dict(format='v4l2') for a webcam.
+    (format, options, timeout), e.g. dict(format='v4l2') for a webcam. originals (a list or deque), if
+    given, gets each yielded frame also at its own upright resolution, before the resize (stream.py's
+    event clips keep the source's frames; the resize is for the network only).
     """
     decoding = decoding if decoding is not None else Decoding()
     try:
@@ -296,6 +299,8 @@ def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None):
                 decoding.rotation = 90 * turns
                 frame = upright(frame, turns)
                 width, height = resized_size(frame.width, frame.height, resize)
+                if originals is not None:
+                    originals.append(frame.to_ndarray(format='rgb24'))
                 yield start, end, frame.to_ndarray(format='rgb24', width=width, height=height,
                                                    interpolation='BILINEAR')
     except (av.error.FFmpegError, OSError) as e:
@@ -901,6 +906,14 @@ def agreed_weights(ranks, path=None):
     return first
 
 
+def warn_if_degenerate(videos, out_dir, crops, weights_path):
+    """Warn (features.warn_degenerate) when the features of `videos` in out_dir carry no information,
+    naming the folder and the I3D weights that made them."""
+    done = [Video(v.stem, [str(p) for p in output_paths(v, out_dir, crops)], None) for v in videos]
+    return warn_degenerate([v for v in done if all(os.path.isfile(p) for p in v.paths)], 1024,
+                           f"the features in {out_dir} (from --i3d_weights {weights_path})")
+
+
 def extract_shard(ranks, videos, sizes, model, out_dir, progress=True, **options):
     """extract_videos of this rank's share of `videos` (Ranks.shard of their sizes), progress bars on
     rank 0; returns every rank's failures as {video: (rank, error)}, on every rank. `options` are
@@ -976,6 +989,7 @@ def run(args, ranks):
     """Extract this rank's share of the videos; rank 0 then writes the manifest and the summary of
     every rank's failures. Returns the exit status, the same on every rank."""
     try:
+        check_inputs(args.videos, 'video path')      # before any loading: a typo is one line, and nothing is made
         with ranks.together():
             device = pick_device(args.device)
             if args.amp and device.type != 'cuda':
@@ -1003,6 +1017,7 @@ def run(args, ranks):
                 failed[video] = (0, problem)
             print(f'{len(videos) - len(failed)} of {len(videos)} videos have features in {args.out}, listed in '
                   f'{Path(args.out) / MANIFEST}', file=sys.stderr)
+            warn_if_degenerate([v for v in videos if v not in failed], args.out, args.crops, args.i3d_weights)
             if failed:
                 print(f'{len(failed)} failed:', file=sys.stderr)
                 for rank, error in failed.values():
@@ -1043,6 +1058,10 @@ def main(argv=None):
     except RankLost as e:
         print(f'extract.py: error: {e}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:           # every video done is complete (its record is written last)
+        print(f'extract.py: interrupted; the same command continues where this one stopped (videos already '
+              f'extracted are reused)', file=sys.stderr)
+        return 130
     finally:
         ranks.close()
 

@@ -7,6 +7,7 @@ to a list file and to `infer.py --features`:
   file_layout    (crops, T, D) of one .npy file from its header, checked
   load_video     (N, T, D) float32 of one video, checked for NaN/Inf
   read_record    the extraction record extract.py writes beside a video's features (frame times)
+  degenerate     why a feature set carries no information (negligible, or the same for every snippet)
 
 Naming. Crop k of a video is `<video>__<k>.npy`, the crop index after the *last* `__` (real
 XD-Violence names contain `__#`). A file without that suffix is a whole video: (T, D) is one crop,
@@ -19,6 +20,7 @@ of the video's name.
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +29,13 @@ from utils import InputError
 
 FRAMES_PER_SNIPPET = 16
 RECORD_FORMAT = "bn-wvad-features"     # the "format" field of an extraction record (see extract.py)
+# Degenerate features (see `degenerate`). Real I3D features (Kinetics weights, DeepMind's clip: the
+# shared i3d_kinetics fixture) have snippet norms of about 10 and a spread across the snippets of one
+# clip of 0.24 of their size; a default-initialised I3D gives norms of about 1e-4 (1e-6 on real video)
+# and a spread under 0.01. The bounds sit orders of magnitude below real features.
+NEGLIGIBLE_NORM = 1e-2          # median snippet L2 norm below this: negligible magnitude
+CONSTANT_SPREAD = 0.02          # spread across snippets (relative to their size) below this: nearly constant
+DEGENERATE_SAMPLE = 32          # videos a feature set is checked on (spread evenly over it)
 
 
 @dataclass
@@ -47,10 +56,11 @@ def split_crop(path):
     return name.removesuffix("_i3d"), k
 
 
-def check_crops(name, ks, places, n_crops, source):
+def check_crops(name, ks, places, n_crops, source, crops_from=None):
     """A video's crop indices (sorted, None for a whole-video file) must be 0..N-1, each once.
 
     N is n_crops, or the video's own count when n_crops is None. places: where each file was named.
+    crops_from: the checkpoint N came from (its training features' count), named in the error.
     """
     if ks == [None]:
         return
@@ -58,6 +68,9 @@ def check_crops(name, ks, places, n_crops, source):
         if ks[j] == ks[j - 1] or ks[0] is None:     # a whole-video file beside crop files is a second copy
             raise InputError(f"{source}: video {name} appears more than once ({places[j - 1]} and {places[j]})")
     n = n_crops if n_crops is not None else ks[-1] + 1
+    if crops_from and ks != list(range(n)) and ks == list(range(len(ks))):
+        raise InputError(f"{crops_from} was trained on {n}-crop features, but these have {len(ks)} crop(s) per video "
+                         f"({source}: video {name}, {places[0]}): give --crops {len(ks)} to score them with it")
     missing = [k for k in range(n) if k not in ks]
     if missing:
         raise InputError(f"{source}: video {name} is missing crop(s) {missing} of its {n} ({places[0]})")
@@ -65,7 +78,7 @@ def check_crops(name, ks, places, n_crops, source):
         raise InputError(f"{source}: video {name} has crop {ks[-1]}, but videos have {n} crops (--crops)")
 
 
-def group_videos(files, source, n_crops=None, same_count=False):
+def group_videos(files, source, n_crops=None, same_count=False, crops_from=None):
     """Files -> [(video name, [(crop index, path, place)] in crop order)], first-appearance order.
 
     files: (path, place) pairs, place saying where the file was named (a list line, a path); source:
@@ -73,7 +86,7 @@ def group_videos(files, source, n_crops=None, same_count=False):
     crop 0 (the DeepMIL layout); beside a `__0` file it is the same crop twice, an error. Every video
     must have crops 0..N-1, each once: N = n_crops if given, else with same_count the most any video
     has here (a dataset has one crop count), else each video's own count. This is the one place
-    that turns file names into videos.
+    that turns file names into videos. crops_from: see check_crops.
     """
     groups = {}
     for path, place in files:
@@ -87,7 +100,7 @@ def group_videos(files, source, n_crops=None, same_count=False):
     if n_crops is None and same_count:
         n_crops = max((c[0] + 1 for crops in groups.values() for c in crops if c[0] is not None), default=1)
     for name, crops in groups.items():
-        check_crops(name, [c[0] for c in crops], [c[2] for c in crops], n_crops, source)
+        check_crops(name, [c[0] for c in crops], [c[2] for c in crops], n_crops, source, crops_from)
     return [(name, [tuple(c) for c in crops]) for name, crops in groups.items()]
 
 
@@ -258,3 +271,36 @@ def read_record(video):
     if sorted(record.get("files", [])) != sorted(os.path.basename(p) for p in video.paths):
         return None
     return record
+
+
+def degenerate(snippets):
+    """Why (S, D) snippet features (of one or many videos, any crops) carry no information, or None.
+
+    Negligible: the median snippet L2 norm is under NEGLIGIBLE_NORM. Nearly constant: the spread
+    sqrt(sum_d var_d) across the snippets, over their RMS norm sqrt(mean ||x||^2), is under
+    CONSTANT_SPREAD (needs 2 snippets or more). Both come from an untrained network (see above).
+    """
+    x = np.asarray(snippets, dtype=np.float64).reshape(-1, np.shape(snippets)[-1])    # (S, D)
+    norm = float(np.median(np.linalg.norm(x, axis=1)))
+    if norm < NEGLIGIBLE_NORM:
+        return f"their median snippet norm is {norm:.2g} (real I3D features: about 10)"
+    if len(x) > 1:
+        spread = float(np.sqrt(x.var(axis=0).sum()) / np.sqrt((x ** 2).sum(axis=1).mean()))
+        if spread < CONSTANT_SPREAD:
+            return (f"they are nearly the same for every snippet (spread {spread:.2g} of their size across "
+                    f"{len(x)} snippets; real I3D features: about 0.2 or more)")
+    return None
+
+
+def warn_degenerate(videos, len_feature, what):
+    """Print a warning when the features of `videos` (a sample of DEGENERATE_SAMPLE, spread evenly) are
+    degenerate; `what` names them ("the training features in data/x"). Returns the reason or None."""
+    if not videos:
+        return None
+    picked = [videos[i] for i in sorted(set(np.linspace(0, len(videos) - 1, DEGENERATE_SAMPLE).astype(int)))]
+    reason = degenerate(np.concatenate([load_video(v, len_feature).reshape(-1, len_feature) for v in picked]))
+    if reason:
+        print(f"warning: {what} look degenerate: {reason}. Features of an untrained network (e.g. a "
+              f"default-initialised I3D instead of trained weights) carry no information: a detector trained or "
+              f"scored on them gives the same meaningless curve for every video", file=sys.stderr)
+    return reason

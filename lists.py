@@ -87,7 +87,7 @@ def read_list(list_file, root_dir, info):
     if not files:
         raise InputError(f"list file {list_file} names no feature files")
     videos = []
-    for name, crops in group_videos(files, list_file, info.crops, same_count=True):
+    for name, crops in group_videos(files, list_file, info.crops, same_count=True, crops_from=info.crops_from):
         if len({label for label, _ in labels[name]}) > 1:
             raise InputError(f"{list_file}: the crops of video {name} have different labels (line "
                              f"{labels[name][0][1]})")
@@ -174,7 +174,7 @@ def make_lists(root_dir, dataset, info, list_dir="list", test_videos=None, label
     source = f"feature folder {root_dir}"
     files = [(os.path.join(root_dir, rel), rel) for rel in rels]
     videos, own = [], {}
-    for name, crops in group_videos(files, source, info.crops, same_count=True):
+    for name, crops in group_videos(files, source, info.crops, same_count=True, crops_from=info.crops_from):
         own[name] = [rel for _, _, rel in crops]
         videos.append(Video(name, [path for _, path, _ in crops], False, info.crops))
 

@@ -12,16 +12,22 @@ Outputs (all written atomically):
                                             the calibration of scores to [0, 1] (see test.py)
   <model_path>/<dataset>_last_<seed>.pkl    the state at the latest evaluation (model, optimizer, step,
                                             best metrics, batch order, RNG states), for --resume
-  <model_path>/<dataset>_config_<seed>.json the resolved flags and the git commit, written at start
+  <model_path>/<dataset>_config_<seed>.json the resolved flags and the git commit, written once every check has
+                                            passed (both checkpoints hold the same record, as meta["run"])
   <log_path>/<dataset>_<seed>.jsonl         one JSON line per evaluation: step, lr, losses, AUC, AP, ...
   <log_path>/<dataset>_<seed>.png           AUC and AP over the run, at the end
 A resumed run continues the schedule, the batches and the log where the checkpoint left them, so it
-reaches the metrics of the uninterrupted run (exactly, on a CPU).
+reaches the metrics of the uninterrupted run (exactly, on a CPU). Ctrl-C (or SIGTERM) ends the run after
+the step in progress, writing the `last` checkpoint there, and prints the --resume that continues it
+(a second Ctrl-C stops at once). A new run whose files would replace those of an earlier run is
+refused unless --overwrite (which then removes them all, so none of them is taken for this run's).
 """
 import importlib.util
 import json
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -29,18 +35,19 @@ import torch
 from tqdm import tqdm
 
 from dataset import BatchStream, dataset_info, ensure_lists, load_splits, make_demo
-from features import load_video, read_record, video_shape
+from features import load_video, read_record, video_shape, warn_degenerate
 from lists import read_list
 from model import MODELS
 from options import check_accelerator_flags, model_config, parse_main_args
 from plots import plot_run
 from test import evaluate, quantile_table, score_video
 from train import train_step
-from utils import (InputError, atomic_write, git_commit, make_dir, pick_device, read_checkpoint, rng_states, run_cli,
-                   save_checkpoint, set_rng_states, set_seed, write_text)
+from utils import (InputError, atomic_write, git_commit, make_dir, pick_device, read_checkpoint, refuse_to_replace,
+                   rng_states, run_cli, save_checkpoint, set_rng_states, set_seed, write_text)
 
 # flags that may differ between an interrupted run and its resumption
-RESUME_FREE = ("device", "num_workers", "model_path", "log_path", "resume", "stop_after", "tensorboard", "given")
+RESUME_FREE = ("device", "num_workers", "model_path", "log_path", "resume", "stop_after", "tensorboard", "overwrite",
+               "given")
 
 
 def build_model(args):
@@ -56,11 +63,51 @@ def run_config(args):
     return {k: v for k, v in sorted(vars(args).items()) if k not in RESUME_FREE}
 
 
-def write_run_config(path, args):
-    """The resolved flags (one per line) and the git commit of the code, beside the checkpoints."""
-    lines = [f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(vars(args).items()) if k != "given"]
+def run_record(args):
+    """The resolved flags and the git commit of the code, as plain types: the config file beside the
+    checkpoints, and meta["run"] inside both, so the record travels with the checkpoint it describes."""
+    return dict(git_commit=git_commit(), given=sorted(args.given),
+                args={k: v for k, v in sorted(vars(args).items()) if k != "given"})
+
+
+def write_run_config(path, record):
+    """run_record as JSON, one flag per line."""
+    lines = [f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in record["args"].items()]
     write_text(path, "{\n  \"git_commit\": %s,\n  \"given\": %s,\n  \"args\": {\n%s\n  }\n}\n" % (
-        json.dumps(git_commit()), json.dumps(sorted(args.given)), ",\n".join(lines)))
+        json.dumps(record["git_commit"]), json.dumps(record["given"]), ",\n".join(lines)))
+
+
+def refuse_earlier_run(args, files):
+    """A new run (not --resume) whose files would replace an earlier run's is an error without
+    --overwrite; with it, the earlier run's files are removed (once every check has passed)."""
+    refuse_to_replace(files, args.overwrite, f"{args.model_path} / {args.log_path}",
+                      f"--resume {files[1]} to continue that run, or another --model_path, --log_path or --seed")
+
+
+class StopRequest:
+    """Ctrl-C and SIGTERM during training: the first asks the loop to stop after the step in progress
+    (so the `last` checkpoint is a whole step), a second stops at once (KeyboardInterrupt)."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():    # signals reach the main thread only
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.write("stopping after this step, to save it for --resume (Ctrl-C again: stop now)", file=sys.stderr)
 
 
 def read_resume(path, args):
@@ -154,6 +201,15 @@ def training_features(videos, len_feature):
     return (crops.pop() if len(crops) == 1 else None), (json.loads(settings.pop()) if len(settings) == 1 else None)
 
 
+def interrupted_line(step, saved, last_path):
+    """What an interrupted run says: where it stopped and how to continue (or that it cannot)."""
+    if saved is None:
+        return (f"interrupted in step {step}, before its first checkpoint: nothing to resume; run the same command "
+                f"with --overwrite to start again")
+    return (f"interrupted at step {step}; continue from step {saved} with the same command plus --resume "
+            f"{last_path}")
+
+
 def evaluation_steps(args, num_iters):
     """The steps after which the test set is evaluated: every --plot_freq steps from --eval_from (default
     --plot_freq), and the last step; with --eval_before_training also step 0, the untrained model."""
@@ -171,12 +227,15 @@ def main(argv=None):
               f"N steps at it", file=sys.stderr)
     make_dir(args.model_path, "checkpoint")
     make_dir(args.log_path, "log")
-    ckpt_path, last_path, log_file, config_file = run_files(args)
+    files = run_files(args)
+    ckpt_path, last_path, log_file, config_file = files
+    run_png = os.path.splitext(log_file)[0] + ".png"
+    if not args.resume:
+        refuse_earlier_run(args, [*files, run_png])
     resume = read_resume(args.resume, args) if args.resume else None
     records = read_log(log_file, resume["step"]) if resume else []
-    writer = open_tensorboard(args, resume["step"] + 1 if resume else None) if args.tensorboard else None
-    write_run_config(config_file, args)
     config = run_config(args)       # as given, before a small dataset lowers the default batch size
+    run = run_record(args)
 
     if args.dataset == "demo":
         make_demo(args.root_dir)
@@ -189,6 +248,7 @@ def main(argv=None):
         reused = normal.from_cache and abnormal.from_cache
         print(f"training items {'read from' if reused else 'cached in'} {os.path.dirname(normal.cache_path)}")
     crops, extraction = training_features(normal.videos + abnormal.videos, args.len_feature)
+    warn_degenerate(normal.videos + abnormal.videos, args.len_feature, f"the training features in {args.root_dir}")
 
     set_seed(args.seed)
     model = build_model(args).to(device)
@@ -202,13 +262,21 @@ def main(argv=None):
 
     # recorded in both checkpoints; infer.py and stream.py default to the dataset, crops and extraction
     meta = dict(dataset=args.dataset, seed=args.seed, version=args.version, num_segments=args.num_segments,
-                train_crops=args.train_crops, crops=crops, len_feature=args.len_feature, extraction=extraction)
+                train_crops=args.train_crops, crops=crops, len_feature=args.len_feature, extraction=extraction,
+                run=run)
     best, best_step, start = {"AP": -1.0}, 0, 1
     if resume:
         start, best, best_step = restore(resume, model, optimizer, streams)
     best_auc = max([r["AUC"] for r in records], default=-1.0)
     num_iters = len(args.lr)
     evaluations = evaluation_steps(args, num_iters)
+    writer = open_tensorboard(args, resume["step"] + 1 if resume else None) if args.tensorboard else None
+    # every check has passed: from here on this run's files replace the earlier run's, all of them
+    if not resume:
+        for path in (*files, run_png):
+            if os.path.exists(path):
+                os.remove(path)
+    write_run_config(config_file, run)
     write_text(log_file, "".join(json.dumps(r) + "\n" for r in records))
 
     def evaluate_and_log(step, losses):
@@ -231,28 +299,39 @@ def main(argv=None):
     if start == 1 and 0 in evaluations:
         evaluate_and_log(0, {})
     bar = tqdm(range(start, num_iters + 1), initial=start - 1, total=num_iters, dynamic_ncols=True)
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = args.lr[step - 1]
-        batch = [items.batch(s.next()).to(device, non_blocking=True) for items, s in zip((normal, abnormal), streams)]
-        losses = train_step(run_model, batch[0], batch[1], optimizer, clip_norm=args.clip_norm, amp=args.amp)
-        if step in evaluations:
-            metrics = evaluate_and_log(step, losses)
-            bar.set_postfix_str(f"loss {losses['total_loss']:.3f} AUC {metrics['AUC']:.2f} AP {metrics['AP']:.2f} "
-                                f"best AUC {best_auc:.2f} AP {best['AP']:.2f}")
-        if step in evaluations or step == args.stop_after:
-            save_checkpoint(last_path, model, step, best, model_name=args.model, **meta,
-                            resume=last_state(config, optimizer, streams, best, best_step))
-        if step == args.stop_after:
-            break
+    saved, step = (start - 1 if resume else None), start - 1     # the step of this run's `last` checkpoint
+    try:
+        with StopRequest() as stop:
+            for step in bar:
+                for group in optimizer.param_groups:
+                    group["lr"] = args.lr[step - 1]
+                batch = [items.batch(s.next()).to(device, non_blocking=True)
+                         for items, s in zip((normal, abnormal), streams)]
+                losses = train_step(run_model, batch[0], batch[1], optimizer, clip_norm=args.clip_norm, amp=args.amp)
+                if step in evaluations:
+                    metrics = evaluate_and_log(step, losses)
+                    bar.set_postfix_str(f"loss {losses['total_loss']:.3f} AUC {metrics['AUC']:.2f} AP "
+                                        f"{metrics['AP']:.2f} best AUC {best_auc:.2f} AP {best['AP']:.2f}")
+                if step in evaluations or step == args.stop_after or stop.requested:
+                    save_checkpoint(last_path, model, step, best, model_name=args.model, **meta,
+                                    resume=last_state(config, optimizer, streams, best, best_step))
+                    saved = step
+                if step == args.stop_after or stop.requested:
+                    break
+    except KeyboardInterrupt:
+        bar.close()
+        print(interrupted_line(step, saved, last_path), file=sys.stderr)
+        sys.exit(130)
     bar.close()
     if writer is not None:
         writer.close()
+    if stop.requested and step < num_iters:
+        print(interrupted_line(step, saved, last_path), file=sys.stderr)
+        sys.exit(130)
     if args.stop_after and args.stop_after < num_iters:
         print(f"stopped after step {args.stop_after}; continue with --resume {last_path}")
         return
     add_calibration(ckpt_path, model, args, device)
-    run_png = os.path.splitext(log_file)[0] + ".png"
     plot_run(run_png, records, f"{args.dataset} {args.model} (seed {args.seed}, {args.version})")
     print(f"best (step {best_step}): {fmt(best)}")
     print(f"checkpoint: {ckpt_path}")

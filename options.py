@@ -306,6 +306,9 @@ def parse_main_args(argv=None):
     g.add_argument("--version", default="train", help="a name for this run, recorded in the log and checkpoint")
     g.add_argument("--tensorboard", action="store_true",
                    help="also log to TensorBoard under <log_path>/tensorboard/ (needs the tensorboard package)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the checkpoints, log and config of an earlier run with the same names (without it "
+                        "such a run is refused)")
     g = p.add_argument_group("resuming")
     g.add_argument("--resume", metavar="CKPT",
                    help="continue the run saved in this `last` checkpoint (<model_path>/<dataset>_last_<seed>.pkl); "

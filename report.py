@@ -9,11 +9,12 @@ A scoring folder holds scores.csv and, when infer.py wrote it, segments.csv, met
 videos.csv (label, source video relative to the folder, ground-truth intervals in frames). A stream
 folder (stream.py) holds scores.csv with a wall_time column and events.jsonl, whose events become
 that video's segments (an event's saved clip is embedded when it is opened); its threshold comes
-from metrics.json or threshold.json. The page shows a summary (checkpoint, settings, the threshold
-and how it was chosen, the metrics and per-class table when there is a ground truth), a table of
-videos sortable by every column (peak score, time above the threshold, name, ...), and a viewer for
-the opened video: its score over time with the threshold line, the ground-truth intervals and
-segments shaded, the segments listed, and the video itself beside the timeline. Clicking the
+from metrics.json or threshold.json. The page's first screen is a table of videos sortable by every
+column (peak score, time above the threshold, name, ...) and a viewer for the opened video: the video
+itself, its score over time with the threshold line, the ground-truth intervals shaded and the
+detected segments as a strip along the top edge, the segments listed. Above them, folded into one
+line (the metrics and threshold), the run's details: checkpoint, settings, the threshold and how it
+was chosen, the metrics and per-class table when there is a ground truth. Clicking the
 timeline or a segment seeks the video there, and a playhead follows playback. Times are the
 start_s/end_s columns, the video's own timestamps; without them the axis is frames, and the video
 is linked, not synced.
@@ -227,7 +228,8 @@ def read_summary(folder):
         files.append("threshold.json")
     settings = metrics.get("settings") if isinstance(metrics.get("settings"), dict) else {}
     shown = [[k, portable(v)] for k, v in settings.items() if is_plain(v)]
-    shown += [[k, portable(v)] for k, v in metrics.items() if k not in SUMMARY_KEYS and is_plain(v)]
+    shown += [[k, portable(v)] for k, v in metrics.items()      # a key both places hold is shown once
+              if k not in SUMMARY_KEYS and is_plain(v) and not (k in settings and settings[k] == v)]
     per_class = metrics.get("per_class") if isinstance(metrics.get("per_class"), dict) else {}
     plain = lambda key: portable(metrics.get(key)) if is_plain(metrics.get(key)) else None
     summary = dict(
@@ -584,6 +586,7 @@ main { padding: 12px 20px 40px; }
 table { border-collapse: collapse; }
 th, td { padding: 3px 8px; text-align: left; vertical-align: top; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { white-space: nowrap; }                 /* "3.20 s" never splits from its unit */
 .kv th { color: var(--muted); font-weight: normal; padding-left: 0; }
 .kv td { overflow-wrap: anywhere; max-width: 40em; }
 .browser { display: grid; grid-template-columns: minmax(380px, 1fr) minmax(420px, 1.4fr); gap: 16px;
@@ -626,6 +629,9 @@ table.segments tbody tr:hover { background: #f2f6fb; }
 table.segments tbody tr.current { background: #ffe9d6; }
 .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 10px 18px; }
 section.run { border-top: 1px solid var(--line); padding-top: 12px; margin-top: 16px; }
+details.run-details { margin-bottom: 10px; }
+details.run-details > summary { cursor: pointer; color: var(--muted); }
+details.run-details[open] > summary { margin-bottom: 8px; }
 """
 
 COMMON_JS = r"""
@@ -652,6 +658,8 @@ function missing(x) { return x === null || x === undefined || Number.isNaN(x); }
 function fixed(x, digits) { return missing(x) ? DASH : Number(x).toFixed(digits); }
 function score(x) { return missing(x) ? DASH : String(Number(Number(x).toPrecision(4))); }
 function plain(v) { return typeof v === "string" ? v : JSON.stringify(v); }
+function count(n, noun) { return n + " " + noun + (n === 1 ? "" : "s"); }     // "1 video", "2 videos"
+function tickText(v) { return String(Number(v.toPrecision(3))); }
 
 // A time on a video's axis as text: seconds as [h:]m:ss.ss or s.ss s, frames as whole frames.
 function time(t, unit) {
@@ -688,9 +696,11 @@ function plotFrame(canvas, height, x0, x1, y0, y1) {
   canvas.style.height = height + "px";
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-  const left = 48, right = width - 10, top = 8, bottom = height - 24;
   if (!(x1 > x0)) x1 = x0 + 1;
   if (!(y1 > y0)) y1 = y0 + 1;
+  ctx.font = "11px system-ui, sans-serif";           // drawAxes' font: the widest y label sets the margin
+  const widest = Math.max(0, ...ticks(y0, y1, 4).map(v => ctx.measureText(tickText(v)).width));
+  const left = Math.max(48, Math.ceil(widest) + 10), right = width - 10, top = 8, bottom = height - 24;
   return {
     ctx, width, height, left, right, top, bottom, x0, x1, y0, y1,
     x: v => left + (v - x0) / (x1 - x0) * (right - left),
@@ -710,7 +720,7 @@ function drawAxes(f, xTitle) {
   for (const v of ticks(f.y0, f.y1, 4)) {
     const y = Math.round(f.y(v)) + 0.5;
     ctx.beginPath(); ctx.moveTo(f.left, y); ctx.lineTo(f.right, y); ctx.stroke();
-    ctx.fillText(String(Number(v.toPrecision(3))), f.left - 4, y);
+    ctx.fillText(tickText(v), f.left - 4, y);
   }
   ctx.textAlign = "center";
   ctx.textBaseline = "top";
@@ -742,6 +752,7 @@ document.getElementById("title").textContent = DATA.title;
 SCORES_JS = r"""
 const S = DATA.summary;
 const UNIT_TITLE = {s: "time (s)", frame: "frame"};
+const SEGMENT_COLOR = "rgba(255, 127, 14, 0.85)", SEGMENT_STRIP = 7;     // px tall, at the plot's top edge
 
 // base64 little-endian float32 -> Float32Array
 function floats(b64) {
@@ -797,6 +808,13 @@ function renderSummary() {
   return cards;
 }
 
+// The folded details' one line: the metrics and the threshold, which a reviewer may want at a glance.
+function detailsLine() {
+  const parts = Object.keys(S.metrics).map(k => k + " " + fixed(S.metrics[k], 2));
+  if (S.threshold) parts.push("threshold " + score(S.threshold.value));
+  return "run details" + (parts.length ? ": " + parts.join(", ") : "") + " (checkpoint, threshold, settings)";
+}
+
 // ---- the table of videos
 const COLUMNS = [
   {key: "name", title: "video", text: true},
@@ -838,7 +856,7 @@ function showRows() {
   const needle = filter.value.trim().toLowerCase();
   const shown = order.filter(i => !needle || DATA.videos[i].name.toLowerCase().includes(needle));
   tbody.replaceChildren(...shown.map(i => rows[i]));
-  counter.textContent = shown.length === DATA.videos.length ? shown.length + " videos" : shown.length + " of " + DATA.videos.length + " videos";
+  counter.textContent = (shown.length === DATA.videos.length ? "" : shown.length + " of ") + count(DATA.videos.length, "video");
 }
 
 // ---- the viewer: one video at a time
@@ -876,7 +894,9 @@ function openVideo(i) {
   state.playhead = playhead;
   parts.push(el("div", {class: "timeline"}, [canvas, playhead, cursor]), readout);
   parts.push(legend([["anomaly score", COLORS[0]], ...(DATA.threshold !== null ? [["threshold " + score(DATA.threshold), "#ff7f0e"]] : []),
-                     ...(v.gt && v.gt.length ? [["ground-truth anomaly", "rgba(214,39,40,0.35)"]] : []), ["segment", "rgba(255,127,14,0.45)"]]));
+                     ...(v.gt && v.gt.length ? [["ground-truth anomaly", "rgba(214,39,40,0.35)"]] : []),
+                     ...(v.segments.length ? [["detected " + (v.segments.some(s => s.event) ? "event" : "segment") +
+                                               " (strip along the top: above the threshold)", SEGMENT_COLOR]] : [])]));
   if (v.count === 0) parts.push(el("p", {class: "note", text: "scores.csv holds no scores for this video"}));
   const clip = el("div");
   parts.push(segmentTable(v, clip), clip);
@@ -930,7 +950,9 @@ function drawTimeline(canvas, v) {
   ctx.clearRect(0, 0, f.width, f.height);
   const band = (s, e, color, top) => { ctx.fillStyle = color; ctx.fillRect(f.x(s), top, Math.max(1, f.x(e) - f.x(s)), f.bottom - top); };
   for (const [s, e] of v.gt || []) band(s, e, "rgba(214, 39, 40, 0.16)", f.top);
-  for (const s of v.segments) band(s.start, s.end, "rgba(255, 127, 14, 0.22)", f.top + (f.bottom - f.top) * 0.75);
+  // detected segments: a strip along the top edge (as the PNG plots draw them), never a band from y = 0
+  ctx.fillStyle = SEGMENT_COLOR;
+  for (const s of v.segments) ctx.fillRect(f.x(s.start), f.top, Math.max(2, f.x(s.end) - f.x(s.start)), SEGMENT_STRIP);
   drawAxes(f, UNIT_TITLE[v.unit]);
   if (DATA.threshold !== null) {
     ctx.strokeStyle = "#ff7f0e"; ctx.setLineDash([5, 4]); ctx.lineWidth = 1.2;
@@ -1000,13 +1022,16 @@ function follow() {
   state.frameId = requestAnimationFrame(step);
 }
 
-document.getElementById("subtitle").textContent = "review of anomaly scores: " + DATA.videos.length +
-  (DATA.videos.length === 1 ? " video" : " videos") +
+document.getElementById("subtitle").textContent = "review of anomaly scores: " + count(DATA.videos.length, "video") +
   (DATA.has_gt ? ", with ground truth" : "");
-document.getElementById("main").append(renderSummary(), el("div", {class: "browser"}, [
-  el("div", {class: "list"}, [el("div", {class: "tools"}, [filter, counter]),
-    el("div", {class: "scroll"}, [el("table", {class: "videos", id: "videos"}, [el("thead", {}, [el("tr", {}, heads)]), tbody])])]),
-  viewer]));
+// What a reviewer came for comes first: the table of videos and the open video with its timeline. The
+// run's details (checkpoint, threshold, metrics, settings) are folded into one line above them.
+document.getElementById("main").append(
+  el("details", {class: "run-details", id: "run-details"}, [el("summary", {text: detailsLine()}), renderSummary()]),
+  el("div", {class: "browser"}, [
+    el("div", {class: "list"}, [el("div", {class: "tools"}, [filter, counter]),
+      el("div", {class: "scroll"}, [el("table", {class: "videos", id: "videos"}, [el("thead", {}, [el("tr", {}, heads)]), tbody])])]),
+    viewer]));
 showRows();
 
 // The video named by the page's address (#video=NAME, as opening one sets it), or -1.

@@ -40,7 +40,8 @@ Outputs in --output_dir (an existing run's files are never overwritten):
   metrics.json   checkpoint, model, source, settings, threshold {value, source}: written at start;
                  the health below at every status line and at the end (atomically)
   stream.log     the status lines, alerts, reconnects, gaps and warnings, flushed per line
-  clips/event_0001.mp4   with --save_clips: each event from --pre_roll s before to --post_roll s after
+  clips/event_0001.mp4   with --save_clips: each event from --pre_roll s before to --post_roll s after,
+                 in the source's own frames and resolution (--resize is for the network only)
 
 Health. Every --status_every seconds a status line gives the snippets scored, their rate, the
 pipeline's capacity (snippets per second of compute, and as a multiple of real time), the latency
@@ -90,7 +91,7 @@ from infer import checkpoint_calibration, choose_threshold, load_model
 from model import model_name
 from options import Parser, checkpoint_defaults, flags_text, given_flags, positive_float, positive_int, ratio
 from test import EVAL_SNIPPETS, calibrate, score_batched, score_video
-from utils import InputError, make_dir, pick_device, run_cli, write_text
+from utils import InputError, check_inputs, make_dir, pick_device, run_cli, write_text
 
 SCORES_HEADER = ["video", "snippet", "score", "calibrated", "start_s", "end_s", "wall_time"]
 GAP_S = 0.5             # a frame lasting longer than this and GAP_FACTOR x the usual is a gap in the source
@@ -155,6 +156,7 @@ class Snippet:
     frame_times: np.ndarray     # (16,) float64 start of each frame
     arrival: float              # time.monotonic() when its last frame came out of the decoder
     wall: float                 # time.time() at the same moment
+    originals: np.ndarray | None = None     # (16, H0, W0, 3) the source's own frames, upright (--save_clips)
 
 
 @dataclass
@@ -295,10 +297,14 @@ class Reader:
     def _connection(self, decoding):
         """Read one connection's frames into snippets until it ends (VideoError when it fails)."""
         starts, times = deque(maxlen=SNIPPET), deque(maxlen=1)   # the current snippet's frames, its times
-        frames = decode_frames(self.source, self.settings.resize, self.settings.fps, decoding, self.options)
+        # clips keep the source's own frames: the analysis resize is for the network only
+        originals = deque(maxlen=SNIPPET) if self.settings.save_clips else None
+        frames = decode_frames(self.source, self.settings.resize, self.settings.fps, decoding, self.options,
+                               originals)
         for clip in snippets(self._timed(frames, starts), False, times):
             start_s, end_s = times[-1]
-            self._put(Snippet(self.index, start_s, end_s, clip, np.array(starts), time.monotonic(), time.time()))
+            self._put(Snippet(self.index, start_s, end_s, clip, np.array(starts), time.monotonic(), time.time(),
+                              np.stack(originals) if originals is not None else None))
             self.index += 1
 
     def _timed(self, frames, starts):
@@ -565,7 +571,8 @@ class ClipRecorder:
         self.writers = {}                      # event number -> ClipWriter
 
     def add(self, snippet):
-        for t, frame in zip(snippet.frame_times, snippet.frames):
+        frames = snippet.originals if snippet.originals is not None else snippet.frames
+        for t, frame in zip(snippet.frame_times, frames):
             self.ring.append((float(t), frame))
             for writer in self.writers.values():
                 writer.write(float(t), frame)
@@ -1158,6 +1165,8 @@ def stop_on_signals():
 
 def main(argv=None):
     args = parse_args(argv)
+    if not args.input_format and "://" not in args.source:     # a file or a device: it must be there
+        check_inputs([args.source], "source")
     settings = settings_from_args(args)
     device = pick_device(args.device)
     if args.amp and device.type != "cuda":

@@ -105,6 +105,23 @@ def make_dir(path, what):
         raise InputError(f"{what} folder {path} is not writable")
 
 
+def refuse_to_replace(paths, overwrite, holder, instead):
+    """One-line error when any of `paths` exists and --overwrite was not given: no run silently replaces
+    another run's files. holder: what holds them ("outputs/x"); instead: the other ways out."""
+    found = [os.path.basename(os.path.normpath(p)) for p in paths if os.path.exists(p)]
+    if found and not overwrite:
+        raise InputError(f"{holder} already holds a run's outputs ({', '.join(found)}): give --overwrite to replace "
+                         f"them, or {instead}")
+
+
+def check_inputs(paths, what):
+    """A one-line error naming the first of `paths` (files or folders) that does not exist, before any
+    loading starts. Every command checks its input paths here."""
+    for path in paths:
+        if not os.path.exists(path):
+            raise InputError(f"{what} {path} does not exist")
+
+
 def atomic_write(path, write):
     """Call write(tmp_path) and move the result onto `path`, so a crash never leaves half a file."""
     folder = os.path.dirname(os.path.abspath(path))

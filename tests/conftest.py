@@ -27,13 +27,16 @@ CLAIMS = {
                   "damaged one is refused",
     ("realdata",): "the real XD-Violence and UCF-Crime lists and annotations rebuild their ground truth exactly",
     ("browser",): "the review page renders, sorts and seeks in a real browser (Chromium)",
+    ("fresh_install",): "the README's first block installs and tests in a fresh virtual environment on a clone "
+                        "(needs a local wheel of the installed torch: BNWVAD_TORCH_WHEELS)",
 }
 _claimed = {}          # test node id -> the claims it exercises
 _running = [None]      # the node id of the test being set up or run
 
 
 def claim(*parts):
-    """Note that the running test exercises the claim of a shared folder part (or ('browser',))."""
+    """Note that the running test exercises the claim of a shared folder part (or ('browser',),
+    ('fresh_install',))."""
     text = next(c for key, c in CLAIMS.items() if tuple(parts[:len(key)]) == key)
     _claimed.setdefault(_running[0], set()).add(text)
 

@@ -200,7 +200,7 @@ def test_main_reuses_cache(tmp_path):
     ds = write_xd_dataset(tmp_path, n_train=2, n_test=1, D=D, T_range=(8, 16))
     args = data_args(ds, tmp_path, batch_size=2, num_segments=8, lr="[0.0001]", plot_freq=1,
                      model_path=tmp_path / "ck", log_path=tmp_path / "lg")
-    runs = [run_script("main.py", args) for _ in range(2)]
+    runs = [run_script("main.py", args + extra) for extra in ([], ["--overwrite"])]     # the same run again
     assert all(r.returncode == 0 for r in runs), runs[0].stderr
     assert "cached in" in runs[0].stdout and "read from" in runs[1].stdout
     assert len(list((ds["root"] / ".cache").glob("items-*.npy"))) == 2     # normal and abnormal items

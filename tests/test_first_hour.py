@@ -53,7 +53,7 @@ def test_a_single_learning_rate_warns_and_num_iters_trains_that_long(tmp_path, c
     err = capsys.readouterr().err
     assert "warning: --lr gives one learning rate, so training runs a single step; give --num_iters N" in err
     assert [json.loads(x)["step"] for x in (tmp_path / "l" / "xd_2022.jsonl").read_text().splitlines()] == [1]
-    main.main(common + ["--lr", "0.001", "--num_iters", "4"])
+    main.main(common + ["--lr", "0.001", "--num_iters", "4", "--overwrite"])
     assert "--lr gives one" not in capsys.readouterr().err
     assert [json.loads(x)["step"] for x in (tmp_path / "l" / "xd_2022.jsonl").read_text().splitlines()] == [2, 4]
 
@@ -66,7 +66,7 @@ def test_a_small_dataset_lowers_the_default_batch_size_but_not_a_given_one(tmp_p
     assert "has 5 normal training items, fewer than the default --batch_size 64: using --batch_size 5" in \
         capsys.readouterr().out
     with pytest.raises(InputError, match="has 5 normal training items, fewer than --batch_size 8"):
-        main.main(common + ["--batch_size", "8"])
+        main.main(common + ["--batch_size", "8", "--overwrite"])
 
 
 @pytest.fixture(scope="module")

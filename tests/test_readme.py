@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SHARED, kinetics_weights
+from conftest import ROOT, SHARED, claim, kinetics_weights
 from i3d import KINETICS_SHA256
 from test_extract import write_video
 
@@ -44,15 +44,19 @@ def torch_wheel_folder():
 
 def test_first_block_installs_and_tests_in_a_fresh_clone(tmp_path):
     """The first block's install line(s) in a new virtual environment on a clone of HEAD (they bring
-    the Kinetics-400 I3D weights into it), then its test line on a few modules (the whole suite is what CI runs) and a collection of every test module
-    (each imports with what the install gave)."""
+    the Kinetics-400 I3D weights into it), then its test line on a few modules (the whole suite is what
+    CI runs) and a collection of every test module (each imports with what the install gave). It
+    installs torch from a local wheel (downloading torch, gigabytes with CUDA, is no test), so without
+    one it skips, and the summary says so."""
+    claim("fresh_install")
     commands = code_blocks()[0]
     installs = [c for c in commands if c.startswith("pip install")]
     [test_line] = [c for c in commands if "pytest" in c]
     assert installs and commands.index(test_line) == len(commands) - 1
     wheels = torch_wheel_folder()
     if wheels is None:
-        pytest.skip(f"no local wheel of torch {torch.__version__} (set BNWVAD_TORCH_WHEELS to its folder)")
+        pytest.skip(f"no local wheel of torch {torch.__version__} (set BNWVAD_TORCH_WHEELS to a folder holding "
+                    f"torch-{torch.__version__}-*.whl, e.g. from `pip download --no-deps torch=={torch.__version__}`)")
     if subprocess.run(["git", "-C", str(ROOT), "rev-parse"], capture_output=True).returncode:
         pytest.skip(f"{ROOT} is not a git checkout")
     clone = tmp_path / "clone"

@@ -634,3 +634,64 @@ def test_browser_tests_skip_with_a_reason_when_chromium_is_missing(tmp_path):
     else:
         assert f"chromium not found at {tmp_path / 'no-chromium'} (apt-get install chromium chromium-driver" \
             in run.stdout
+
+
+def test_first_screen_shows_the_videos_and_the_timeline(browser, demo_folder):
+    """At 1400x1000 the table of videos, the opened video and its timeline are on the first screen; the
+    run's details are folded into one line above them (their metrics and threshold in it)."""
+    open_page(browser, demo_folder / "report.html")
+    seen = browser.execute_script("""
+      const bottom = q => document.querySelector(q).getBoundingClientRect().bottom;
+      return {screen: window.innerHeight, table: bottom('#videos tbody tr'), video: bottom('.viewer video'),
+              timeline: bottom('.viewer canvas'), legend: bottom('.viewer .legend'),
+              folded: !document.getElementById('run-details').open,
+              line: document.querySelector('#run-details > summary').textContent,
+              hidden: !document.querySelector('#run-details .card').checkVisibility()}""")
+    for part in ("table", "video", "timeline", "legend"):
+        assert 0 < seen[part] <= seen["screen"], (part, seen)
+    assert seen["folded"] and seen["hidden"]
+    assert seen["line"].startswith("run details: ") and "threshold 0.5" in seen["line"]
+
+
+def test_segments_are_a_strip_along_the_top_with_a_legend(browser, demo_folder):
+    """A detected segment is drawn at the plot's top edge, not as a band up from the bottom (which reads
+    as 'the region below the threshold'); the legend says what the strip is."""
+    open_page(browser, demo_folder / "report.html", "#video=vid10_fight")
+    colours = browser.execute_script("""
+      const f = state.frame, v = DATA.videos[state.index], s = v.segments.find(s => !v.gt.some(([a, b]) => s.start < b && a < s.end));
+      const ctx = document.querySelector('.viewer canvas').getContext('2d'), r = window.devicePixelRatio || 1;
+      const at = y => Array.from(ctx.getImageData(Math.round(f.x((s.start + s.end) / 2) * r), Math.round(y * r), 1, 1).data);
+      return {top: at(f.top + 3), low: at(f.bottom - 3), middle: at((f.top + f.bottom) / 2),
+              legend: document.querySelector('.viewer .legend').textContent}""")
+    orange = lambda rgba: rgba[0] > 200 and 100 < rgba[1] < 170 and rgba[2] < 80 and rgba[3] > 150
+    assert orange(colours["top"]), colours
+    assert not orange(colours["low"]) and not orange(colours["middle"]), colours
+    assert "detected segment (strip along the top: above the threshold)" in colours["legend"]
+
+
+def test_small_things_on_the_pages(tmp_path, browser):
+    """One video is '1 video'; a key both metrics.json and its settings hold is listed once; a number and
+    its unit never wrap apart; a y axis's labels (lr's .000105) fit left of the plot."""
+    folder, _ = write_stream(tmp_path / "stream")
+    # stream.py's metrics.json holds `live` at the top and in its settings
+    (folder / "metrics.json").write_text(json.dumps(dict(video="cam1", live=False, settings=dict(live=False, window=8))))
+    data = page_data(write_report(str(folder)))
+    assert [k for k, _ in data["summary"]["settings"]].count("live") == 1
+    open_page(browser, folder / "report.html")
+    assert browser.execute_script("return document.getElementById('subtitle').textContent").startswith(
+        "review of anomaly scores: 1 video")
+    assert browser.execute_script("return document.querySelector('.list .tools span').textContent") == "1 video"
+    assert browser.execute_script("return getComputedStyle(document.querySelector('#videos td.num')).whiteSpace") \
+        == "nowrap"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with open(logs / "xd_1.jsonl", "w") as f:
+        for i, step in enumerate((100, 200, 300)):
+            f.write(json.dumps(dict(step=step, lr=0.000105 - 1e-6 * i, AUC=80 + i, AP=60 + i)) + "\n")
+    open_page(browser, write_report(str(logs)))
+    fits = browser.execute_script("""
+      const canvas = [...document.querySelectorAll('section.run canvas')].find(c => c.getAttribute('aria-label') === 'lr');
+      const ctx = canvas.getContext('2d'); ctx.font = '11px system-ui, sans-serif';
+      const f = plotFrame(document.createElement('canvas'), 200, 100, 300, 0.000103 - 1e-7, 0.000105 + 1e-7);
+      return ctx.measureText('0.000105').width + 4 <= f.left""")      # right-aligned 4 px left of the plot
+    assert fits

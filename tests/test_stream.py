@@ -299,6 +299,21 @@ def test_interrupt_closes_the_open_event(clip, tmp_path):
     assert len(rows) == metrics["health"]["snippets"] >= BRIGHT[0] + 2
 
 
+def test_event_clips_keep_the_source_frames_not_the_analysis_resize(clip, tmp_path):
+    """The network sees --resize's frames (here 400x320); the evidence clip is the camera's 320x256."""
+    out = tmp_path / "out"
+    run_stream(clip["path"], clip["model"], GridProbe(), out, 50.0,
+               settings(save_clips=True, resize=(400, 320), pre_roll=0.0, post_roll=0.0), quiet=True)
+    [event] = read_events(out)
+    with av.open(str(out / event["clip"])) as saved:
+        first = next(saved.decode(video=0)).to_ndarray(format="rgb24")
+    assert first.shape == (256, 320, 3)
+    with av.open(str(clip["path"])) as source:                  # the source's frame at the clip's start
+        frames = [f.to_ndarray(format="rgb24") for f in source.decode(video=0)]
+    k = round(event["start_s"] * RATE)
+    assert np.abs(first.astype(int) - frames[k]).mean() < 6    # the same picture, up to two encodings
+
+
 # ---- the command line ----
 
 @pytest.fixture
@@ -375,7 +390,8 @@ def test_cli_one_line_errors(clip, checkpoint, tmp_path, monkeypatch, capsys):
     bare = tmp_path / "bare.pkl"
     torch.save(clip["model"].state_dict(), bare)
     cases = [([closed, "--model_path", str(checkpoint)], f"cannot open {closed}: "),
-             ([str(tmp_path / "missing.mp4"), "--model_path", str(checkpoint)], "cannot open "),
+             ([str(tmp_path / "missing.mp4"), "--model_path", str(checkpoint)],      # said before any loading
+              f"error: source {tmp_path / 'missing.mp4'} does not exist"),
              ([str(clip["path"]), "--model_path", str(bare)], "give --threshold"),
              ([str(clip["path"]), "--model_path", str(bare), "--calibrated_threshold", "0.9"], "--threshold")]
     for argv, message in cases:
