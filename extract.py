@@ -64,6 +64,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -85,7 +86,8 @@ from utils import DefaultsFormatter, InputError, atomic_write, make_dir, pick_de
 SNIPPET = FRAMES_PER_SNIPPET  # frames per snippet, one feature row each
 DISPLAYMATRIX = getattr(getattr(av.sidedata.sidedata, 'Type', None), 'DISPLAYMATRIX', None)
 CROP = 224
-VIDEO_SUFFIXES = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.mpg', '.mpeg', '.m4v', '.flv', '.wmv', '.ts'}
+VIDEO_SUFFIXES = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.mpg', '.mpeg', '.m4v', '.flv', '.wmv', '.ts',
+                  '.h264', '.264', '.h265', '.265', '.hevc', '.mjpeg', '.mjpg'}   # raw streams too (frames without stamps)
 
 
 class VideoError(ValueError):
@@ -150,6 +152,14 @@ class Decoding:
     end: float = 0.0               # seconds from the first frame to the end of the last one given
     notes: list = field(default_factory=list)
     snippet_times: list = field(default_factory=list)   # (start, end) seconds of each snippet
+    on_note: object = None         # called with each note as it is made (a live reader logs it at once)
+    first_arrival: float | None = None   # time.monotonic() when the first frame was decoded
+
+    def note(self, text):
+        """Keep a line to say about this video (said once per video by warnings())."""
+        self.notes.append(text)
+        if self.on_note is not None:
+            self.on_note(text)
 
     def warnings(self, path):
         """One line per thing about this video that a user must hear: a file that ends before its
@@ -190,7 +200,7 @@ def display_turns(frame, decoding):
     elif angle % 90:
         note = f'its display matrix rotates the picture by {angle:g} degrees; only quarter turns are applied'
     if note and note not in decoding.notes:
-        decoding.notes.append(note)
+        decoding.note(note)
     return round(angle / 90) % 4
 
 
@@ -238,34 +248,156 @@ def _decoded_frames(container, stream, decoding):
             yield frame
 
 
-def _timed(frames, path):
-    """(start, end, frame) from each frame's own timestamp, in seconds from the first frame; a frame
-    ends where the next one starts (the last: after its own duration, else the previous gap)."""
-    first = previous = None
-    for frame in frames:
-        if frame.pts is None:
-            raise VideoError(f'{path}: frames carry no timestamps')
-        t = frame.pts * frame.time_base        # exact: pts is an int, time_base a Fraction
-        first = t if first is None else first
+# Frame timestamps become seconds in one place, Clock, for every reader: extract.py, infer.py --video
+# and stream.py (whose Reader adds only the offset of a reconnection, never going back either).
+JUMP_S = 10       # a timestamp step longer than this is a discontinuity, not a pause: ffmpeg's -dts_delta_threshold
+CHECK_S = 2.0     # a live source's stamps are checked against the frames' arrival over this long at its start
+CHECK_FRAMES = 64  # ... and at most this many frames (held, not yet yielded, while checking)
+TOLERANCE = 0.25  # frames arriving this much slower than their stamps say: the stamps are not the source's clock
+
+
+class Clock:
+    """
+    Stream time of decoded frames, in seconds from the first, that never runs backwards.
+
+    times() takes (stamp s or None, duration s or None, arrival s, item) in display order (arrival:
+    time.monotonic() when the frame was decoded) and yields (time s, item), exact Fractions where the
+    stamps are. Each frame goes on from the previous one by the step of its stamps, except:
+      - no stamp: a live source's frame is timed by its arrival, a file's by its declared rate (the
+        frame's own duration, else the container's rate), else `fps`; else VideoError. Said once.
+      - a stamp before the previous one (the source's clock started again, e.g. a relay that reset
+        it) or more than JUMP_S after it (a DVR's frame stamped hours away; for a live source, not
+        borne out by the time it took to arrive): the step is bridged by one usual frame interval, and
+        a note names the frame and the size of the jump.
+      - a live source whose frames arrive more than TOLERANCE slower than their stamps step over its
+        first CHECK_S seconds (a format that makes up a rate, e.g. MJPEG over HTTP stamped at 25 fps
+        by libavformat, from a 10 fps camera): its frames are timed by arrival, and the note says so.
+        Arrival faster than the stamps is a backlog (a relay sending as fast as it can): stamps kept.
+    `note(text)` gets each line to say; `name` is the source as errors name it.
+    """
+
+    def __init__(self, name, live=False, rate=None, fps=None, note=None):
+        self.name, self.live, self.rate, self.fps = name, live, rate, fps
+        self.note = note or (lambda text: None)
+        self.by_arrival = False
+        self.said = set()
+
+    def _say_once(self, key, text):
+        if key not in self.said:
+            self.said.add(key)
+            self.note(text)
+
+    def times(self, frames):
+        """(time s, item) for each (stamp, duration, arrival, item); see the class."""
+        held, out = [], None          # frames held while a live source's stamps are checked; the last time
+        stamp = arrival = step = None  # the previous frame's stamp and arrival, the usual frame interval
+        checking = self.live
+        for n, (s, duration, a, item) in enumerate(frames):
+            if out is None:
+                t = Fraction(0)
+                if s is None:
+                    self._untimed(duration)
+            elif s is None or stamp is None or self.by_arrival:
+                if s is None:
+                    self._untimed(duration)
+                t = out + (Fraction(a - arrival) if self.live else self._step(duration, step))
+            elif s < stamp or (s - stamp > JUMP_S and not (self.live and a - arrival > (s - stamp) / 2)):
+                t = out + self._step(duration, step)
+                what = f"starts again at {float(s):.2f} s ({float(stamp - s):.2f} s back)" if s < stamp else \
+                    f"jumps {float(s - stamp):.2f} s ahead"
+                self.note(f"the timestamp of frame {n} (counting from 0) {what}: a discontinuity, bridged by one "
+                          f"frame interval; stream time goes on at {float(t):.2f} s")
+            else:
+                t = out + (s - stamp)
+                step = (s - stamp) if s > stamp else step
+            out, stamp, arrival = t, s, a
+            if not checking:
+                yield t, item
+                continue
+            held.append((t, a, item))
+            if a - held[0][1] >= CHECK_S or len(held) >= CHECK_FRAMES:
+                checking = False
+                held = self._checked(held)
+                out = held[-1][0]
+                yield from held
+                held = []
+        yield from self._checked(held)
+
+    def _untimed(self, duration):
+        if self.live:
+            self.by_arrival = True
+            self._say_once("untimed", "its frames carry no timestamps; they are timed by their arrival "
+                                      f"(a live source)")
+            return
+        rate, where = (1 / duration, "its declared") if duration else (self.rate, "its declared") if self.rate \
+            else (self.fps, "--fps") if self.fps else (None, None)
+        if rate is None:
+            raise VideoError(f"{self.name}: its frames carry no timestamps and it declares no frame rate; give --fps")
+        self._say_once("untimed", f"its frames carry no timestamps; they are timed at {where} "
+                                  f"{float(rate):g} frames/s")
+
+    def _step(self, duration, step):
+        """One usual frame interval: the frame's duration, else the stamps' last step, else the declared rate."""
+        if duration:
+            return Fraction(duration)
+        if step:
+            return step
+        rate = self.rate or self.fps or 25
+        return 1 / Fraction(str(float(rate)))
+
+    def _checked(self, held):
+        """A live source's first frames, (time, arrival, item), checked against their arrival: [(time, item)].
+        The arrival interval is measured over the later half: the first frames may have come at once,
+        read ahead while FFmpeg probed the source."""
+        half = len(held) // 2
+        later = held[half:]
+        if len(later) >= 2 and later[-1][1] > later[0][1]:
+            arrived = Fraction(later[-1][1] - later[0][1]) / (len(later) - 1)
+            stamped = (later[-1][0] - later[0][0]) / (len(later) - 1)
+            if self.by_arrival or stamped * (1 + Fraction(str(TOLERANCE))) < arrived:
+                if not self.by_arrival:
+                    self.note(f"its timestamps run at {1 / float(stamped):.3g} frames/s but its frames "
+                              f"arrive at {1 / float(arrived):.3g} frames/s; they are timed by their arrival")
+                self.by_arrival = True
+                return [(i * arrived, item) for i, (_, _, item) in enumerate(held[:half])] + \
+                    [(half * arrived + Fraction(a - later[0][1]), item) for _, a, item in later]  # the first evenly
+        return [(t, item) for t, _, item in held]
+
+
+def _timed(frames, clock, decoding):
+    """(start, end, frame) on the clock: a frame ends where the next one starts (the last: after its
+    own duration, else the previous frame's length)."""
+    def stamped():
+        for frame in frames:
+            stamp = frame.pts * frame.time_base if frame.pts is not None and frame.time_base else None
+            duration = frame.duration * frame.time_base if frame.duration and frame.time_base else None
+            arrival = time.monotonic()
+            decoding.first_arrival = decoding.first_arrival or arrival
+            yield stamp, duration, arrival, frame   # exact: pts is an int, time_base a Fraction
+
+    previous, gap = None, None
+    for t, frame in clock.times(stamped()):
         if previous is not None:
-            yield previous[0] - first, t - first, previous[1]
             gap = t - previous[0]
+            yield previous[0], t, previous[1]
         previous = (t, frame)
     if previous is not None:
         t, frame = previous
-        length = frame.duration * frame.time_base if frame.duration else (gap if first != t else 0)
-        yield t - first, t - first + length, frame
+        length = frame.duration * frame.time_base if frame.duration and frame.time_base else (gap or 0)
+        yield t, t + length, frame
 
 
-def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None):
+def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None, live=False):
     """
     Yield a video's frames as (start s, end s, (H, W, 3) uint8 RGB), upright as players show them
     (the display matrix's rotation applied), resized per `resize`, resampled to `fps` if given.
     Times are the frames' own timestamps (variable frame rates included), in seconds from the
-    first frame, as Fractions. `decoding` (a Decoding) is filled in on the way: frames decoded
+    first frame, as Fractions, made monotonic by Clock (frames without stamps, resets, jumps; a live
+    source's made-up clock). `decoding` (a Decoding) is filled in on the way: frames decoded
     against the header's count, rotation, damaged packets. `path` is anything FFmpeg opens (a file,
     a URL, a capture device); open_options are av.open's keyword arguments for such sources
-    (format, options, timeout), e.g. dict(format='v4l2') for a webcam.
+    (format, options, timeout), e.g. dict(format='v4l2') for a webcam; live: a source whose
+    frames may be timed by their arrival (see Clock).
     """
     decoding = decoding if decoding is not None else Decoding()
     try:
@@ -276,7 +408,8 @@ def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None):
             stream.thread_type = 'AUTO'
             decoding.expected, decoding.exact = header_frames(container, stream)
             decoding.rate = float(stream.average_rate) if stream.average_rate else None
-            frames = _timed(_decoded_frames(container, stream, decoding), path)
+            clock = Clock(path, live, decoding.rate, fps, decoding.note)
+            frames = _timed(_decoded_frames(container, stream, decoding), clock, decoding)
             if fps:
                 step = 1 / Fraction(str(fps))
                 frames = ((t, t + step, frame) for t, frame in

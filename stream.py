@@ -253,15 +253,13 @@ class Reader:
         first_wait, longest_wait = self.settings.backoff
         failures, lost = 0, None
         while not self.stop.is_set():
-            decoding, error = Decoding(), None
+            decoding, error = Decoding(on_note=self._noted), None
             self.connected = False
             try:
                 self._connection(decoding)
             except VideoError as e:
                 error = e
             self.damaged += decoding.damaged
-            for note in decoding.notes:
-                self._put(Notice("warning", f"{self.source}: {note}"))
             if self.stop.is_set():
                 return
             if error is not None:
@@ -291,16 +289,20 @@ class Reader:
                 wait = max(0.0, min(wait, lost + seconds - now))
             self.stop.wait(wait)
 
+    def _noted(self, note):
+        """A note of decoding (the clock used, a timestamp discontinuity), logged as it is made."""
+        self._put(Notice("warning", f"{redact(self.source)}: {note}"))
+
     def _connection(self, decoding):
         """Read one connection's frames into snippets until it ends (VideoError when it fails)."""
         starts, times = deque(maxlen=SNIPPET), deque(maxlen=1)   # the current snippet's frames, its times
-        frames = decode_frames(self.source, self.settings.resize, self.settings.fps, decoding, self.options)
-        for clip in snippets(self._timed(frames, starts), False, times):
+        frames = decode_frames(self.source, self.settings.resize, self.settings.fps, decoding, self.options, self.live)
+        for clip in snippets(self._timed(frames, starts, decoding), False, times):
             start_s, end_s = times[-1]
             self._put(Snippet(self.index, start_s, end_s, clip, np.array(starts), time.monotonic(), time.time()))
             self.index += 1
 
-    def _timed(self, frames, starts):
+    def _timed(self, frames, starts, decoding):
         """decode_frames' frames on the stream's clock, paced with --realtime, gaps reported."""
         offset = paced_from = usual = None
         for start, end, frame in frames:
@@ -312,7 +314,7 @@ class Reader:
                 self.stop.wait(max(0.0, paced_from + start - time.monotonic()))
             now = time.monotonic()
             if offset is None:
-                offset = self._opened(now)
+                offset = self._opened(decoding.first_arrival or now)
             length = end - start
             if usual is not None and length > max(GAP_S, GAP_FACTOR * usual):
                 self.gaps += 1
@@ -328,7 +330,8 @@ class Reader:
             yield start + offset, end + offset, frame
 
     def _opened(self, now):
-        """A connection's first frame: its offset on the stream's clock."""
+        """A connection's first frame, arrived at monotonic time `now` (the clock may have held it while it
+        checked the source's stamps): its offset on the stream's clock."""
         self.connected = True
         if self.anchor is None:
             self.anchor = now
