@@ -149,6 +149,7 @@ class Decoding:
     rate: float | None = None      # the container's average frame rate
     rotation: int = 0              # degrees counterclockwise the frames were turned to show them upright
     damaged: int = 0               # packets the decoder refused, skipped as ffmpeg skips them
+    leading: int = 0               # packets before the first keyframe (joined mid-GOP), not decodable
     end: float = 0.0               # seconds from the first frame to the end of the last one given
     notes: list = field(default_factory=list)
     snippet_times: list = field(default_factory=list)   # (start, end) seconds of each snippet
@@ -165,7 +166,8 @@ class Decoding:
         """One line per thing about this video that a user must hear: a file that ends before its
         header says (a cut-off download), damaged data, a display transform not applied."""
         out = [f"{path}: {note}" for note in self.notes]
-        if self.expected and self.decoded < self.expected - (0 if self.exact else max(2, self.expected // 100)):
+        slack = (0 if self.exact else max(2, self.expected // 100)) + self.leading if self.expected else 0
+        if self.expected and self.decoded < self.expected - slack:
             end = f"; the features end at {self.snippet_times[-1][1]:.2f} s" if self.snippet_times else ""
             out.append(f"{path}: decoded {self.decoded} of the {self.expected} frames its header announces (a cut-off "
                        f"or damaged file?){end}")
@@ -236,14 +238,24 @@ class Upright:
 
 def _decoded_frames(container, stream, decoding):
     """The stream's frames in display order; a packet the decoder refuses (damaged data) is counted
-    and skipped, as ffmpeg does, so one bad packet does not end the video."""
+    and skipped, as ffmpeg does, so one bad packet does not end the video. Packets before the first
+    keyframe (a stream joined, or a recording started, in the middle of a group of pictures) cannot
+    be decoded: they are counted apart, and said once, not taken for damage or a cut-off file."""
+    started = False
     for packet in container.demux(stream):
+        leading = not started and packet.size and not packet.is_keyframe
+        decoding.leading += bool(leading)
         try:
             frames = packet.decode()
         except av.error.InvalidDataError:
-            decoding.damaged += 1
+            decoding.damaged += not leading
             continue
         for frame in frames:
+            if not started and decoding.leading:
+                decoding.note(f"it starts in the middle of a group of pictures (joined mid-stream): the "
+                              f"{decoding.leading} packet(s) before its first keyframe cannot be decoded and were "
+                              f"skipped")
+            started = True
             decoding.decoded += 1
             yield frame
 
@@ -252,7 +264,8 @@ def _decoded_frames(container, stream, decoding):
 # and stream.py (whose Reader adds only the offset of a reconnection, never going back either).
 JUMP_S = 10       # a timestamp step longer than this is a discontinuity, not a pause: ffmpeg's -dts_delta_threshold
 CHECK_S = 2.0     # a live source's stamps are checked against the frames' arrival over this long at its start
-CHECK_FRAMES = 64  # ... and at most this many frames (held, not yet yielded, while checking)
+CHECK_FRAMES = 256  # ... and at most this many frames (held, resized, not yet yielded, while checking)
+BURST_S = 0.004   # frames decoded closer together than this (or half their step) were read ahead at once
 TOLERANCE = 0.25  # frames arriving this much slower than their stamps say: the stamps are not the source's clock
 
 
@@ -273,13 +286,15 @@ class Clock:
         first CHECK_S seconds (a format that makes up a rate, e.g. MJPEG over HTTP stamped at 25 fps
         by libavformat, from a 10 fps camera): its frames are timed by arrival, and the note says so.
         Arrival faster than the stamps is a backlog (a relay sending as fast as it can): stamps kept.
-    `note(text)` gets each line to say; `name` is the source as errors name it.
+    `note(text)` gets each line to say; `name` is the source as errors name it; opened_at: the
+    time.monotonic() before the source was opened (the first frames may all come when its probe ends).
     """
 
-    def __init__(self, name, live=False, rate=None, fps=None, note=None):
+    def __init__(self, name, live=False, rate=None, fps=None, note=None, opened_at=None):
         self.name, self.live, self.rate, self.fps = name, live, rate, fps
         self.note = note or (lambda text: None)
-        self.by_arrival = False
+        self.opened_at = time.monotonic() if opened_at is None else opened_at   # before the source was opened
+        self.by_arrival = self.checked = False
         self.said = set()
 
     def _say_once(self, key, text):
@@ -291,43 +306,48 @@ class Clock:
         """(time s, item) for each (stamp, duration, arrival, item); see the class."""
         held, out = [], None          # frames held while a live source's stamps are checked; the last time
         stamp = arrival = step = None  # the previous frame's stamp and arrival, the usual frame interval
-        checking = self.live
-        for n, (s, duration, a, item) in enumerate(frames):
-            if out is None:
-                t = Fraction(0)
-                if s is None:
-                    self._untimed(duration)
-            elif s is None or stamp is None or self.by_arrival:
-                if s is None:
-                    self._untimed(duration)
-                t = out + (Fraction(a - arrival) if self.live else self._step(duration, step))
-            elif s < stamp or (s - stamp > JUMP_S and not (self.live and a - arrival > (s - stamp) / 2)):
-                t = out + self._step(duration, step)
-                what = f"starts again at {float(s):.2f} s ({float(stamp - s):.2f} s back)" if s < stamp else \
-                    f"jumps {float(s - stamp):.2f} s ahead"
-                self.note(f"the timestamp of frame {n} (counting from 0) {what}: a discontinuity, bridged by one "
-                          f"frame interval; stream time goes on at {float(t):.2f} s")
-            else:
-                t = out + (s - stamp)
-                step = (s - stamp) if s > stamp else step
-            out, stamp, arrival = t, s, a
-            if not checking:
-                yield t, item
-                continue
-            held.append((t, a, item))
-            if a - held[0][1] >= CHECK_S or len(held) >= CHECK_FRAMES:
-                checking = False
-                held = self._checked(held)
-                out = held[-1][0]
-                yield from held
-                held = []
-        yield from self._checked(held)
+        paced = None                  # the first held frame that came as it arrived, not read ahead at once
+        try:
+            for n, (s, duration, a, item) in enumerate(frames):
+                if out is None:
+                    t = Fraction(0)
+                    if s is None:
+                        self._untimed(duration)
+                elif s is None or stamp is None or self.by_arrival:
+                    if s is None:
+                        self._untimed(duration)
+                    t = out + (Fraction(a - arrival) if self.live else self._step(duration, step))
+                elif s < stamp or (s - stamp > JUMP_S and not (self.live and a - arrival > (s - stamp) / 2)):
+                    t = out + self._step(duration, step)
+                    what = f"starts again at {float(s):.2f} s ({float(stamp - s):.2f} s back)" if s < stamp else \
+                        f"jumps {float(s - stamp):.2f} s ahead"
+                    self.note(f"the timestamp of frame {n} (counting from 0) {what}: a discontinuity, bridged by one "
+                              f"frame interval; stream time goes on at {float(t):.2f} s")
+                else:
+                    t = out + (s - stamp)
+                    step = (s - stamp) if s > stamp else step
+                if held and paced is None and a - arrival > max(BURST_S, (t - out) / 2, (duration or 0) / 2):
+                    paced = len(held)       # it took at least half its step to come: no longer read ahead
+                out, stamp, arrival = t, s, a
+                if not self.live or self.checked:
+                    yield t, item
+                    continue
+                held.append((t, a, item))
+                if (paced is not None and a - held[paced][1] >= CHECK_S) or len(held) >= CHECK_FRAMES:
+                    held = self._checked(held, paced)
+                    out = held[-1][0]
+                    yield from held
+                    held = []
+        except Exception:   # a source that fails (a live one that drops): the frames it gave still count
+            yield from self._checked(held, paced)
+            raise
+        yield from self._checked(held, paced)
 
     def _untimed(self, duration):
         if self.live:
             self.by_arrival = True
             self._say_once("untimed", "its frames carry no timestamps; they are timed by their arrival "
-                                      f"(a live source)")
+                                      "(a live source)")
             return
         rate, where = (1 / duration, "its declared") if duration else (self.rate, "its declared") if self.rate \
             else (self.fps, "--fps") if self.fps else (None, None)
@@ -345,46 +365,61 @@ class Clock:
         rate = self.rate or self.fps or 25
         return 1 / Fraction(str(float(rate)))
 
-    def _checked(self, held):
+    def _checked(self, held, paced):
         """A live source's first frames, (time, arrival, item), checked against their arrival: [(time, item)].
-        The arrival interval is measured over the later half: the first frames may have come at once,
-        read ahead while FFmpeg probed the source."""
-        half = len(held) // 2
-        later = held[half:]
-        if len(later) >= 2 and later[-1][1] > later[0][1]:
-            arrived = Fraction(later[-1][1] - later[0][1]) / (len(later) - 1)
-            stamped = (later[-1][0] - later[0][0]) / (len(later) - 1)
-            if self.by_arrival or stamped * (1 + Fraction(str(TOLERANCE))) < arrived:
-                if not self.by_arrival:
-                    self.note(f"its timestamps run at {1 / float(stamped):.3g} frames/s but its frames "
-                              f"arrive at {1 / float(arrived):.3g} frames/s; they are timed by their arrival")
-                self.by_arrival = True
-                return [(i * arrived, item) for i, (_, _, item) in enumerate(held[:half])] + \
-                    [(half * arrived + Fraction(a - later[0][1]), item) for _, a, item in later]  # the first evenly
+
+        The frames before `paced` came at once: FFmpeg read them ahead while it probed the source (up to
+        its analyzeduration, 5 s), so they arrived over the time from the open to the first of them.
+        The arrival interval is measured from `paced` on, else over that whole time."""
+        self.checked = True
+        if len(held) < 2:
+            return [(t, item) for t, _, item in held]
+        if paced is not None and held[-1][1] > held[paced][1] and len(held) - paced >= 2:
+            arrived = Fraction(held[-1][1] - held[paced][1]) / (len(held) - 1 - paced)
+            stamped = (held[-1][0] - held[paced][0]) / (len(held) - 1 - paced)
+        else:
+            paced = len(held) - 1
+            arrived = Fraction(held[-1][1] - self.opened_at) / len(held)
+            stamped = held[-1][0] / (len(held) - 1)
+        if self.by_arrival or stamped * (1 + Fraction(str(TOLERANCE))) < arrived:
+            if not self.by_arrival:
+                self.note(f"its timestamps run at {1 / float(stamped):.3g} frames/s but its frames arrive at "
+                          f"{1 / float(arrived):.3g} frames/s; they are timed by their arrival")
+            self.by_arrival = True
+            return [(i * arrived, item) for i, (_, _, item) in enumerate(held[:paced])] + \
+                [(paced * arrived + Fraction(a - held[paced][1]), item) for _, a, item in held[paced:]]
         return [(t, item) for t, _, item in held]
 
 
-def _timed(frames, clock, decoding):
-    """(start, end, frame) on the clock: a frame ends where the next one starts (the last: after its
-    own duration, else the previous frame's length)."""
-    def stamped():
-        for frame in frames:
-            stamp = frame.pts * frame.time_base if frame.pts is not None and frame.time_base else None
-            duration = frame.duration * frame.time_base if frame.duration and frame.time_base else None
-            arrival = time.monotonic()
-            decoding.first_arrival = decoding.first_arrival or arrival
-            yield stamp, duration, arrival, frame   # exact: pts is an int, time_base a Fraction
+def _arrays(frames, decoding, resize):
+    """(stamp s, duration s, arrival, (H, W, 3) uint8 RGB) of each decoded frame, upright and resized;
+    arrival is time.monotonic() when it was decoded."""
+    upright = Upright()
+    for frame in frames:
+        arrival = time.monotonic()
+        decoding.first_arrival = decoding.first_arrival or arrival
+        stamp = frame.pts * frame.time_base if frame.pts is not None and frame.time_base else None  # exact
+        duration = frame.duration * frame.time_base if frame.duration and frame.time_base else None
+        turns = display_turns(frame, decoding)
+        decoding.rotation = 90 * turns
+        frame = upright(frame, turns)
+        width, height = resized_size(frame.width, frame.height, resize)
+        yield stamp, duration, arrival, (duration, frame.to_ndarray(format='rgb24', width=width, height=height,
+                                                                    interpolation='BILINEAR'))
 
+
+def _timed(clock, frames):
+    """(start, end, image) from the clock's (time, (duration, image)): a frame ends where the next one
+    starts (the last: after its own duration, else, or when timed by arrival, the previous frame's length)."""
     previous, gap = None, None
-    for t, frame in clock.times(stamped()):
+    for t, item in clock.times(frames):
         if previous is not None:
             gap = t - previous[0]
-            yield previous[0], t, previous[1]
-        previous = (t, frame)
+            yield previous[0], t, previous[1][1]
+        previous = (t, item)
     if previous is not None:
-        t, frame = previous
-        length = frame.duration * frame.time_base if frame.duration and frame.time_base else (gap or 0)
-        yield t, t + length, frame
+        t, (duration, image) = previous
+        yield t, t + ((None if clock.by_arrival else duration) or gap or 0), image
 
 
 def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None, live=False):
@@ -400,6 +435,7 @@ def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None, 
     frames may be timed by their arrival (see Clock).
     """
     decoding = decoding if decoding is not None else Decoding()
+    opened_at = time.monotonic()
     try:
         with av.open(str(path), **(open_options or {})) as container:
             if not container.streams.video:
@@ -408,21 +444,15 @@ def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None, 
             stream.thread_type = 'AUTO'
             decoding.expected, decoding.exact = header_frames(container, stream)
             decoding.rate = float(stream.average_rate) if stream.average_rate else None
-            clock = Clock(path, live, decoding.rate, fps, decoding.note)
-            frames = _timed(_decoded_frames(container, stream, decoding), clock, decoding)
+            clock = Clock(path, live, decoding.rate, fps, decoding.note, opened_at)
+            frames = _timed(clock, _arrays(_decoded_frames(container, stream, decoding), decoding, resize))
             if fps:
                 step = 1 / Fraction(str(fps))
-                frames = ((t, t + step, frame) for t, frame in
-                          resample(((start, frame) for start, _, frame in frames), fps))
-            upright = Upright()
-            for start, end, frame in frames:
+                frames = ((t, t + step, image) for t, image in
+                          resample(((start, image) for start, _, image in frames), fps))
+            for start, end, image in frames:
                 decoding.end = float(end)
-                turns = display_turns(frame, decoding)
-                decoding.rotation = 90 * turns
-                frame = upright(frame, turns)
-                width, height = resized_size(frame.width, frame.height, resize)
-                yield start, end, frame.to_ndarray(format='rgb24', width=width, height=height,
-                                                   interpolation='BILINEAR')
+                yield start, end, image
     except (av.error.FFmpegError, OSError) as e:
         raise VideoError(f'{path}: cannot decode ({one_line(e)})') from e
     if decoding.decoded == 0 and decoding.damaged:
