@@ -237,14 +237,15 @@ class Upright:
 
 
 def _decoded_frames(container, stream, decoding):
-    """The stream's frames in display order; a packet the decoder refuses (damaged data) is counted
+    """The stream's (frame, its packet's arrival) in display order; a packet the decoder refuses (damaged data) is counted
     and skipped, as ffmpeg does, so one bad packet does not end the video. Packets before the first
     keyframe (a stream joined, or a recording started, in the middle of a group of pictures) cannot
     be decoded: they are counted apart, and said once, not taken for damage or a cut-off file."""
-    started = False
-    for packet in container.demux(stream):
-        leading = not started and packet.size and not packet.is_keyframe
-        decoding.leading += bool(leading)
+    started = keyed = False
+    for packet, arrival in _arrivals(container.demux(stream)):
+        keyed = keyed or started or bool(packet.is_keyframe)
+        leading = not keyed and bool(packet.size)
+        decoding.leading += leading
         try:
             frames = packet.decode()
         except av.error.InvalidDataError:
@@ -257,15 +258,33 @@ def _decoded_frames(container, stream, decoding):
                               f"skipped")
             started = True
             decoding.decoded += 1
-            yield frame
+            yield frame, arrival
+
+
+def _arrivals(packets):
+    """(packet, when it arrived: time.monotonic()) of each packet. A packet that was there at once had
+    waited for our own work on the ones before it (FFmpeg reads ahead while it probes a source), so it
+    arrived when the last one we had to wait for came, not when we got to it."""
+    ready_s = 0.002        # a packet given sooner than this was waiting for us
+    lag, previous, packets = 0.0, None, iter(packets)
+    while True:
+        asked = time.monotonic()
+        packet = next(packets, None)
+        got = time.monotonic()
+        if packet is None:
+            return
+        waited = previous is None or got - asked >= ready_s
+        lag = 0.0 if waited else lag + (asked - previous)     # asked - previous: our work on the one before
+        previous = got
+        yield packet, got - lag
 
 
 # Frame timestamps become seconds in one place, Clock, for every reader: extract.py, infer.py --video
 # and stream.py (whose Reader adds only the offset of a reconnection, never going back either).
 JUMP_S = 10       # a timestamp step longer than this is a discontinuity, not a pause: ffmpeg's -dts_delta_threshold
-CHECK_S = 2.0     # a live source's stamps are checked against the frames' arrival over this long at its start
+CHECK_S = 2.0     # a live source's stamps are checked against its frames' arrival over its first frames until
+                  # this long after the first (which may come only when FFmpeg's probe of the source ends)
 CHECK_FRAMES = 256  # ... and at most this many frames (held, resized, not yet yielded, while checking)
-BURST_S = 0.004   # frames decoded closer together than this (or half their step) were read ahead at once
 TOLERANCE = 0.25  # frames arriving this much slower than their stamps say: the stamps are not the source's clock
 
 
@@ -306,7 +325,6 @@ class Clock:
         """(time s, item) for each (stamp, duration, arrival, item); see the class."""
         held, out = [], None          # frames held while a live source's stamps are checked; the last time
         stamp = arrival = step = None  # the previous frame's stamp and arrival, the usual frame interval
-        paced = None                  # the first held frame that came as it arrived, not read ahead at once
         try:
             for n, (s, duration, a, item) in enumerate(frames):
                 if out is None:
@@ -326,22 +344,20 @@ class Clock:
                 else:
                     t = out + (s - stamp)
                     step = (s - stamp) if s > stamp else step
-                if held and paced is None and a - arrival > max(BURST_S, (t - out) / 2, (duration or 0) / 2):
-                    paced = len(held)       # it took at least half its step to come: no longer read ahead
                 out, stamp, arrival = t, s, a
                 if not self.live or self.checked:
                     yield t, item
                     continue
                 held.append((t, a, item))
-                if (paced is not None and a - held[paced][1] >= CHECK_S) or len(held) >= CHECK_FRAMES:
-                    held = self._checked(held, paced)
+                if a - held[0][1] >= CHECK_S or len(held) >= CHECK_FRAMES:
+                    held = self._checked(held)
                     out = held[-1][0]
                     yield from held
                     held = []
         except Exception:   # a source that fails (a live one that drops): the frames it gave still count
-            yield from self._checked(held, paced)
+            yield from self._checked(held)
             raise
-        yield from self._checked(held, paced)
+        yield from self._checked(held)
 
     def _untimed(self, duration):
         if self.live:
@@ -365,38 +381,32 @@ class Clock:
         rate = self.rate or self.fps or 25
         return 1 / Fraction(str(float(rate)))
 
-    def _checked(self, held, paced):
+    def _checked(self, held):
         """A live source's first frames, (time, arrival, item), checked against their arrival: [(time, item)].
 
-        The frames before `paced` came at once: FFmpeg read them ahead while it probed the source (up to
-        its analyzeduration, 5 s), so they arrived over the time from the open to the first of them.
-        The arrival interval is measured from `paced` on, else over that whole time."""
+        The source sent them all between its opening and the last one's arrival; they do not come at
+        that pace (FFmpeg reads the first seconds ahead while it probes a source, up to its
+        analyzeduration of 5 s, and decodes them at once), so their arrival interval is that time over
+        their number, and when it is used they are spread evenly at it."""
         self.checked = True
         if len(held) < 2:
             return [(t, item) for t, _, item in held]
-        if paced is not None and held[-1][1] > held[paced][1] and len(held) - paced >= 2:
-            arrived = Fraction(held[-1][1] - held[paced][1]) / (len(held) - 1 - paced)
-            stamped = (held[-1][0] - held[paced][0]) / (len(held) - 1 - paced)
-        else:
-            paced = len(held) - 1
-            arrived = Fraction(held[-1][1] - self.opened_at) / len(held)
-            stamped = held[-1][0] / (len(held) - 1)
+        arrived = Fraction(held[-1][1] - self.opened_at) / len(held)
+        stamped = (held[-1][0] - held[0][0]) / (len(held) - 1)
         if self.by_arrival or stamped * (1 + Fraction(str(TOLERANCE))) < arrived:
             if not self.by_arrival:
                 self.note(f"its timestamps run at {1 / float(stamped):.3g} frames/s but its frames arrive at "
                           f"{1 / float(arrived):.3g} frames/s; they are timed by their arrival")
             self.by_arrival = True
-            return [(i * arrived, item) for i, (_, _, item) in enumerate(held[:paced])] + \
-                [(paced * arrived + Fraction(a - held[paced][1]), item) for _, a, item in held[paced:]]
+            return [(held[0][0] + i * arrived, item) for i, (_, _, item) in enumerate(held)]
         return [(t, item) for t, _, item in held]
 
 
 def _arrays(frames, decoding, resize):
-    """(stamp s, duration s, arrival, (H, W, 3) uint8 RGB) of each decoded frame, upright and resized;
-    arrival is time.monotonic() when it was decoded."""
+    """(stamp s, duration s, arrival, (H, W, 3) uint8 RGB) of each (decoded frame, arrival), upright and
+    resized."""
     upright = Upright()
-    for frame in frames:
-        arrival = time.monotonic()
+    for frame, arrival in frames:
         decoding.first_arrival = decoding.first_arrival or arrival
         stamp = frame.pts * frame.time_base if frame.pts is not None and frame.time_base else None  # exact
         duration = frame.duration * frame.time_base if frame.duration and frame.time_base else None
@@ -412,14 +422,22 @@ def _timed(clock, frames):
     """(start, end, image) from the clock's (time, (duration, image)): a frame ends where the next one
     starts (the last: after its own duration, else, or when timed by arrival, the previous frame's length)."""
     previous, gap = None, None
-    for t, item in clock.times(frames):
-        if previous is not None:
-            gap = t - previous[0]
-            yield previous[0], t, previous[1][1]
-        previous = (t, item)
-    if previous is not None:
+
+    def last():
         t, (duration, image) = previous
-        yield t, t + ((None if clock.by_arrival else duration) or gap or 0), image
+        return t, t + ((None if clock.by_arrival else duration) or gap or 0), image
+    try:
+        for t, item in clock.times(frames):
+            if previous is not None:
+                gap = t - previous[0]
+                yield previous[0], t, previous[1][1]
+            previous = (t, item)
+    except Exception:   # a source that fails: the last frame it gave still counts
+        if previous is not None:
+            yield last()
+        raise
+    if previous is not None:
+        yield last()
 
 
 def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None, live=False):

@@ -765,9 +765,11 @@ def run_stream(source, model, i3d, output_dir, threshold, settings=None, *, tabl
                          f"choose another --output_dir")
     live = is_live(source) if s.live is None else s.live
     reader = Reader(source, s, live).start()
+    early = []              # warnings before the first frame (the clock used, a discontinuity), logged once open
     try:
         first = reader.get()
         while first.kind == "warning":
+            early.append(first.message)
             first = reader.get()
     except BaseException:
         reader.close()
@@ -779,7 +781,7 @@ def run_stream(source, model, i3d, output_dir, threshold, settings=None, *, tabl
         raise InputError(f"cannot open {redact(source)}: {first.message}")
     session = LiveRun(reader, model.eval(), i3d.eval(), output_dir, threshold, s, table,
                       name or source_name(source), on_score, on_event, quiet)
-    return session.run(first.message, info or {})
+    return session.run(first.message, info or {}, early)
 
 
 class LiveRun:
@@ -802,7 +804,7 @@ class LiveRun:
         self.said_waiting = False
         self.record = {}
 
-    def run(self, opened, info):
+    def run(self, opened, info, early=()):
         """Read, score and alert until the end; every output complete however it ends."""
         s = self.settings
         self.record = dict(info, source=redact(self.reader.source), video=self.name, live=self.reader.live,
@@ -817,6 +819,8 @@ class LiveRun:
         if self.table is not None:
             self.record["calibration_note"] = CALIBRATION_NOTE
             self.out.log(f"note: {CALIBRATION_NOTE}")
+        for message in early:
+            self.out.log(message)
         ended = "end of stream"
         try:
             ended = self._loop()
