@@ -17,7 +17,9 @@ Beside its crop files each video gets a record, `<out>/<video>.json`: the source
 (path, size, modification time), every setting that changes the numbers (crops, resize, fps,
 pad_last, fp16, the I3D weights' identity, FEATURE_VERSION), the frames decoded against the
 frames the container's header announces, the rotation applied, and each snippet's start and end
-in seconds taken from the frames' own timestamps (so variable-frame-rate videos get true times).
+in seconds taken from the frames' own timestamps (so variable-frame-rate videos get true times),
+by Clock: a stamp that starts again or jumps more than 10 s is bridged with a warning, and frames
+without stamps (raw .h264/.hevc streams) are timed at their declared rate, else --fps.
 It is written last. A video is skipped only when its record matches its source and the settings
 and its files are all there, of the sizes written; otherwise it is extracted again (a changed file, another video of the
 same name, other settings), never reused. Files are written to a temporary name and renamed, so

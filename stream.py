@@ -11,7 +11,8 @@ device (/dev/video* is opened as v4l2; elsewhere give --format avfoundation or d
 A file is read as fast as possible, or at its own pace with --realtime.
 
 How a snippet is scored. A reader thread decodes frames with extract.decode_frames (the resize and
-upright turns of extract.py, times from the frames' own timestamps), groups them into 16-frame
+upright turns of extract.py, times from extract.Clock: the frames' own timestamps, made monotonic, or
+their arrival when they carry none or a clock the format made up), groups them into 16-frame
 snippets with extract.snippets and hands them over through a bounded queue. The main thread crops
 them (extract.crop_frames) and runs the snippets that are waiting, up to --batch_size, through I3D
 in one pass (extract.snippet_features: `x / 255 * 2 - 1`). Snippet t is then scored by the
