@@ -89,7 +89,7 @@ SNIPPET = FRAMES_PER_SNIPPET  # frames per snippet, one feature row each
 DISPLAYMATRIX = getattr(getattr(av.sidedata.sidedata, 'Type', None), 'DISPLAYMATRIX', None)
 CROP = 224
 VIDEO_SUFFIXES = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.mpg', '.mpeg', '.m4v', '.flv', '.wmv', '.ts',
-                  '.h264', '.264', '.h265', '.265', '.hevc', '.mjpeg', '.mjpg'}   # raw streams too (frames without stamps)
+                  '.h264', '.264', '.h265', '.265', '.hevc', '.mjpeg', '.mjpg'}   # raw streams too (no stamps)
 
 
 class VideoError(ValueError):
@@ -239,10 +239,11 @@ class Upright:
 
 
 def _decoded_frames(container, stream, decoding):
-    """The stream's (frame, its packet's arrival) in display order; a packet the decoder refuses (damaged data) is counted
-    and skipped, as ffmpeg does, so one bad packet does not end the video. Packets before the first
-    keyframe (a stream joined, or a recording started, in the middle of a group of pictures) cannot
-    be decoded: they are counted apart, and said once, not taken for damage or a cut-off file."""
+    """The stream's (frame, its packet's arrival) in display order; a packet the decoder refuses
+    (damaged data) is counted and skipped, as ffmpeg does, so one bad packet does not end the video.
+    Packets before the first keyframe (a stream joined, or a recording started, in the middle of a
+    group of pictures) cannot be decoded: they are counted apart, and said once, not taken for damage
+    or a cut-off file."""
     started = keyed = False
     for packet, arrival in _arrivals(container.demux(stream)):
         keyed = keyed or started or bool(packet.is_keyframe)
