@@ -284,7 +284,7 @@ def _arrivals(packets):
 
 # Frame timestamps become seconds in one place, Clock, for every reader: extract.py, infer.py --video
 # and stream.py (whose Reader adds only the offset of a reconnection, never going back either).
-JUMP_S = 10       # a timestamp step longer than this is a discontinuity, not a pause: ffmpeg's -dts_delta_threshold
+JUMP_S = 10       # a stamp step longer than this is a discontinuity, not a pause (ffmpeg's -dts_delta_threshold)
 CHECK_S = 2.0     # a live source's stamps are checked against its frames' arrival over its first frames until
                   # this long after the first (which may come only when FFmpeg's probe of the source ends)
 CHECK_FRAMES = 256  # ... and at most this many frames (held, resized, not yet yielded, while checking)
@@ -296,7 +296,7 @@ class Clock:
     Stream time of decoded frames, in seconds from the first, that never runs backwards.
 
     times() takes (stamp s or None, duration s or None, arrival s, item) in display order (arrival:
-    time.monotonic() when the frame was decoded) and yields (time s, item), exact Fractions where the
+    time.monotonic() when its packet came, see _arrivals) and yields (time s, item), exact Fractions where the
     stamps are. Each frame goes on from the previous one by the step of its stamps, except:
       - no stamp: a live source's frame is timed by its arrival, a file's by its declared rate (the
         frame's own duration, else the container's rate), else `fps`; else VideoError. Said once.
@@ -304,9 +304,9 @@ class Clock:
         it) or more than JUMP_S after it (a DVR's frame stamped hours away; for a live source, not
         borne out by the time it took to arrive): the step is bridged by one usual frame interval, and
         a note names the frame and the size of the jump.
-      - a live source whose frames arrive more than TOLERANCE slower than their stamps step over its
-        first CHECK_S seconds (a format that makes up a rate, e.g. MJPEG over HTTP stamped at 25 fps
-        by libavformat, from a 10 fps camera): its frames are timed by arrival, and the note says so.
+      - a live source whose frames arrive more than TOLERANCE slower than their stamps step, over its
+        first frames until CHECK_S after the first (held meanwhile, see _checked; a format that makes up a rate, e.g. MJPEG over HTTP stamped at 25 fps
+        by libavformat, from a 10 fps camera)): its frames are timed by arrival, and the note says so.
         Arrival faster than the stamps is a backlog (a relay sending as fast as it can): stamps kept.
     `note(text)` gets each line to say; `name` is the source as errors name it; opened_at: the
     time.monotonic() before the source was opened (the first frames may all come when its probe ends).
