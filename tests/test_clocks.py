@@ -22,6 +22,7 @@ from extract import JUMP_S, Clock, Decoding, VideoError, decode_frames, extract_
 from model import BNWVAD
 from stream import StreamSettings, run_stream
 from test_extract import GridProbe
+from test_report import write_output
 from utils import InputError, read_checkpoint
 
 SIZE = (64, 48)       # frames are tiny; extraction scales them up to the 256 short side
@@ -321,6 +322,13 @@ def test_video_root_links_the_playable_file_and_warns_about_the_rest(tmp_path, c
                                   f"(.avi) is not one browsers play); a playable copy: ffmpeg -i {root / 'cam02.avi'} "
                                   f"-c:v libx264 -pix_fmt yuv420p")
     assert "cam03" in warnings[1] and "HEVC" in warnings[1] and f"{root / 'cam03.browser.mp4'}" in warnings[1]
+    # the page says so when it is built
+    out = write_output(tmp_path / "out", [dict(name="cam02", label="A", scores=[0.1, 0.9, 0.2], source="cam02.avi")],
+                       files=False)
+    (out / "videos" / "cam02.avi").parent.mkdir()
+    (out / "videos" / "cam02.avi").write_bytes((root / "cam02.avi").read_bytes())
+    report.write_report(str(out))
+    assert f"warning: cam02: {out / 'videos' / 'cam02.avi'} is unlikely to play in a browser" in capsys.readouterr().err
 
 
 # ---- 6. checkpoints saved by other training code ----
