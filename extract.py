@@ -17,7 +17,9 @@ Beside its crop files each video gets a record, `<out>/<video>.json`: the source
 (path, size, modification time), every setting that changes the numbers (crops, resize, fps,
 pad_last, fp16, the I3D weights' identity, FEATURE_VERSION), the frames decoded against the
 frames the container's header announces, the rotation applied, and each snippet's start and end
-in seconds taken from the frames' own timestamps (so variable-frame-rate videos get true times).
+in seconds taken from the frames' own timestamps (so variable-frame-rate videos get true times),
+by Clock: a stamp that starts again or jumps more than 10 s is bridged with a warning, and frames
+without stamps (raw .h264/.hevc streams) are timed at their declared rate, else --fps.
 It is written last. A video is skipped only when its record matches its source and the settings
 and its files are all there, of the sizes written; otherwise it is extracted again (a changed file, another video of the
 same name, other settings), never reused. Files are written to a temporary name and renamed, so
@@ -71,6 +73,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -94,7 +97,8 @@ from utils import (DefaultsFormatter, InputError, atomic_write, check_inputs, ma
 SNIPPET = FRAMES_PER_SNIPPET  # frames per snippet, one feature row each
 DISPLAYMATRIX = getattr(getattr(av.sidedata.sidedata, 'Type', None), 'DISPLAYMATRIX', None)
 CROP = 224
-VIDEO_SUFFIXES = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.mpg', '.mpeg', '.m4v', '.flv', '.wmv', '.ts'}
+VIDEO_SUFFIXES = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.mpg', '.mpeg', '.m4v', '.flv', '.wmv', '.ts',
+                  '.h264', '.264', '.h265', '.265', '.hevc', '.mjpeg', '.mjpg'}   # raw streams too (no stamps)
 
 
 class VideoError(ValueError):
@@ -156,15 +160,25 @@ class Decoding:
     rate: float | None = None      # the container's average frame rate
     rotation: int = 0              # degrees counterclockwise the frames were turned to show them upright
     damaged: int = 0               # packets the decoder refused, skipped as ffmpeg skips them
+    leading: int = 0               # packets before the first keyframe (joined mid-GOP), not decodable
     end: float = 0.0               # seconds from the first frame to the end of the last one given
     notes: list = field(default_factory=list)
     snippet_times: list = field(default_factory=list)   # (start, end) seconds of each snippet
+    on_note: object = None         # called with each note as it is made (a live reader logs it at once)
+    first_arrival: float | None = None   # time.monotonic() when the first frame was decoded
+
+    def note(self, text):
+        """Keep a line to say about this video (said once per video by warnings())."""
+        self.notes.append(text)
+        if self.on_note is not None:
+            self.on_note(text)
 
     def warnings(self, path):
         """One line per thing about this video that a user must hear: a file that ends before its
         header says (a cut-off download), damaged data, a display transform not applied."""
         out = [f"{path}: {note}" for note in self.notes]
-        if self.expected and self.decoded < self.expected - (0 if self.exact else max(2, self.expected // 100)):
+        slack = (0 if self.exact else max(2, self.expected // 100)) + self.leading if self.expected else 0
+        if self.expected and self.decoded < self.expected - slack:
             end = f"; the features end at {self.snippet_times[-1][1]:.2f} s" if self.snippet_times else ""
             out.append(f"{path}: decoded {self.decoded} of the {self.expected} frames its header announces (a cut-off "
                        f"or damaged file?){end}")
@@ -199,7 +213,7 @@ def display_turns(frame, decoding):
     elif angle % 90:
         note = f'its display matrix rotates the picture by {angle:g} degrees; only quarter turns are applied'
     if note and note not in decoding.notes:
-        decoding.notes.append(note)
+        decoding.note(note)
     return round(angle / 90) % 4
 
 
@@ -234,51 +248,227 @@ class Upright:
 
 
 def _decoded_frames(container, stream, decoding):
-    """The stream's frames in display order; a packet the decoder refuses (damaged data) is counted
-    and skipped, as ffmpeg does, so one bad packet does not end the video."""
-    for packet in container.demux(stream):
+    """The stream's (frame, its packet's arrival) in display order; a packet the decoder refuses
+    (damaged data) is counted and skipped, as ffmpeg does, so one bad packet does not end the video.
+    Packets before the first keyframe (a stream joined, or a recording started, in the middle of a
+    group of pictures) cannot be decoded: they are counted apart, and said once, not taken for damage
+    or a cut-off file."""
+    started = keyed = False
+    for packet, arrival in _arrivals(container.demux(stream)):
+        keyed = keyed or started or bool(packet.is_keyframe)
+        leading = not keyed and bool(packet.size)
+        decoding.leading += leading
         try:
             frames = packet.decode()
         except av.error.InvalidDataError:
-            decoding.damaged += 1
+            decoding.damaged += not leading
             continue
         for frame in frames:
+            if not started and decoding.leading:
+                decoding.note(f"it starts in the middle of a group of pictures (joined mid-stream): the "
+                              f"{decoding.leading} packet(s) before its first keyframe cannot be decoded and were "
+                              f"skipped")
+            started = True
             decoding.decoded += 1
-            yield frame
+            yield frame, arrival
 
 
-def _timed(frames, path):
-    """(start, end, frame) from each frame's own timestamp, in seconds from the first frame; a frame
-    ends where the next one starts (the last: after its own duration, else the previous gap)."""
-    first = previous = None
-    for frame in frames:
-        if frame.pts is None:
-            raise VideoError(f'{path}: frames carry no timestamps')
-        t = frame.pts * frame.time_base        # exact: pts is an int, time_base a Fraction
-        first = t if first is None else first
+def _arrivals(packets):
+    """(packet, when it arrived: time.monotonic()) of each packet. A packet that was there at once had
+    waited for our own work on the ones before it (FFmpeg reads ahead while it probes a source), so it
+    arrived when the last one we had to wait for came, not when we got to it."""
+    ready_s = 0.002        # a packet given sooner than this was waiting for us
+    lag, previous, packets = 0.0, None, iter(packets)
+    while True:
+        asked = time.monotonic()
+        packet = next(packets, None)
+        got = time.monotonic()
+        if packet is None:
+            return
+        waited = previous is None or got - asked >= ready_s
+        lag = 0.0 if waited else lag + (asked - previous)     # asked - previous: our work on the one before
+        previous = got
+        yield packet, got - lag
+
+
+# Frame timestamps become seconds in one place, Clock, for every reader: extract.py, infer.py --video
+# and stream.py (whose Reader adds only the offset of a reconnection, never going back either).
+JUMP_S = 10       # a stamp step longer than this is a discontinuity, not a pause (ffmpeg's -dts_delta_threshold)
+CHECK_S = 2.0     # a live source's stamps are checked against its frames' arrival over its first frames until
+                  # this long after the first (which may come only when FFmpeg's probe of the source ends)
+CHECK_FRAMES = 256  # ... and at most this many frames (held, resized, not yet yielded, while checking)
+TOLERANCE = 0.25  # frames arriving this much slower than their stamps say: the stamps are not the source's clock
+
+
+class Clock:
+    """
+    Stream time of decoded frames, in seconds from the first, that never runs backwards.
+
+    times() takes (stamp s or None, duration s or None, arrival s, item) in display order (arrival:
+    time.monotonic() when its packet came, see _arrivals) and yields (time s, item), exact Fractions where the
+    stamps are. Each frame goes on from the previous one by the step of its stamps, except:
+      - no stamp: a live source's frame is timed by its arrival, a file's by its declared rate (the
+        frame's own duration, else the container's rate), else `fps`; else VideoError. Said once.
+      - a stamp before the previous one (the source's clock started again, e.g. a relay that reset
+        it) or more than JUMP_S after it (a DVR's frame stamped hours away; for a live source, not
+        borne out by the time it took to arrive): the step is bridged by one usual frame interval, and
+        a note names the frame and the size of the jump.
+      - a live source whose frames arrive more than TOLERANCE slower than their stamps step, over its
+        first frames until CHECK_S after the first (held meanwhile, see _checked; a format that makes up a rate, e.g. MJPEG over HTTP stamped at 25 fps
+        by libavformat, from a 10 fps camera)): its frames are timed by arrival, and the note says so.
+        Arrival faster than the stamps is a backlog (a relay sending as fast as it can): stamps kept.
+    `note(text)` gets each line to say; `name` is the source as errors name it; opened_at: the
+    time.monotonic() before the source was opened (the first frames may all come when its probe ends).
+    """
+
+    def __init__(self, name, live=False, rate=None, fps=None, note=None, opened_at=None):
+        self.name, self.live, self.rate, self.fps = name, live, rate, fps
+        self.note = note or (lambda text: None)
+        self.opened_at = time.monotonic() if opened_at is None else opened_at   # before the source was opened
+        self.by_arrival = self.checked = False
+        self.said = set()
+
+    def _say_once(self, key, text):
+        if key not in self.said:
+            self.said.add(key)
+            self.note(text)
+
+    def times(self, frames):
+        """(time s, item) for each (stamp, duration, arrival, item); see the class."""
+        held, out = [], None          # frames held while a live source's stamps are checked; the last time
+        stamp = arrival = step = None  # the previous frame's stamp and arrival, the usual frame interval
+        try:
+            for n, (s, duration, a, item) in enumerate(frames):
+                if out is None:
+                    t = Fraction(0)
+                    if s is None:
+                        self._untimed(duration)
+                elif s is None or stamp is None or self.by_arrival:
+                    if s is None:
+                        self._untimed(duration)
+                    t = out + (Fraction(a - arrival) if self.live else self._step(duration, step))
+                elif s < stamp or (s - stamp > JUMP_S and not (self.live and a - arrival > (s - stamp) / 2)):
+                    t = out + self._step(duration, step)
+                    what = f"starts again at {float(s):.2f} s ({float(stamp - s):.2f} s back)" if s < stamp else \
+                        f"jumps {float(s - stamp):.2f} s ahead"
+                    self.note(f"the timestamp of frame {n} (counting from 0) {what}: a discontinuity, bridged by one "
+                              f"frame interval; stream time goes on at {float(t):.2f} s")
+                else:
+                    t = out + (s - stamp)
+                    step = (s - stamp) if s > stamp else step
+                out, stamp, arrival = t, s, a
+                if not self.live or self.checked:
+                    yield t, item
+                    continue
+                held.append((t, a, item))
+                if a - held[0][1] >= CHECK_S or len(held) >= CHECK_FRAMES:
+                    held = self._checked(held)
+                    out = held[-1][0]
+                    yield from held
+                    held = []
+        except Exception:   # a source that fails (a live one that drops): the frames it gave still count
+            yield from self._checked(held)
+            raise
+        yield from self._checked(held)
+
+    def _untimed(self, duration):
+        if self.live:
+            self.by_arrival = True
+            self._say_once("untimed", "its frames carry no timestamps; they are timed by their arrival "
+                                      "(a live source)")
+            return
+        rate, where = (1 / duration, "its declared") if duration else (self.rate, "its declared") if self.rate \
+            else (self.fps, "--fps") if self.fps else (None, None)
+        if rate is None:
+            raise VideoError(f"{self.name}: its frames carry no timestamps and it declares no frame rate; give --fps")
+        self._say_once("untimed", f"its frames carry no timestamps; they are timed at {where} "
+                                  f"{float(rate):g} frames/s")
+
+    def _step(self, duration, step):
+        """One usual frame interval: the frame's duration, else the stamps' last step, else the declared rate."""
+        if duration:
+            return Fraction(duration)
+        if step:
+            return step
+        rate = self.rate or self.fps or 25
+        return 1 / Fraction(str(float(rate)))
+
+    def _checked(self, held):
+        """A live source's first frames, (time, arrival, item), checked against their arrival: [(time, item)].
+
+        The source sent them all between its opening and the last one's arrival; they do not come at
+        that pace (FFmpeg reads the first seconds ahead while it probes a source, up to its
+        analyzeduration of 5 s, and decodes them at once), so their arrival interval is that time over
+        their number, and when it is used they are spread evenly at it."""
+        self.checked = True
+        if len(held) < 2:
+            return [(t, item) for t, _, item in held]
+        arrived = Fraction(held[-1][1] - self.opened_at) / len(held)
+        stamped = (held[-1][0] - held[0][0]) / (len(held) - 1)
+        if self.by_arrival or stamped * (1 + Fraction(str(TOLERANCE))) < arrived:
+            if not self.by_arrival:
+                self.note(f"its timestamps run at {1 / float(stamped):.3g} frames/s but its frames arrive at "
+                          f"{1 / float(arrived):.3g} frames/s; they are timed by their arrival")
+            self.by_arrival = True
+            return [(held[0][0] + i * arrived, item) for i, (_, _, item) in enumerate(held)]
+        return [(t, item) for t, _, item in held]
+
+
+def _arrays(frames, decoding, resize, originals=False):
+    """(stamp s, duration s, arrival, (duration s, (image, original))) of each (decoded frame, arrival):
+    image the (H, W, 3) uint8 RGB frame upright and resized, original the upright frame at its own
+    resolution when `originals`, else None."""
+    upright = Upright()
+    for frame, arrival in frames:
+        decoding.first_arrival = decoding.first_arrival or arrival
+        stamp = frame.pts * frame.time_base if frame.pts is not None and frame.time_base else None  # exact
+        duration = frame.duration * frame.time_base if frame.duration and frame.time_base else None
+        turns = display_turns(frame, decoding)
+        decoding.rotation = 90 * turns
+        frame = upright(frame, turns)
+        width, height = resized_size(frame.width, frame.height, resize)
+        image = frame.to_ndarray(format='rgb24', width=width, height=height, interpolation='BILINEAR')
+        yield stamp, duration, arrival, (duration, (image, frame.to_ndarray(format='rgb24') if originals else None))
+
+
+def _timed(clock, frames):
+    """(start, end, item) from the clock's (time, (duration, item)): a frame ends where the next one
+    starts (the last: after its own duration, else, or when timed by arrival, the previous frame's length)."""
+    previous, gap = None, None
+
+    def last():
+        t, (duration, image) = previous
+        return t, t + ((None if clock.by_arrival else duration) or gap or 0), image
+    try:
+        for t, item in clock.times(frames):
+            if previous is not None:
+                gap = t - previous[0]
+                yield previous[0], t, previous[1][1]
+            previous = (t, item)
+    except Exception:   # a source that fails: the last frame it gave still counts
         if previous is not None:
-            yield previous[0] - first, t - first, previous[1]
-            gap = t - previous[0]
-        previous = (t, frame)
+            yield last()
+        raise
     if previous is not None:
-        t, frame = previous
-        length = frame.duration * frame.time_base if frame.duration else (gap if first != t else 0)
-        yield t - first, t - first + length, frame
+        yield last()
 
 
-def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None, originals=None):
+def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None, live=False, originals=None):
     """
     Yield a video's frames as (start s, end s, (H, W, 3) uint8 RGB), upright as players show them
     (the display matrix's rotation applied), resized per `resize`, resampled to `fps` if given.
     Times are the frames' own timestamps (variable frame rates included), in seconds from the
-    first frame, as Fractions. `decoding` (a Decoding) is filled in on the way: frames decoded
+    first frame, as Fractions, made monotonic by Clock (frames without stamps, resets, jumps; a live
+    source's made-up clock). `decoding` (a Decoding) is filled in on the way: frames decoded
     against the header's count, rotation, damaged packets. `path` is anything FFmpeg opens (a file,
     a URL, a capture device); open_options are av.open's keyword arguments for such sources
-    (format, options, timeout), e.g. dict(format='v4l2') for a webcam. originals (a list or deque), if
-    given, gets each yielded frame also at its own upright resolution, before the resize (stream.py's
-    event clips keep the source's frames; the resize is for the network only).
+    (format, options, timeout), e.g. dict(format='v4l2') for a webcam; live: a source whose
+    frames may be timed by their arrival (see Clock). originals (a list or deque), if given, gets each
+    yielded frame also at its own upright resolution, before the resize (stream.py's event clips keep
+    the source's frames; the resize is for the network only).
     """
     decoding = decoding if decoding is not None else Decoding()
+    opened_at = time.monotonic()
     try:
         with av.open(str(path), **(open_options or {})) as container:
             if not container.streams.video:
@@ -287,22 +477,18 @@ def decode_frames(path, resize=256, fps=None, decoding=None, open_options=None, 
             stream.thread_type = 'AUTO'
             decoding.expected, decoding.exact = header_frames(container, stream)
             decoding.rate = float(stream.average_rate) if stream.average_rate else None
-            frames = _timed(_decoded_frames(container, stream, decoding), path)
+            clock = Clock(path, live, decoding.rate, fps, decoding.note, opened_at)
+            frames = _timed(clock, _arrays(_decoded_frames(container, stream, decoding), decoding, resize,
+                                           originals is not None))
             if fps:
                 step = 1 / Fraction(str(fps))
-                frames = ((t, t + step, frame) for t, frame in
-                          resample(((start, frame) for start, _, frame in frames), fps))
-            upright = Upright()
-            for start, end, frame in frames:
+                frames = ((t, t + step, image) for t, image in
+                          resample(((start, image) for start, _, image in frames), fps))
+            for start, end, (image, original) in frames:
                 decoding.end = float(end)
-                turns = display_turns(frame, decoding)
-                decoding.rotation = 90 * turns
-                frame = upright(frame, turns)
-                width, height = resized_size(frame.width, frame.height, resize)
                 if originals is not None:
-                    originals.append(frame.to_ndarray(format='rgb24'))
-                yield start, end, frame.to_ndarray(format='rgb24', width=width, height=height,
-                                                   interpolation='BILINEAR')
+                    originals.append(original)
+                yield start, end, image
     except (av.error.FFmpegError, OSError) as e:
         raise VideoError(f'{path}: cannot decode ({one_line(e)})') from e
     if decoding.decoded == 0 and decoding.damaged:

@@ -114,6 +114,15 @@ def header_shape(path):
         raise InputError(f"feature file {path} is not a readable .npy file ({e})") from None
 
 
+class FeatureWidth(int):
+    """A feature width D that says where it comes from (a checkpoint, not --len_feature), for errors."""
+
+    def __new__(cls, width, source):
+        self = super().__new__(cls, width)
+        self.source = source
+        return self
+
+
 def file_layout(path, len_feature, crops=None):
     """(N, T, D, crop axis) of a feature file from its header alone, checked.
 
@@ -135,8 +144,8 @@ def file_layout(path, len_feature, crops=None):
     else:
         raise InputError(f"feature file {path} has shape {shape}; expected (snippets, {width})")
     if len_feature is not None and shape[-1] != len_feature:
-        raise InputError(f"feature file {path} has feature width {shape[-1]}; expected {len_feature} "
-                         f"(--len_feature)")
+        raise InputError(f"feature file {path} has feature width {shape[-1]}; expected {int(len_feature)} "
+                         f"({getattr(len_feature, 'source', '--len_feature')})")
     if T == 0:
         raise InputError(f"feature file {path} has no snippets")
     return N, T, shape[-1], axis

@@ -43,7 +43,7 @@ import torch
 
 from dataset import dataset_info, ensure_lists, load_test_set, make_demo
 from distributed import start
-from features import FRAMES_PER_SNIPPET, Video, find_videos, load_video, read_record
+from features import FRAMES_PER_SNIPPET, FeatureWidth, Video, find_videos, load_video, read_record
 from model import MODELS, config_from_state_dict, model_name
 from options import check_accelerator_flags, flags_text, parse_infer_args
 from test import (calibrate, false_alarm_rate, find_segments, normal_threshold, per_class_metrics, score_batched,
@@ -367,15 +367,23 @@ def clear_outputs(folder):
             os.remove(path)
 
 
-def video_files(root):
-    """{video name: path} of the video files under --video_root (searched recursively)."""
+def video_files(root, names):
+    """{video name: path} of the video files of `names` under --video_root (searched recursively). Of
+    several files of one name the one a browser plays is chosen (report.choose_source), with a warning
+    naming them."""
     from extract import VIDEO_SUFFIXES
-    found = {}
-    for folder, _, files in os.walk(root):
+    from report import choose_source
+    named = {}
+    for folder, _, files in sorted(os.walk(root)):
         for f in sorted(files):
             stem, ext = os.path.splitext(f)
-            if ext.lower() in VIDEO_SUFFIXES:
-                found.setdefault(stem, os.path.join(folder, f))
+            if ext.lower() in VIDEO_SUFFIXES and stem in names:
+                named.setdefault(stem, []).append(os.path.join(folder, f))
+    found = {}
+    for stem, paths in named.items():
+        found[stem], warning = choose_source(paths)
+        if warning:
+            print(f"warning: --video_root: {warning}", file=sys.stderr)
     return found
 
 
@@ -410,7 +418,7 @@ def main(argv=None):
     device = pick_device(args.device)
     check_accelerator_flags(args, device)
     model, record = load_model(args)
-    args.len_feature = model.len_feature
+    args.len_feature = FeatureWidth(model.len_feature, f"the width the checkpoint {args.model_path} was trained on")
     if args.from_checkpoint:
         print(f"from the checkpoint: {flags_text(args.from_checkpoint)} (a flag given here overrides)")
     args.output_dir = output_folder(args)
@@ -447,8 +455,8 @@ def main(argv=None):
         results, videos, gts, frame_scores, gt = evaluated
         threshold = result["threshold"]["value"]
     if args.video_root:
-        found = video_files(args.video_root)
-        sources.update({name: found[name] for name, _ in results if name in found and name not in sources})
+        found = video_files(args.video_root, {name for name, _ in results if name not in sources})
+        sources.update(found)
     times = {v.name: snippet_times(v, len(scores), args.fps) for v, (_, scores) in zip(videos, results)}
 
     if args.overwrite:

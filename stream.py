@@ -11,7 +11,8 @@ device (/dev/video* is opened as v4l2; elsewhere give --format avfoundation or d
 A file is read as fast as possible, or at its own pace with --realtime.
 
 How a snippet is scored. A reader thread decodes frames with extract.decode_frames (the resize and
-upright turns of extract.py, times from the frames' own timestamps), groups them into 16-frame
+upright turns of extract.py, times from extract.Clock: the frames' own timestamps, made monotonic, or
+their arrival when they carry none or a clock the format made up), groups them into 16-frame
 snippets with extract.snippets and hands them over through a bounded queue. The main thread crops
 them (extract.crop_frames) and runs the snippets that are waiting, up to --batch_size, through I3D
 in one pass (extract.snippet_features: `x / 255 * 2 - 1`). Snippet t is then scored by the
@@ -256,15 +257,13 @@ class Reader:
         first_wait, longest_wait = self.settings.backoff
         failures, lost = 0, None
         while not self.stop.is_set():
-            decoding, error = Decoding(), None
+            decoding, error = Decoding(on_note=self._noted), None
             self.connected = False
             try:
                 self._connection(decoding)
             except VideoError as e:
                 error = e
             self.damaged += decoding.damaged
-            for note in decoding.notes:
-                self._put(Notice("warning", f"{self.source}: {note}"))
             if self.stop.is_set():
                 return
             if error is not None:
@@ -294,20 +293,24 @@ class Reader:
                 wait = max(0.0, min(wait, lost + seconds - now))
             self.stop.wait(wait)
 
+    def _noted(self, note):
+        """A note of decoding (the clock used, a timestamp discontinuity), logged as it is made."""
+        self._put(Notice("warning", f"{redact(self.source)}: {note}"))
+
     def _connection(self, decoding):
         """Read one connection's frames into snippets until it ends (VideoError when it fails)."""
         starts, times = deque(maxlen=SNIPPET), deque(maxlen=1)   # the current snippet's frames, its times
         # clips keep the source's own frames: the analysis resize is for the network only
         originals = deque(maxlen=SNIPPET) if self.settings.save_clips else None
-        frames = decode_frames(self.source, self.settings.resize, self.settings.fps, decoding, self.options,
+        frames = decode_frames(self.source, self.settings.resize, self.settings.fps, decoding, self.options, self.live,
                                originals)
-        for clip in snippets(self._timed(frames, starts), False, times):
+        for clip in snippets(self._timed(frames, starts, decoding), False, times):
             start_s, end_s = times[-1]
             self._put(Snippet(self.index, start_s, end_s, clip, np.array(starts), time.monotonic(), time.time(),
                               np.stack(originals) if originals is not None else None))
             self.index += 1
 
-    def _timed(self, frames, starts):
+    def _timed(self, frames, starts, decoding):
         """decode_frames' frames on the stream's clock, paced with --realtime, gaps reported."""
         offset = paced_from = usual = None
         for start, end, frame in frames:
@@ -319,7 +322,7 @@ class Reader:
                 self.stop.wait(max(0.0, paced_from + start - time.monotonic()))
             now = time.monotonic()
             if offset is None:
-                offset = self._opened(now)
+                offset = self._opened(decoding.first_arrival or now)
             length = end - start
             if usual is not None and length > max(GAP_S, GAP_FACTOR * usual):
                 self.gaps += 1
@@ -335,7 +338,8 @@ class Reader:
             yield start + offset, end + offset, frame
 
     def _opened(self, now):
-        """A connection's first frame: its offset on the stream's clock."""
+        """A connection's first frame, arrived at monotonic time `now` (the clock may have held it while it
+        checked the source's stamps): its offset on the stream's clock."""
         self.connected = True
         if self.anchor is None:
             self.anchor = now
@@ -770,9 +774,11 @@ def run_stream(source, model, i3d, output_dir, threshold, settings=None, *, tabl
                          f"choose another --output_dir")
     live = is_live(source) if s.live is None else s.live
     reader = Reader(source, s, live).start()
+    early = []              # warnings before the first frame (the clock used, a discontinuity), logged once open
     try:
         first = reader.get()
         while first.kind == "warning":
+            early.append(first.message)
             first = reader.get()
     except BaseException:
         reader.close()
@@ -784,7 +790,7 @@ def run_stream(source, model, i3d, output_dir, threshold, settings=None, *, tabl
         raise InputError(f"cannot open {redact(source)}: {first.message}")
     session = LiveRun(reader, model.eval(), i3d.eval(), output_dir, threshold, s, table,
                       name or source_name(source), on_score, on_event, quiet)
-    return session.run(first.message, info or {})
+    return session.run(first.message, info or {}, early)
 
 
 class LiveRun:
@@ -807,7 +813,7 @@ class LiveRun:
         self.said_waiting = False
         self.record = {}
 
-    def run(self, opened, info):
+    def run(self, opened, info, early=()):
         """Read, score and alert until the end; every output complete however it ends."""
         s = self.settings
         self.record = dict(info, source=redact(self.reader.source), video=self.name, live=self.reader.live,
@@ -822,6 +828,8 @@ class LiveRun:
         if self.table is not None:
             self.record["calibration_note"] = CALIBRATION_NOTE
             self.out.log(f"note: {CALIBRATION_NOTE}")
+        for message in early:
+            self.out.log(message)
         ended = "end of stream"
         try:
             ended = self._loop()

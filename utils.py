@@ -173,8 +173,41 @@ def save_checkpoint(path, model, step, metrics, model_name="bnwvad", **meta):
     atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
 
 
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights")  # where other code keeps it
+_noted = set()   # checkpoints whose unwrapping was already said in this process
+
+
+def is_state_dict(obj):
+    """Whether `obj` is a non-empty {name: tensor} dict."""
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())
+
+
+def unwrap_state_dict(obj):
+    """(state dict, what was unwrapped or None) from a bare state dict or one that other training code
+    wrapped: {'epoch', 'state_dict', 'optimizer', ...} (or 'model_state_dict', 'model', 'net', 'network',
+    'weights'), and/or keys all prefixed 'module.' (nn.DataParallel, DistributedDataParallel). None
+    when it is neither."""
+    done = []
+    if not is_state_dict(obj) and isinstance(obj, dict):
+        key = next((k for k in WRAPPER_KEYS if is_state_dict(obj.get(k))), None)
+        if key is None:
+            return None, None
+        others = sorted(str(k) for k in obj if k != key)
+        done.append(f"the state dict under {key!r}" + (f" (the other keys, {others[:6]}, are ignored)" if others else ""))
+        obj = obj[key]
+    if not is_state_dict(obj):
+        return None, None
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+        done.append("the 'module.' prefix of every key (a DataParallel / DistributedDataParallel model)")
+    return obj, ("; ".join(done) or None)
+
+
 def read_checkpoint(path):
-    """torch.load(weights_only=True) with one-line errors. Returns (state_dict, our record or None)."""
+    """torch.load(weights_only=True) with one-line errors. Returns (state_dict, our record or None).
+
+    A state dict other training code saved is unwrapped (unwrap_state_dict), with a note on stderr
+    saying what was; anything else is an InputError naming the top-level keys found."""
     if not os.path.isfile(path):
         raise InputError(f"checkpoint {path} does not exist")
     try:
@@ -184,9 +217,16 @@ def read_checkpoint(path):
         raise InputError(f"{path} is not a readable PyTorch checkpoint ({reason[:200]})") from None
     if isinstance(obj, dict) and obj.get("format") == CKPT_FORMAT:
         return obj["state_dict"], obj
-    if isinstance(obj, dict) and obj and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
-        return obj, None
-    raise InputError(f"{path} is neither a BN-WVAD checkpoint nor a state dict")
+    state, unwrapped = unwrap_state_dict(obj)
+    if state is None:
+        found = f"a dict with the top-level keys {sorted(map(str, obj))[:8]}" if isinstance(obj, dict) and obj \
+            else f"a {type(obj).__name__}" + (" (empty)" if isinstance(obj, dict) else "")
+        raise InputError(f"{path} is neither a BN-WVAD checkpoint nor a state dict: it holds {found}, and none of "
+                         f"{list(WRAPPER_KEYS)} holds a state dict")
+    if unwrapped and path not in _noted:
+        _noted.add(path)
+        print(f"note: checkpoint {path}: unwrapped {unwrapped}", file=sys.stderr)
+    return state, None
 
 
 def state_mismatch(expected, state):
