@@ -50,7 +50,7 @@ def test_first_block_installs_and_tests_in_a_fresh_clone(tmp_path):
     one it skips, and the summary says so."""
     claim("fresh_install")
     commands = code_blocks()[0]
-    installs = [c for c in commands if c.startswith("pip install")]
+    installs = [part.strip() for c in commands if c.startswith("pip install") for part in c.split("&&")]
     [test_line] = [c for c in commands if "pytest" in c]
     assert installs and commands.index(test_line) == len(commands) - 1
     wheels = torch_wheel_folder()
