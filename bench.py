@@ -38,7 +38,7 @@ Live video (stream.py; not in the default run: `python bench.py --sections gij`)
   i  sustainable snippets per second (the pipeline's capacity, reading a generated 320x256 25 fps
      file as fast as it can) and latency p50/p95 at a live pace it can sustain (--realtime, 25 fps
      or slower), for 1 and 5 crops, random-weight I3D on --device; and whether it keeps up at 25 fps
-  k  I3D per backend (i3d_backends.py: torch, OpenVINO, ONNX Runtime) and precision (fp32; bf16 where
+  k  I3D per backend (video/backends.py: torch, OpenVINO, ONNX Runtime) and precision (fp32; bf16 where
      the hardware has it): clips (snippet crops) per second through the network alone, for 1, 5 and
      10 crops at each of --i3d_batches snippets per pass, against torch fp32 at the same size; the
      CPU's measured GEMM peak (2048^3 matmul) in fp32 and bf16 and the fraction of it each row reaches
@@ -69,6 +69,7 @@ from model import BNWVAD, MODELS
 from reference import load_items, release_model, score_videos
 from test import EVAL_SNIPPETS, evaluate, frame_metrics, score_batched, snippet_metrics, to_frames
 from train import train_step
+from utils import one_line
 
 UCF_LENGTHS = Path(__file__).resolve().parent.parent / "shared" / "realdata" / "ucf" / "test_videos.tsv"
 
@@ -315,8 +316,9 @@ def write_clip(path, frames, rng):
 
 
 def section_extract(args, work, rng, results):
-    from extract import decode_frames, video_features
-    from i3d import InceptionI3d
+    from video.decode import decode_frames
+    from video.snippets import video_features
+    from video.i3d import InceptionI3d
     from utils import pick_device
     device = pick_device(args.device)
     path = os.path.join(work, "clip.mp4")
@@ -334,15 +336,15 @@ def section_extract(args, work, rng, results):
 
 def section_causal(args, work, rng, results):
     from dataset import load_test_set
-    from infer import load_model
+    from checkpoints import load_model
     from options import parse_infer_args
-    from stream import causal_scores
+    from live.scoring import causal_scores
     if not os.path.isfile(args.causal_checkpoint):
         print(f"(g) skipped: {args.causal_checkpoint} does not exist (python main.py --dataset demo trains the demo's)")
         return
     flags = ["--dataset", args.causal_dataset, "--model_path", args.causal_checkpoint, "--num_workers", "0"]
     infer_args = parse_infer_args(flags + (["--root_dir", args.causal_root_dir] if args.causal_root_dir else []))
-    model, _ = load_model(infer_args)
+    model, _ = load_model(infer_args.model_path)
     test_set = load_test_set(infer_args, both_classes=False)
     device = torch.device("cpu")
     print(f"(g) causal scoring, {args.causal_dataset} test set: {len(test_set.videos)} videos, "
@@ -386,8 +388,9 @@ def write_pattern_video(path, frames, rate, rng):
 
 
 def section_stream(args, work, rng, results):
-    from i3d import InceptionI3d
-    from stream import StreamSettings, run_stream
+    from video.i3d import InceptionI3d
+    from live.run import run_stream
+    from live.settings import StreamSettings
     from utils import pick_device
     device = pick_device(args.device)
     i3d = InceptionI3d().to(device).eval()
@@ -431,7 +434,9 @@ class PoolProbe(torch.nn.Module):
 
 
 def section_memory(args, work, rng, results):
-    from stream import StreamSettings, release_memory, run_stream
+    from live.health import release_memory
+    from live.run import run_stream
+    from live.settings import StreamSettings
     seconds = int(args.stream_hours * 3600)
     source = f"testsrc2=size=320x256:rate=25:duration={seconds}"
     torch.manual_seed(0)
@@ -471,7 +476,7 @@ def section_memory(args, work, rng, results):
     results.append(dict(section="j", hours=seconds / 3600, snippets=summary["snippets"], events=summary["events"],
                         rss_by_minute={f"{m:.0f}": list(rss) for m, rss in marks.items()}, seconds=t))
 def section_distributed(args, work, rng, results):
-    from i3d import InceptionI3d
+    from video.i3d import InceptionI3d
     folder = os.path.join(work, "dist_videos")
     os.makedirs(folder)
     for i in range(args.dist_videos):
@@ -535,7 +540,7 @@ def review_folder(folder, rng, videos=800, snippets=150_000):
 
 
 def section_review(args, work, rng, results):
-    from report import write_report
+    from review.page import write_report
     from plots import plot_video
     print(f"(h) the review page of {args.review_videos} videos, 150,000 snippets: built (report.py) against one "
           f"PNG plot per video (plots.py, the review before the page); loaded in headless Chromium when installed")
@@ -556,7 +561,7 @@ def section_review(args, work, rng, results):
             options.add_argument(flag)
         browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     except Exception as e:          # no selenium, no browser: the build figures stand alone
-        print(f"  page load not measured: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+        print(f"  page load not measured: {one_line(e)}")
         return
     try:
         browser.get("file://" + os.path.abspath(page))
@@ -586,8 +591,8 @@ def gemm_peak(dtype, device, n=2048, reps=5):
 
 def section_backends(args, work, rng, results):
     from torch.utils.flop_counter import FlopCounterMode
-    from i3d import InceptionI3d
-    from i3d_backends import BackendError, has_bf16, i3d_backend, installed
+    from video.i3d import InceptionI3d
+    from video.backends import BackendError, has_bf16, i3d_backend, installed
     cpu = torch.device("cpu")
     model = InceptionI3d().eval()
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:

@@ -16,6 +16,7 @@ import main
 from conftest import ROOT, data_args, run_script, write_xd_dataset
 from features import Video, degenerate, warn_degenerate
 from utils import InputError
+from video.extraction import warn_if_degenerate
 
 D = 32
 
@@ -143,10 +144,10 @@ def test_main_and_extraction_warn_on_degenerate_features(tmp_path, capsys):
     out.mkdir()
     np.save(out / "clip__0.npy", np.full((8, 1024), 1e-6, np.float32))
     from pathlib import Path
-    assert extract.warn_if_degenerate([Path("videos/clip.mp4")], out, 1, "w.pt")
+    assert warn_if_degenerate([Path("videos/clip.mp4")], out, 1, "w.pt")
     assert f"warning: the features in {out} (from --i3d_weights w.pt) look degenerate" in capsys.readouterr().err
     np.save(out / "clip__0.npy", np.random.default_rng(0).random((8, 1024), np.float32))
-    assert extract.warn_if_degenerate([Path("videos/clip.mp4")], out, 1, "w.pt") is None
+    assert warn_if_degenerate([Path("videos/clip.mp4")], out, 1, "w.pt") is None
 
 
 @pytest.mark.parametrize("script, args", [
@@ -166,7 +167,7 @@ def test_a_path_that_does_not_exist_is_one_line_before_any_loading(tmp_path, scr
 def test_ctrl_c_during_extraction_is_one_line(tmp_path, monkeypatch, capsys):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(extract, "extract_videos", interrupted)
+    monkeypatch.setattr("video.extraction.extract_videos", interrupted)
     monkeypatch.setattr(extract, "load_i3d", lambda *a, **k: None)
     (tmp_path / "v.mp4").write_bytes(b"")
     (tmp_path / "w.pt").write_bytes(b"")
