@@ -2,6 +2,10 @@
 const DATA = JSON.parse(document.getElementById("report-data").textContent);
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"];
 const DASH = "\u2013";
+const PAGE_STYLE = getComputedStyle(document.documentElement);
+
+// A colour the stylesheet declares (style.css :root), so the canvases and the page share one palette.
+function cssVar(name) { return PAGE_STYLE.getPropertyValue(name).trim(); }
 
 // An element with properties (text, class, on<event>, attributes) and children (nodes or plain text).
 function el(tag, props, children) {
@@ -75,7 +79,7 @@ function plotFrame(canvas, height, x0, x1, y0, y1) {
 function drawAxes(f, xTitle) {
   const ctx = f.ctx;
   ctx.font = "11px system-ui, sans-serif";
-  ctx.fillStyle = "#5f6b76";
+  ctx.fillStyle = cssVar("--muted");
   ctx.strokeStyle = "#e6e9ec";
   ctx.lineWidth = 1;
   ctx.textAlign = "right";

@@ -1,6 +1,6 @@
 const S = DATA.summary;
 const UNIT_TITLE = {s: "time (s)", frame: "frame"};
-const SEGMENT_COLOR = "rgba(255, 127, 14, 0.85)", SEGMENT_STRIP = 7;     // px tall, at the plot's top edge
+const SEGMENT_COLOR = cssVar("--seg"), SEGMENT_STRIP = 7;     // px tall, at the plot's top edge
 
 // base64 little-endian float32 -> Float32Array
 function floats(b64) {
@@ -142,7 +142,7 @@ function openVideo(i) {
   state.playhead = playhead;
   parts.push(el("div", {class: "timeline"}, [canvas, playhead, cursor]), readout);
   parts.push(legend([["anomaly score", COLORS[0]], ...(DATA.threshold !== null ? [["threshold " + score(DATA.threshold), "#ff7f0e"]] : []),
-                     ...(v.gt && v.gt.length ? [["ground-truth anomaly", "rgba(214,39,40,0.35)"]] : []),
+                     ...(v.gt && v.gt.length ? [["ground-truth anomaly", cssVar("--gt")]] : []),
                      ...(v.segments.length ? [["detected " + (v.segments.some(s => s.event) ? "event" : "segment") +
                                                " (strip along the top: above the threshold)", SEGMENT_COLOR]] : [])]));
   if (v.count === 0) parts.push(el("p", {class: "note", text: "scores.csv holds no scores for this video"}));
@@ -197,7 +197,7 @@ function drawTimeline(canvas, v) {
   const f = plotFrame(canvas, 190, x0, x1, lo, hi > lo ? hi * 1.08 : lo + 1), ctx = f.ctx;
   ctx.clearRect(0, 0, f.width, f.height);
   const band = (s, e, color, top) => { ctx.fillStyle = color; ctx.fillRect(f.x(s), top, Math.max(1, f.x(e) - f.x(s)), f.bottom - top); };
-  for (const [s, e] of v.gt || []) band(s, e, "rgba(214, 39, 40, 0.16)", f.top);
+  for (const [s, e] of v.gt || []) band(s, e, cssVar("--gt"), f.top);
   // detected segments: a strip along the top edge (as the PNG plots draw them), never a band from y = 0
   ctx.fillStyle = SEGMENT_COLOR;
   for (const s of v.segments) ctx.fillRect(f.x(s.start), f.top, Math.max(2, f.x(s.end) - f.x(s.start)), SEGMENT_STRIP);
