@@ -15,6 +15,7 @@ import infer
 import main
 from conftest import ROOT, data_args, run_script, write_xd_dataset
 from features import Video, degenerate, warn_degenerate
+from helpers import GridProbe
 from utils import InputError
 from video.extraction import warn_if_degenerate
 
@@ -168,7 +169,7 @@ def test_ctrl_c_during_extraction_is_one_line(tmp_path, monkeypatch, capsys):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
     monkeypatch.setattr("video.extraction.extract_videos", interrupted)
-    monkeypatch.setattr(extract, "load_i3d", lambda *a, **k: None)
+    monkeypatch.setattr(extract, "load_i3d", lambda *a, **k: GridProbe())    # a network for the backend to hold
     (tmp_path / "v.mp4").write_bytes(b"")
     (tmp_path / "w.pt").write_bytes(b"")
     assert extract.main([str(tmp_path / "v.mp4"), "--out", str(tmp_path / "o"), "--i3d_weights",
