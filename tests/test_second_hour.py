@@ -175,8 +175,10 @@ def test_ctrl_c_during_extraction_is_one_line(tmp_path, monkeypatch, capsys):
     assert extract.main([str(tmp_path / "v.mp4"), "--out", str(tmp_path / "o"), "--i3d_weights",
                          str(tmp_path / "w.pt"), "--device", "cpu"]) == 130
     err = capsys.readouterr().err
-    assert err.strip() == ("extract.py: interrupted; the same command continues where this one stopped (videos "
-                           "already extracted are reused)")
+    assert err.strip().splitlines() == [         # the runtime line extract.py gives first, then the one line
+        "extract.py: I3D on torch fp32 (cpu, picked by --backend auto)",
+        "extract.py: interrupted; the same command continues where this one stopped (videos already extracted are "
+        "reused)"]
 
 
 def test_a_checkpoint_of_other_crops_says_both_counts(tmp_path):
