@@ -444,9 +444,6 @@ def training_data(paths, title):
     return dict(kind="training", title=title, runs=[training_run(p) for p in paths])
 
 
-# ---------------------------------------------------------------------------------------------
-# the page
-
 def folder_title(folder):
     """The name the page is titled by: the folder's own name (never its full path)."""
     return os.path.basename(os.path.abspath(folder)) or "report"

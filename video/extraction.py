@@ -103,7 +103,7 @@ def list_videos(inputs):
     return videos
 
 
-# ---- the manifest of a feature folder, and checking a folder against it ----
+# ---- under torchrun: the plan every rank agrees on, and each rank's share ----
 
 def plan_videos(ranks, inputs):
     """The run's videos (list_videos of `inputs`, as rank 0 sees them) and their sizes in bytes (0 for

@@ -199,6 +199,3 @@ def verify_manifest(path):
     print(f'{path}: OK, {len(rows)} feature files of {videos} videos match their sizes and SHA-256, '
           f'one set of settings')
     return 0
-
-
-# ---- the command line, in one process or many under torchrun ----
