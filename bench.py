@@ -7,7 +7,7 @@
   python bench.py --model urdmu --sections bcd     # UR-DMU on the same fast paths
   python bench.py --sections k --json k.json      # I3D on each backend and precision, and the GEMM peak
 
-Sections (each prints fast, reference and their ratio):
+Sections (each prints fast, reference and their ratio; e to k are in bench_video.py):
   a  training items per second from disk: per-file loading as the release does (read + resample
      loop on every access) vs TrainItems building its cache (cold) and reusing it (cached: a new
      run's first pass over the items, then two epochs of random batches of 64)
@@ -38,7 +38,7 @@ Live video (stream.py; not in the default run: `python bench.py --sections gij`)
   i  sustainable snippets per second (the pipeline's capacity, reading a generated 320x256 25 fps
      file as fast as it can) and latency p50/p95 at a live pace it can sustain (--realtime, 25 fps
      or slower), for 1 and 5 crops, random-weight I3D on --device; and whether it keeps up at 25 fps
-  k  I3D per backend (i3d_backends.py: torch, OpenVINO, ONNX Runtime) and precision (fp32; bf16 where
+  k  I3D per backend (video/backends.py: torch, OpenVINO, ONNX Runtime) and precision (fp32; bf16 where
      the hardware has it): clips (snippet crops) per second through the network alone, for 1, 5 and
      10 crops at each of --i3d_batches snippets per pass, against torch fp32 at the same size; the
      CPU's measured GEMM peak (2048^3 matmul) in fp32 and bf16 and the fraction of it each row reaches
@@ -53,19 +53,20 @@ mostly memory reads) and removed at the end.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench_video import (section_backends, section_causal, section_distributed, section_extract, section_memory,
+                         section_review, section_stream)
+from benchtools import peak_rss, row, timed
 from dataset import TestSet, TrainItems
 from features import Video
-from model import BNWVAD, MODELS
+from model import MODELS
 from reference import load_items, release_model, score_videos
 from test import EVAL_SNIPPETS, evaluate, frame_metrics, score_batched, snippet_metrics, to_frames
 from train import train_step
@@ -110,20 +111,6 @@ def parse_args(argv=None):
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--score_one", type=int, nargs=3, metavar=("T", "CROPS", "REF"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
-
-
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
-
-
-def row(results, section, what, fast, ref, unit, higher_is_better):
-    ratio = None if fast is None or ref is None else (fast / ref if higher_is_better else ref / fast)
-    results.append(dict(section=section, what=what, fast=fast, ref=ref, unit=unit, speedup=ratio))
-    fmt = lambda v: "-" if v is None else f"{v:,.3f}"
-    print(f"  {what:48s} fast {fmt(fast):>12s}  ref {fmt(ref):>12s}  {unit:10s} "
-          f"x{'-' if ratio is None else f'{ratio:.1f}'}", flush=True)
 
 
 def test_lengths(fraction, rng):
@@ -244,24 +231,6 @@ def section_train(args, work, rng, results):
     row(results, "c", "training steps/s", times["fast"], times["ref"], "steps/s", True)
 
 
-def proc_status(field):
-    """A memory field of /proc/self/status (VmRSS, VmHWM) in bytes, or None where /proc is absent."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-
-
-def peak_rss():
-    """Peak resident memory of this process in bytes: VmHWM (reset by exec, unlike ru_maxrss,
-    which Linux carries over from the parent), ru_maxrss where /proc is absent."""
-    peak = proc_status("VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def score_one(T, crops, ref, D, eval_snippets, name="bnwvad"):
     """In a fresh process: score one generated video; print time and peak RSS as JSON."""
     rng = np.random.default_rng(0)
@@ -300,351 +269,6 @@ def section_long(args, work, rng, results):
         row(results, "d", f"T={T:,} time (s)", get("fast", "seconds", 1), get("ref", "seconds", 1), "s", False)
         row(results, "d", f"T={T:,} peak memory (GB)", get("fast", "peak_bytes", 2 ** 30),
             get("ref", "peak_bytes", 2 ** 30), "GB", False)
-
-
-def write_clip(path, frames, rng):
-    """A 320x256, 25 fps video of random frames."""
-    import av
-    with av.open(path, "w") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 320, 256, "yuv420p"
-        for _ in range(frames):
-            image = rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
-
-
-def section_extract(args, work, rng, results):
-    from extract import decode_frames, video_features
-    from i3d import InceptionI3d
-    from utils import pick_device
-    device = pick_device(args.device)
-    path = os.path.join(work, "clip.mp4")
-    write_clip(path, args.extract_frames, rng)
-    T = args.extract_frames // 16
-    print(f"(e) I3D extraction: {args.extract_frames} frames 320x256 ({T} snippets), device {device}")
-    model = InceptionI3d().to(device).eval()
-    _, t_decode = timed(lambda: sum(1 for _ in decode_frames(path)))
-    row(results, "e", "decode + resize, frames/s", args.extract_frames / t_decode, None, "frames/s", True)
-    video_features(path, model, crops=1, batch_size=1)          # warm-up
-    for crops, batch in ((1, 4), (10, 1)):
-        _, t = timed(lambda: video_features(path, model, crops=crops, batch_size=batch))
-        row(results, "e", f"{crops:2d} crops: snippets/s per crop", T * crops / t, None, "snippets/s", True)
-
-
-def section_causal(args, work, rng, results):
-    from dataset import load_test_set
-    from infer import load_model
-    from options import parse_infer_args
-    from stream import causal_scores
-    if not os.path.isfile(args.causal_checkpoint):
-        print(f"(g) skipped: {args.causal_checkpoint} does not exist (python main.py --dataset demo trains the demo's)")
-        return
-    flags = ["--dataset", args.causal_dataset, "--model_path", args.causal_checkpoint, "--num_workers", "0"]
-    infer_args = parse_infer_args(flags + (["--root_dir", args.causal_root_dir] if args.causal_root_dir else []))
-    model, _ = load_model(infer_args)
-    test_set = load_test_set(infer_args, both_classes=False)
-    device = torch.device("cpu")
-    print(f"(g) causal scoring, {args.causal_dataset} test set: {len(test_set.videos)} videos, "
-          f"{sum(test_set.lengths):,} snippets (longest {max(test_set.lengths)}), {len(test_set.features[0])} crops, "
-          f"{args.causal_checkpoint}")
-    print(f"  {'scoring':26s}{'AUC':>8s}{'AP':>8s}{'AUC_sub':>9s}{'AP_sub':>8s}{'|causal - offline|':>20s}"
-          f"  {'latency added':>14s}{'time':>7s}")
-    offline, t = timed(lambda: score_batched(model, test_set.features, device))
-    everything = np.concatenate(offline)
-    print(f"  (offline raw scores: median {np.median(everything):.3f}, 99th percentile {np.quantile(everything, 0.99):.3f})")
-
-    def report(what, scores, seconds, delay):
-        m = snippet_metrics(scores, test_set.gt, test_set.abnormal_frames)
-        gap = np.abs(np.concatenate(scores) - everything)      # per snippet, on the raw score scale
-        added = f"{delay} x 0.64 s" if delay else "-"
-        print(f"  {what:26s}{m['AUC']:8.2f}{m['AP']:8.2f}{m['AUC_sub']:9.2f}{m['AP_sub']:8.2f}"
-              f"{f'{gap.mean():.3f} (p95 {np.quantile(gap, 0.95):.3f})':>20s}  {added:>14s}{seconds:6.0f}s", flush=True)
-        results.append(dict(section="g", what=what, delay=delay, seconds=seconds, mean_abs_diff=float(gap.mean()),
-                            p95_abs_diff=float(np.quantile(gap, 0.95)), **m))
-
-    report("offline (whole video)", offline, t, 0)
-    configs = [(w, 0) for w in args.windows] + [(w, k) for w in args.delay_window for k in args.delays if k < w]
-    for window, delay in configs:
-        scores, t = timed(lambda: [causal_scores(model, f, window or None, delay, device) for f in test_set.features])
-        what = f"window {window or 'all past'}" + (f", delay {delay}" if delay else "")
-        report(what, scores, t, delay)
-
-
-def write_pattern_video(path, frames, rate, rng):
-    """A 320x256 video of moving noise blocks at `rate` fps (mpeg4), for timing the stream pipeline."""
-    import av
-    with av.open(path, "w") as container:
-        stream = container.add_stream("mpeg4", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = 320, 256, "yuv420p"
-        base = rng.integers(0, 256, (256, 640, 3), dtype=np.uint8)
-        for i in range(frames):
-            image = np.ascontiguousarray(base[:, (8 * i) % 320:(8 * i) % 320 + 320])
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
-    return path
-
-
-def section_stream(args, work, rng, results):
-    from i3d import InceptionI3d
-    from stream import StreamSettings, run_stream
-    from utils import pick_device
-    device = pick_device(args.device)
-    i3d = InceptionI3d().to(device).eval()
-    model = BNWVAD(1024).to(device).eval()
-    n = args.stream_snippets
-    window = StreamSettings.window
-    print(f"(i) live pipeline: 320x256 video, random-weight I3D on {device}, window {window}, {n} snippets a run")
-    with torch.inference_mode():
-        i3d.features(torch.zeros(2, 3, 16, 224, 224, device=device))       # warm-up: first-call allocations
-    fast = write_pattern_video(os.path.join(work, "fast.mp4"), 16 * n, 25, rng)
-    for crops in (1, 5):
-        def run(path, name, realtime):
-            return run_stream(path, model, i3d, os.path.join(work, f"{name}-{crops}"), float("inf"),
-                              StreamSettings(crops=crops, window=window, realtime=realtime, live=False,
-                                             amp=device.type == "cuda", status_every=1e9), quiet=True)
-        capacity = run(fast, "fast", False)
-        rate = capacity["snippets_per_busy_s"]
-        fps = int(min(25, max(1, np.floor(0.8 * rate * 16))))      # a live pace with 20% to spare
-        paced = write_pattern_video(os.path.join(work, f"paced-{crops}.mp4"), 16 * n, fps, rng)
-        live = run(paced, "paced", True)
-        at25 = run(fast, "live25", True) if fps < 25 else live
-        kept = "kept up" if at25["kept_up"] else (f"cannot keep up: {at25['speed']:.2f}x real time, lag "
-                                                  f"{at25['max_lag_s']:.1f} s after {n} snippets")
-        print(f"  {crops} crop{'s' if crops > 1 else ' '}: {rate:6.2f} snippets/s ({rate * 0.64:.2f}x real time at "
-              f"25 fps); at {fps:g} fps live: latency p50 {live['latency_p50_s']:.2f} s, p95 "
-              f"{live['latency_p95_s']:.2f} s; at 25 fps: {kept}", flush=True)
-        results.append(dict(section="i", crops=crops, device=str(device), snippets_per_s=rate, live_fps=fps,
-                            latency_p50_s=live["latency_p50_s"], latency_p95_s=live["latency_p95_s"],
-                            kept_up_at_25fps=at25["kept_up"], speed_at_25fps=at25["speed"]))
-
-
-class PoolProbe(torch.nn.Module):
-    """A stand-in for I3D that costs next to nothing: each clip's 1024-d grid of means."""
-
-    def __init__(self):
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(()))     # tells the pipeline the device
-
-    def features(self, x):                                     # (N, 3, 16, 224, 224) -> (N, 1024)
-        return x[..., ::32, ::32].flatten(1)[:, :1024]         # of (N, 3 * 16 * 7 * 7) samples
-
-
-def section_memory(args, work, rng, results):
-    from stream import StreamSettings, release_memory, run_stream
-    seconds = int(args.stream_hours * 3600)
-    source = f"testsrc2=size=320x256:rate=25:duration={seconds}"
-    torch.manual_seed(0)
-    torch.set_num_threads(1)        # the small windows run faster on one thread than two on two busy cores
-    model = BNWVAD(1024).eval()
-    settings = lambda: StreamSettings(input_format="lavfi", live=False, save_clips=True, pre_roll=2.0, post_roll=2.0,
-                                      status_every=10.0)
-    first = []
-    run_stream(source.replace(f"duration={seconds}", "duration=60"), model, PoolProbe(), os.path.join(work, "pre"),
-               float("inf"), settings(), on_score=lambda row: first.append(row["score"]), quiet=True)
-    threshold = float(np.quantile(first, 0.9))       # events now and then, with their clips
-    marks = {}                       # stream minute -> resident bytes when it was scored
-
-    def resident():
-        """(resident bytes now, and once the allocator has returned what it holds free)"""
-        now = proc_status("VmRSS")
-        release_memory()
-        return now, proc_status("VmRSS")
-
-    def on_score(row):
-        for minute in (1, 10, 30, 60, 90, 120, 180):
-            if row["end_s"] >= 60 * minute and minute not in marks:
-                marks[minute] = resident()
-    out = os.path.join(work, "long")
-    print(f"(j) memory: {seconds / 3600:g} h of testsrc2 320x256 25 fps through run_stream, stand-in I3D, "
-          f"threshold at the 0.9 quantile of the first minute's scores, clips on")
-    summary, t = timed(lambda: run_stream(source, model, PoolProbe(), out, threshold, settings(), on_score=on_score,
-                                          quiet=True))
-    marks[summary["video_s"] / 60] = resident()
-    clips = len(os.listdir(os.path.join(out, "clips"))) if os.path.isdir(os.path.join(out, "clips")) else 0
-    scores_mb = os.path.getsize(os.path.join(out, "scores.csv")) / 2 ** 20
-    print(f"  {summary['snippets']:,} snippets ({summary['video_s'] / 3600:.2f} h of video) in {t:.0f} s, "
-          f"{summary['events']} events, {clips} clips, scores.csv {scores_mb:.1f} MB")
-    print("  resident memory (MB, as found / once the allocator returned its free memory): "
-          + ", ".join(f"after {m:.0f} min {now >> 20} / {trimmed >> 20}" for m, (now, trimmed) in marks.items())
-          + f"; peak {peak_rss() >> 20} (run it alone: other sections' memory stays in the process)", flush=True)
-    results.append(dict(section="j", hours=seconds / 3600, snippets=summary["snippets"], events=summary["events"],
-                        rss_by_minute={f"{m:.0f}": list(rss) for m, rss in marks.items()}, seconds=t))
-def section_distributed(args, work, rng, results):
-    from i3d import InceptionI3d
-    folder = os.path.join(work, "dist_videos")
-    os.makedirs(folder)
-    for i in range(args.dist_videos):
-        write_clip(os.path.join(folder, f"clip{i:03d}.mp4"), args.extract_frames, rng)
-    weights = os.path.join(work, "i3d_random.pt")
-    torch.save(InceptionI3d().state_dict(), weights)
-    snippets = args.dist_videos * (args.extract_frames // 16)
-    gpus = torch.cuda.device_count()
-    print(f"(f) extraction under torchrun: {args.dist_videos} videos of {args.extract_frames} frames 320x256 "
-          f"({snippets} snippets), 1 crop; {os.cpu_count()} CPUs, {gpus} GPUs")
-
-    def rate(processes, device):
-        """Snippets per second of extract.py with this many processes, start-up and bookkeeping excluded."""
-        out = tempfile.mkdtemp(dir=work)
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-               str(Path(__file__).resolve().parent / "extract.py"), folder, "--out", out, "--i3d_weights", weights,
-               "--crops", "1", "--device", device]
-        seconds = []
-        for _ in range(2):          # the second run finds every video done: its time is the overhead
-            r, t = timed(lambda: subprocess.run(cmd, capture_output=True, text=True))
-            if r.returncode != 0:
-                print(f"  {processes} process(es) on {device} failed (exit {r.returncode}): "
-                      f"{r.stderr.strip().splitlines()[-1:]}")
-                return None
-            seconds.append(t)
-        print(f"  {processes} process(es) on {device}: {seconds[0]:.1f} s, of which {seconds[1]:.1f} s start-up and "
-              f"bookkeeping")
-        return snippets / (seconds[0] - seconds[1])
-    one, two = rate(1, "cpu"), rate(2, "cpu")
-    row(results, "f", "CPU: snippets/s, 2 processes vs 1", two, one, "snippets/s", True)
-    if gpus:
-        single = rate(1, "cuda")
-        row(results, "f", "1 GPU: snippets/s", single, one, "snippets/s", True)
-        if gpus > 1:
-            every = rate(gpus, "cuda")
-            row(results, "f", f"{gpus} GPUs: snippets/s vs 1 GPU", every, single, "snippets/s", True)
-            row(results, "f", f"{gpus} GPUs: snippets/s per GPU vs 1 GPU", every and every / gpus, single,
-                "snippets/s", True)
-
-
-def review_folder(folder, rng, videos=800, snippets=150_000):
-    """An infer.py-like output folder of `videos` videos and about `snippets` snippets in all, 25 fps."""
-    counts = rng.multinomial(snippets - 20 * videos, np.ones(videos) / videos) + 20
-    os.makedirs(folder)
-    with open(os.path.join(folder, "metrics.json"), "w") as f:
-        json.dump({"threshold": {"value": 0.9, "source": "bench"}}, f)
-    scores, lines, listing = {}, ["video,snippet,score,calibrated,start_frame,end_frame,start_s,end_s"], []
-    segments = ["video,rank,start_frame,end_frame,start_s,end_s,peak_s,peak_score,peak_calibrated,mean_score"]
-    for v, n in enumerate(counts):
-        name = f"v{v:03d}"
-        scores[name] = rng.random(n)
-        lines += [f"{name},{i},{x:.6g},,{16 * i},{16 * i + 16},{16 * i / 25:.3f},{(16 * i + 16) / 25:.3f}"
-                  for i, x in enumerate(scores[name])]
-        segments += [f"{name},1,0,16,0.000,0.640,0.000,0.95,,0.95"]
-        listing.append(f"{name},{'abnormal' if v % 2 else 'normal'},{n},,{'32-96' if v % 2 else ''}")
-    for name, text in (("scores.csv", lines), ("segments.csv", segments),
-                       ("videos.csv", ["video,label,snippets,source,gt"] + listing)):
-        with open(os.path.join(folder, name), "w") as f:
-            f.write("\n".join(text) + "\n")
-    return scores
-
-
-def section_review(args, work, rng, results):
-    from report import write_report
-    from plots import plot_video
-    print(f"(h) the review page of {args.review_videos} videos, 150,000 snippets: built (report.py) against one "
-          f"PNG plot per video (plots.py, the review before the page); loaded in headless Chromium when installed")
-    folder = os.path.join(work, "review")
-    scores = review_folder(folder, rng, args.review_videos)
-    page, t_page = timed(lambda: write_report(folder))
-    plot_dir = os.path.join(work, "review_plots")
-    os.makedirs(plot_dir)
-    _, t_plots = timed(lambda: [plot_video(os.path.join(plot_dir, f"{n}.png"), n, x, 0.9) for n, x in scores.items()])
-    print(f"  page {os.path.getsize(page) / 1e6:.1f} MB")
-    row(results, "h", "build the page vs every video's plot (s)", t_page, t_plots, "s", False)
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-        options = webdriver.ChromeOptions()
-        options.binary_location = "/usr/bin/chromium"
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-            options.add_argument(flag)
-        browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    except Exception as e:          # no selenium, no browser: the build figures stand alone
-        print(f"  page load not measured: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
-        return
-    try:
-        browser.get("file://" + os.path.abspath(page))
-        load = browser.execute_script("return performance.getEntriesByType('navigation')[0].loadEventEnd")
-        opened = browser.execute_script("const t = performance.now(); document.querySelector('#videos tbody "
-                                        "tr:last-child').click(); return performance.now() - t")
-    finally:
-        browser.quit()
-    row(results, "h", "page load in Chromium (ms)", load, None, "ms", False)
-    row(results, "h", "open a video: draw its curve (ms)", opened, None, "ms", False)
-
-
-def gemm_peak(dtype, device, n=2048, reps=5):
-    """Best GFLOP/s of an n x n x n matmul in `dtype` on `device` (2 n^3 FLOPs each)."""
-    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-    best = float("inf")
-    for _ in range(reps + 1):                   # the first is a warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
-
-
-def section_backends(args, work, rng, results):
-    from torch.utils.flop_counter import FlopCounterMode
-    from i3d import InceptionI3d
-    from i3d_backends import BackendError, has_bf16, i3d_backend, installed
-    cpu = torch.device("cpu")
-    model = InceptionI3d().eval()
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model.features(torch.zeros(1, 3, 16, 224, 224))
-    gflop = counter.get_total_flops() / 1e9
-    devices = [cpu] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    # bf16 without hardware bf16 is emulated (~60x slower than fp32 here): measured on 512^3 once, for the record
-    peaks = {(d.type, p): gemm_peak(dtype, d) if p == "fp32" or has_bf16(d) else gemm_peak(dtype, d, 512, 1)
-             for d in devices for p, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
-    print(f"(k) I3D per backend and precision: 16x224x224 clips, {gflop:.1f} GFLOP each; GEMM peak (2048^3) "
-          + ", ".join(f"{d} {p} {v:,.0f} GFLOP/s{'' if p == 'fp32' or has_bf16(torch.device(d)) else ' (emulated: no bf16 hardware)'}"
-                      for (d, p), v in peaks.items()))
-    for d in devices:
-        for p in ("fp32", "bf16"):
-            results.append(dict(section="k", what=f"GEMM peak {d.type} {p}", gflops=peaks[(d.type, p)]))
-    sizes = [(crops, batch) for crops in (1, 5, 10) for batch in args.i3d_batches]
-    x = {n: torch.rand(n, 3, 16, 224, 224) * 2 - 1 for n in {c * b for c, b in sizes}}
-    cache = os.path.join(work, "i3d-cache")
-
-    def rates(i3d, device):
-        out = {}
-        with torch.inference_mode():
-            i3d.features(x[1].to(device))                                   # warm-up (and export)
-            for crops, batch in sizes:
-                clips = x[crops * batch].to(device)
-                best = float("inf")
-                for _ in range(2 if crops * batch <= 2 else 1):
-                    _, t = timed(lambda: i3d.features(clips).cpu())
-                    best = min(best, t)
-                out[(crops, batch)] = crops * batch / best
-        return out
-
-    runs = [(d, b, p) for d in devices for b in (("torch", "openvino", "onnxruntime") if d.type == "cpu" else ("torch",))
-            for p in ("fp32", "bf16")]
-    reference = {}
-    for device, backend, precision in runs:
-        if not installed(backend):
-            print(f"  {backend} {precision} on {device}: not installed")
-            continue
-        try:
-            i3d = i3d_backend(model.to(device), backend, precision, device, cache)
-        except BackendError as e:
-            print(f"  {backend} {precision} on {device}: skipped: {e}")
-            continue
-        if backend != "torch" and not any(Path(cache).glob("*.onnx")):
-            _, t_export = timed(lambda: i3d.features(x[1]))
-            print(f"  ONNX export (once per weights and shape, then read from the cache): {t_export:.1f} s")
-        measured = rates(i3d, device)
-        if backend == "torch" and precision == "fp32":
-            reference[device.type] = measured
-        for (crops, batch), rate in measured.items():
-            what = f"{device.type} {backend} {precision}, {crops:2d} crops x {batch} snippets"
-            row(results, "k", what, rate, reference[device.type][(crops, batch)], "clips/s", True)
-            results[-1]["peak_fraction"] = rate * gflop / peaks[(device.type, precision)]
-        best = max(measured.values())
-        print(f"    best {best:.2f} clips/s = {best * gflop:,.0f} GFLOP/s, "
-              f"{best * gflop / peaks[(device.type, precision)]:.0%} of the {device.type} {precision} GEMM peak", flush=True)
 
 
 def main():

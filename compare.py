@@ -20,15 +20,20 @@ import argparse
 import csv
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 
-import main
 from model import MODELS
+from options import parse_main_args
 from plots import plot_comparison
-from utils import DefaultsFormatter, atomic_write, make_dir, read_checkpoint, run_cli, write_text
+from runs import run_files
+from test import METRICS
+from utils import DefaultsFormatter, InputError, atomic_write, make_dir, read_checkpoint, run_cli, write_text
 
-METRICS = ("AUC", "AP", "AUC_sub", "AP_sub")
+MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "main.py")
+
 NAMES = {"bnwvad": "BN-WVAD", "urdmu": "UR-DMU"}
 OWN_BY_MAIN = ("--model", "--seed", "--model_path", "--log_path", "--resume", "--stop_after")
 
@@ -60,9 +65,11 @@ def run_one(model, seed, rest, output_dir):
     """Train one model with one seed through main.py -> (its best checkpoint's step and metrics, its log)."""
     ckpts, logs = os.path.join(output_dir, "ckpts"), os.path.join(output_dir, "logs")
     argv = rest + ["--model", model, "--seed", str(seed), "--model_path", ckpts, "--log_path", logs]
-    print(f"== {NAMES[model]}, seed {seed}")
-    main.main(argv)
-    best, _, log, _ = main.run_files(main.parse_main_args(argv))
+    print(f"== {NAMES[model]}, seed {seed}", flush=True)
+    if subprocess.run([sys.executable, MAIN, *argv]).returncode:      # main.py has said why, on stderr
+        raise InputError(f"main.py stopped on {NAMES[model]}, seed {seed}: no comparison table")
+    args = parse_main_args(argv)
+    best, _, log, _ = run_files(args.dataset, args.model, args.seed, args.model_path, args.log_path)
     _, record = read_checkpoint(best)
     with open(log) as f:
         history = [json.loads(line) for line in f if line.strip()]
@@ -106,7 +113,7 @@ def write_csv(path, runs, stats):
 def compare(argv=None):
     args, rest = parse_args(argv)
     make_dir(args.output_dir, "output")
-    main.parse_main_args(rest)                    # main.py's flags checked once, before any training
+    parse_main_args(rest)                         # main.py's flags checked once, before any training
     runs = []
     for model in args.models:
         for seed in args.seeds:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from features import FRAMES_PER_SNIPPET, load_video, map_features, video_length, video_shape
-from lists import (annotated_gt, check_labels, frame_gt, load_gt, lists_provenance, make_lists, provenance_path,
+from lists import (annotated_gt, check_labels, frame_gt, lists_provenance, load_gt, make_lists, provenance_path,
                    read_annotations, read_list, report, write_gt, write_gt_sidecar)
 from utils import InputError, atomic_write, make_dir, run_cli, write_text
 
@@ -74,7 +74,7 @@ def dataset_info(args):
                    crops_from=f"checkpoint {args.model_path}" if recorded else None)
 
 
-def resample(features, num_segments):
+def resample_segments(features, num_segments):
     """(T, D) -> (num_segments, D) as the release does: boundaries floor(linspace(0, T, S + 1)),
     segment i the mean of rows [b_i, b_{i+1}), or row b_i when the two are equal.
 
@@ -179,7 +179,8 @@ class TrainItems:
                 self.from_cache = True
                 return
         per_video = _parallel_map(   # (N, num_segments, D) each
-            lambda v: np.stack([resample(c, num_segments) for c in load_video(v, len_feature)]), videos, num_workers)
+            lambda v: np.stack([resample_segments(c, num_segments) for c in load_video(v, len_feature)]), videos,
+            num_workers)
         data = np.stack(per_video) if all_crops else np.concatenate(per_video)
         self.data = data.astype(dtype, copy=False)
         if cache_dir is not None:
@@ -438,10 +439,8 @@ def ensure_lists(args):
     print("\n".join(summary))
 
 
-def cli(argv=None):
-    """python dataset.py make-list ... | make-gt ... (flags in options.parse_tool_args)."""
-    from options import parse_tool_args   # options imports DATASETS from here
-    args = parse_tool_args(argv)
+def cli(args):
+    """python dataset.py make-list ... | make-gt ...: `args` from options.parse_tool_args."""
     if args.command == "make-list":
         label_column = args.labels is not None or DATASETS[args.dataset].normal_marker is None
         _, _, summary = make_lists(args.root_dir, args.dataset, dataset_info(args), args.list_dir, args.test_videos,
@@ -453,4 +452,6 @@ def cli(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(cli)
+    # only the command reads its flags: the module `dataset` never imports options, which imports DATASETS from it
+    from options import parse_tool_args
+    run_cli(lambda: cli(parse_tool_args()))

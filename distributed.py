@@ -37,7 +37,7 @@ from datetime import timedelta
 
 import torch.distributed as dist
 
-from utils import InputError, torchrun_env
+from utils import INPUT_ERROR_HOOKS, InputError, one_line, torchrun_env
 
 TIMEOUT_S = 600     # a rank whose heartbeat stands still this long is gone; also each collective's limit
 BEAT_S = 5          # heartbeat period
@@ -51,12 +51,6 @@ class RanksFailed(SystemExit):
 
 class RankLost(InputError):
     """Another rank left the run or went silent while this one waited for it (one-line message)."""
-
-
-def one_line(error):
-    """The first line of an exception's message (library errors can span several)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def shard_indices(sizes, world_size):
@@ -300,6 +294,9 @@ def fail_current(error):
     """Ranks.fail(error) of the run this process is in, if it started one and has not left it; else nothing."""
     if _current is not None and _current.distributed and not _current.closed:
         _current.fail(error)
+
+
+INPUT_ERROR_HOOKS.append(fail_current)     # utils.run_cli's one-line InputError reaches the other ranks too
 
 
 def _appears(path, tries=3):

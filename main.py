@@ -25,6 +25,7 @@ refused unless --overwrite (which then removes them all, so none of them is take
 import importlib.util
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -40,10 +41,12 @@ from lists import read_list
 from model import MODELS
 from options import check_accelerator_flags, model_config, parse_main_args
 from plots import plot_run
+from runs import run_files
 from test import evaluate, quantile_table, score_video
 from train import train_step
 from utils import (InputError, atomic_write, git_commit, make_dir, pick_device, read_checkpoint, refuse_to_replace,
                    rng_states, run_cli, save_checkpoint, set_rng_states, set_seed, write_text)
+
 
 # flags that may differ between an interrupted run and its resumption
 RESUME_FREE = ("device", "num_workers", "model_path", "log_path", "resume", "stop_after", "tensorboard", "overwrite",
@@ -70,11 +73,22 @@ def run_record(args):
                 args={k: v for k, v in sorted(vars(args).items()) if k != "given"})
 
 
+def run_config_text(record):
+    """run_record as JSON (json.dumps, indent 2) with "given" and each flag's value on one line, so a
+    learning-rate list of thousands of steps stays on its flag's line."""
+    inline = []                 # the values written compact, each standing in the layout as "@i@"
+
+    def mark(value):
+        inline.append(json.dumps(value))
+        return f"@{len(inline) - 1}@"
+    layout = dict(git_commit=record["git_commit"], given=mark(record["given"]),
+                  args={k: mark(v) for k, v in record["args"].items()})
+    return re.sub(r'"@(\d+)@"', lambda m: inline[int(m.group(1))], json.dumps(layout, indent=2)) + "\n"
+
+
 def write_run_config(path, record):
-    """run_record as JSON, one flag per line."""
-    lines = [f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in record["args"].items()]
-    write_text(path, "{\n  \"git_commit\": %s,\n  \"given\": %s,\n  \"args\": {\n%s\n  }\n}\n" % (
-        json.dumps(record["git_commit"]), json.dumps(record["given"]), ",\n".join(lines)))
+    """run_record as JSON (run_config_text), atomically."""
+    write_text(path, run_config_text(record))
 
 
 def refuse_earlier_run(args, files):
@@ -145,7 +159,7 @@ def restore(record, model, optimizer, streams):
     return record["step"] + 1, state["best"], state["best_step"]
 
 
-def read_log(log_file, upto):
+def read_log_upto(log_file, upto):
     """The log's records up to step `upto` (a resumed run drops those written after its checkpoint)."""
     if not os.path.isfile(log_file):
         raise InputError(f"--resume: the run's log {log_file} does not exist (check --log_path)")
@@ -176,16 +190,6 @@ def add_calibration(ckpt_path, model, args, device):
     model.load_state_dict(state)
     record["calibration"] = torch.from_numpy(quantile_table(calibration_scores(model, args, device)))
     atomic_write(ckpt_path, lambda tmp: torch.save(record, tmp))
-
-
-def run_files(args):
-    """Where a run's files go: (best checkpoint, last checkpoint, log, config), named by the dataset, the
-    model (BN-WVAD's names carry none, as they always did) and the seed."""
-    name = args.dataset if args.model == "bnwvad" else f"{args.dataset}_{args.model}"
-    return (os.path.join(args.model_path, f"{name}_best_{args.seed}.pkl"),
-            os.path.join(args.model_path, f"{name}_last_{args.seed}.pkl"),
-            os.path.join(args.log_path, f"{name}_{args.seed}.jsonl"),
-            os.path.join(args.model_path, f"{name}_config_{args.seed}.json"))
 
 
 def training_features(videos, len_feature):
@@ -227,13 +231,13 @@ def main(argv=None):
               f"N steps at it", file=sys.stderr)
     make_dir(args.model_path, "checkpoint")
     make_dir(args.log_path, "log")
-    files = run_files(args)
+    files = run_files(args.dataset, args.model, args.seed, args.model_path, args.log_path)
     ckpt_path, last_path, log_file, config_file = files
     run_png = os.path.splitext(log_file)[0] + ".png"
     if not args.resume:
         refuse_earlier_run(args, [*files, run_png])
     resume = read_resume(args.resume, args) if args.resume else None
-    records = read_log(log_file, resume["step"]) if resume else []
+    records = read_log_upto(log_file, resume["step"]) if resume else []
     config = run_config(args)       # as given, before a small dataset lowers the default batch size
     run = run_record(args)
 

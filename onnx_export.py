@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from model import MODELS, Attention, config_from_state_dict
-from utils import InputError, atomic_write, load_state, read_checkpoint
+from model import Attention
+from utils import InputError, atomic_write, one_line
 
 PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 INSTALL = "pip install onnx onnxruntime onnxscript"
@@ -42,25 +42,6 @@ def require_onnx():
         raise InputError(f"export needs {', '.join(missing)}, not installed: {INSTALL}")
 
 
-def load_detector(path):
-    """A checkpoint (ours, or a release's bare state dict of BN-WVAD or UR-DMU) -> its model in eval mode.
-
-    The same reading as infer.load_model, without its command-line checks: ours is rebuilt from its
-    stored model name and config, a bare state dict from its keys and shapes.
-    """
-    state, record = read_checkpoint(path)
-    if record is not None:
-        name, config = record.get("model", "bnwvad"), record["model_config"]
-    else:
-        try:
-            name, config = config_from_state_dict(state)
-        except ValueError as e:
-            raise InputError(f"checkpoint {path} is {e}") from None
-    model = MODELS[name](**config)
-    load_state(model, state, path)
-    return model.eval()
-
-
 def ort_session(path):
     """An ONNX Runtime CPU session of the file at path."""
     import onnxruntime
@@ -68,8 +49,8 @@ def ort_session(path):
 
 
 def first_line(error):
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:300]
+    """utils.one_line, cut to 300 characters (an exporter's message can be one very long line)."""
+    return one_line(error)[:300]
 
 
 @contextlib.contextmanager
@@ -174,7 +155,7 @@ def export_i3d(weights, path):
     """Export I3D (the state dict at `weights`) to path: (N, 3, 16, 224, 224) in [-1, 1] -> (N, 1024),
     N dynamic. Returns the largest |ONNX Runtime - torch| on two random clips; raises InputError."""
     require_onnx()
-    from i3d import load_i3d
+    from video.weights import load_i3d
     try:
         net = I3DFeatures(load_i3d(weights)).eval()
     except (OSError, ValueError) as e:

@@ -12,13 +12,34 @@ import sys
 import torch
 
 from dataset import DATASETS
-from extract import parse_resize
-from i3d_backends import BACKEND_HELP, BACKENDS, PRECISION_HELP, PRECISIONS
 from test import EVAL_SNIPPETS
 from utils import DefaultsFormatter, InputError, read_checkpoint
 
 
 MAX_ITERS = 10_000_000   # bound on a learning-rate list's length
+NORMAL_QUANTILE = 0.99   # --normal_quantile's default: 1% of normal frames above the threshold
+
+# I3D feature extraction (extract.py, stream.py, infer.py --video): the one home of these defaults and
+# choices, so the flag parsers here need no video code (training never loads PyAV)
+CROP = 224       # the I3D network's input side: crops are CROP x CROP
+RESIZE = 256     # --resize's default: frames' short side scaled to 256, aspect kept
+BACKENDS = ('auto', 'torch', 'openvino', 'onnxruntime')
+PRECISIONS = ('fp32', 'bf16')
+BACKEND_HELP = ('runtime of the I3D network; auto: the fastest exact one installed for the device (OpenVINO, then '
+                'ONNX Runtime, then torch on a CPU; torch on CUDA or MPS)')
+PRECISION_HELP = ('I3D arithmetic: fp32 exact; bf16 faster where the hardware has bf16 (avx512_bf16/amx_bf16 CPUs, '
+                  'recent GPUs), features ~1e-3 relative off')
+
+
+def parse_resize(text):
+    """'256' -> 256 (the short side), '340x256' -> (340, 256) (width, height); sides must fit a 224 crop."""
+    try:
+        size = tuple(int(side) for side in text.lower().split('x'))
+    except ValueError:
+        size = ()
+    if len(size) not in (1, 2) or min(size) < CROP:
+        raise argparse.ArgumentTypeError(f'expected "S" (short side) or "WxH", each at least {CROP}, got {text!r}')
+    return size[0] if len(size) == 1 else size
 
 
 class Parser(argparse.ArgumentParser):
@@ -30,6 +51,26 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class Renamed(argparse.Action):
+    """A flag's old spelling (hidden from --help): it sets the new flag's value and says so in one line on
+    stderr, so a user's command keeps working while it tells them the new name."""
+
+    def __init__(self, option_strings, dest, new, **kwargs):
+        kwargs.pop("default", None)
+        self.new = new
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"note: {option_string} is now {self.new} (the old spelling still works, for now)", file=sys.stderr)
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+
+def add_renamed(group, old, new, **kwargs):
+    """Add `old`, the former spelling of the flag `new` (added to `group` already), as a Renamed flag of
+    the same dest; kwargs: its `type`, or nargs=0 for a switch."""
+    group.add_argument(old, dest=new.lstrip("-"), action=Renamed, new=new, **kwargs)
 
 
 def given_flags(parser, argv):
@@ -231,9 +272,10 @@ def add_run_args(p):
 
 
 def check_accelerator_flags(args, device):
-    """--amp and --compile are for CUDA; elsewhere they are an error, not silently ignored."""
-    for flag in ("amp", "compile"):
-        if getattr(args, flag) and device.type != "cuda":
+    """--amp, --compile (and infer.py's --i3d_amp) are for CUDA; elsewhere they are an error, not silently
+    ignored."""
+    for flag in ("amp", "compile", "i3d_amp"):
+        if getattr(args, flag, False) and device.type != "cuda":
             raise InputError(f"--{flag} needs a CUDA device (this run uses {device.type})")
     if args.amp and not torch.cuda.is_bf16_supported():
         raise InputError("--amp needs a GPU with bfloat16 support")
@@ -389,20 +431,23 @@ def parse_infer_args(argv=None):
     p.add_argument("--feature_cache", help="with --video: folder for the extracted features, reused by later runs "
                                            "that score the same files with the same settings (default "
                                            "<output_dir>/features)")
-    p.add_argument("--resize", type=parse_resize, default=256,
+    p.add_argument("--resize", type=parse_resize, default=RESIZE,
                    help="with --video: 'S' scales the short side to S, 'WxH' resizes to W x H, before 224x224 crops")
     p.add_argument("--resample_fps", type=positive_float,
                    help="with --video: resample the videos to this frame rate before extraction, as extract.py "
-                        "--fps does (default: keep every frame)")
+                        "--resample_fps does (default: keep every frame)")
     p.add_argument("--pad_last", action="store_true",
                    help="with --video: complete a last partial snippet by repeating its last frame, as "
                         "extract.py --pad_last does")
+    p.add_argument("--i3d_amp", action="store_true",
+                   help="with --video: float16 autocast for I3D, CUDA only (--amp, the detector's bfloat16, "
+                        "switches it too for now)")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help=f"with --video: {BACKEND_HELP}")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help=f"with --video: {PRECISION_HELP}")
     p.add_argument("--threshold", type=float,
                    help="raw score above which snippets are anomalous, for segments.csv and the plots "
                         "(default: the --normal_quantile quantile of normal scores)")
-    p.add_argument("--normal_quantile", type=ratio, default=0.99,
+    p.add_argument("--normal_quantile", type=ratio, default=NORMAL_QUANTILE,
                    help="without --threshold: the threshold is this quantile of the test set's normal videos' "
                         "scores when a ground truth is given, else of the training normals' scores stored "
                         "in the checkpoint")

@@ -43,7 +43,7 @@ def release_model(model):
 
 
 def resample_loop(features, num_segments):
-    """dataset.resample written as the release's loop (int64 boundaries instead of its uint16)."""
+    """dataset.resample_segments written as the release's loop (int64 boundaries instead of its uint16)."""
     out = np.zeros((num_segments, features.shape[1]), dtype=np.float32)
     r = np.linspace(0, len(features), num_segments + 1).astype(np.int64)
     for i in range(num_segments):

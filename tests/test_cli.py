@@ -1,12 +1,14 @@
 """main.py and infer.py as a user runs them: outputs, reload parity, and one-line errors on bad input."""
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import data_args, run_script, shared_path, write_xd_dataset
+from conftest import ROOT, data_args, run_script, shared_path, write_xd_dataset
 
 TRAIN = dict(lr="[0.0005]*6", batch_size=4, num_segments=16, plot_freq=3, seed=7)
 
@@ -165,3 +167,46 @@ def test_checkpoint_errors(tmp_path, trained):
     torch.save({"x": shutil.rmtree}, evil)
     r = run_script("infer.py", data_args(ds, tmp_path, model_path=evil, output_dir=tmp_path / "o3"))
     assert_one_line_error(r, "evil.pkl")
+
+
+# what a training or evaluation command's --help must not load: PyAV, the video/live/review packages and
+# the commands that own them (training never loads PyAV)
+NOT_LOADED = ("av", "video", "live", "review", "extract", "stream", "report", "i3d", "i3d_backends", "selenium")
+
+
+@pytest.mark.parametrize("script", ["main.py", "infer.py", "compare.py", "dataset.py"])
+def test_help_loads_no_video_live_or_review_code(script):
+    """`python <script> --help` in a fresh interpreter, as a user runs it: the modules it loaded, read
+    from sys.modules once --help has been printed, hold none of NOT_LOADED."""
+    probe = ("import runpy, sys\n"
+             f"sys.argv = [{script!r}, '--help']\n"
+             "try:\n"
+             f"    runpy.run_path({str(ROOT / script)!r}, run_name='__main__')\n"
+             "except SystemExit as e:\n"
+             "    assert e.code in (0, None), e.code\n"
+             "print('MODULES', ' '.join(sorted(sys.modules)))\n")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    loaded = set(r.stdout.rsplit("MODULES ", 1)[1].split())
+    assert "torch" in loaded and "usage:" in r.stdout       # it did run the command's parser
+    assert not {m.split(".")[0] for m in loaded} & set(NOT_LOADED)
+
+
+def test_i3d_amp_is_cuda_only_in_infer():
+    """infer.py's --i3d_amp (I3D's float16, with --video) is a one-line error without CUDA, like --amp."""
+    from options import check_accelerator_flags, parse_infer_args
+    from utils import InputError
+    args = parse_infer_args(["--model_path", "m.pkl", "--video", "v.mp4", "--i3d_amp"])
+    with pytest.raises(InputError, match="--i3d_amp needs a CUDA device"):
+        check_accelerator_flags(args, torch.device("cpu"))
+
+
+def test_run_config_is_json_with_one_line_per_flag(tmp_path):
+    """The config file beside the checkpoints is json.dumps's, indented, each flag's value on its line
+    (a schedule of thousands of steps too), and reads back as the record."""
+    from main import run_config_text
+    record = dict(git_commit=None, given=["lr"], args={"lr": [0.0001] * 3000, "name": 'a "@0@" b', "seed": 2022})
+    text = run_config_text(record)
+    assert json.loads(text) == record
+    lines = text.splitlines()
+    assert len(lines) == 9 and lines[4].startswith('    "lr": [0.0001, ') and lines[5] == '    "name": "a \\"@0@\\" b",'

@@ -17,13 +17,19 @@ import pytest
 import torch
 
 import infer
-import report
-from extract import JUMP_S, Clock, Decoding, VideoError, decode_frames, extract_video, list_videos, video_features
+from checkpoints import load_model
+from helpers import GridProbe, write_output
+from live.run import run_stream
+from live.settings import StreamSettings
 from model import BNWVAD
-from stream import StreamSettings, run_stream
-from test_extract import GridProbe
-from test_report import write_output
+from review.media import playback_warnings
+from review.page import write_report
 from utils import InputError, read_checkpoint
+from video import VideoError
+from video.clock import Clock, JUMP_S
+from video.decode import Decoding, decode_frames
+from video.extraction import extract_video, list_videos
+from video.snippets import video_features
 
 SIZE = (64, 48)       # frames are tiny; extraction scales them up to the 256 short side
 
@@ -316,7 +322,7 @@ def test_video_root_links_the_playable_file_and_warns_about_the_rest(tmp_path, c
     err = capsys.readouterr().err
     assert f"2 files share the name 'cam01': linking {root / 'cam01.mp4'}, not {root / 'avi' / 'cam01.avi'}" in err
     videos = [dict(name=n, source=str(Path(p).relative_to(tmp_path))) for n, p in sorted(found.items())]
-    warnings = report.playback_warnings(videos, str(tmp_path))
+    warnings = playback_warnings(videos, str(tmp_path))
     assert len(warnings) == 2
     assert warnings[0].startswith(f"cam02: {root / 'cam02.avi'} is unlikely to play in a browser (its container "
                                   f"(.avi) is not one browsers play); a playable copy: ffmpeg -i {root / 'cam02.avi'} "
@@ -327,7 +333,7 @@ def test_video_root_links_the_playable_file_and_warns_about_the_rest(tmp_path, c
                        files=False)
     (out / "videos" / "cam02.avi").parent.mkdir()
     (out / "videos" / "cam02.avi").write_bytes((root / "cam02.avi").read_bytes())
-    report.write_report(str(out))
+    write_report(str(out))
     assert f"warning: cam02: {out / 'videos' / 'cam02.avi'} is unlikely to play in a browser" in capsys.readouterr().err
 
 
@@ -346,7 +352,7 @@ def test_checkpoints_other_code_saved_are_unwrapped_with_a_note(tmp_path, capsys
         got, record = read_checkpoint(str(tmp_path / name))
         assert record is None and set(got) == set(state) and all(torch.equal(got[k], state[k]) for k in state)
         assert said in capsys.readouterr().err
-        model, _ = infer.load_model(type("Args", (), dict(model_path=str(tmp_path / name)))())
+        model, _ = load_model(str(tmp_path / name))
         assert all(torch.equal(model.state_dict()[k], state[k]) for k in state)
     torch.save({"epoch": 1, "weights_ema": {"a": 1}, "config": "x"}, tmp_path / "other.pt")
     with pytest.raises(InputError, match=r"other.pt is neither a BN-WVAD checkpoint nor a state dict: it holds a dict "

@@ -17,16 +17,17 @@ import torch
 import torch.distributed as dist
 
 import extract
-import i3d
 import infer
 from conftest import ROOT, data_args, kinetics_weights, write_xd_dataset
 from distributed import RankLost, Ranks, RanksFailed, shard_indices
-from extract import file_sha256, list_videos, verify_manifest
-from i3d import KINETICS_SHA256
+from helpers import GridProbe, write_video
 from model import BNWVAD
 from test import quantile_table
-from test_extract import GridProbe, write_video
 from utils import InputError, pick_device, save_checkpoint
+from video.extraction import list_videos
+from video.manifest import MANIFEST, verify_manifest, write_manifest
+from video.records import file_sha256
+from video.weights import KINETICS_SHA256
 
 FRAMES = {"a": 48, "b": 16, "c": 32, "d": 20, "e": 40, "f": 24}     # 1 to 3 snippets each
 EXTRACT = ["--crops", "1", "--resize", "224", "--device", "cpu"]
@@ -148,7 +149,8 @@ def test_killed_two_rank_run_restarts_and_matches_one_process(clips, tmp_path):
 
     killed = torchrun("extract", args, STANDIN_KILL=victim)        # rank 1 dies on its second video
     assert killed.returncode != 0
-    done = sorted(p.stem for p in out.glob("*.json"))
+    # the records written (not a temporary file the kill left mid-write, which the restart removes)
+    done = sorted(p.stem for p in out.glob("*.json") if not p.name.startswith(".tmp-"))
     assert first in done and victim not in done
     stamps = {p.name: (p.stat().st_mtime_ns, file_sha256(p)) for stem in done for p in out.glob(f"{stem}*")}
 
@@ -162,7 +164,7 @@ def test_killed_two_rank_run_restarts_and_matches_one_process(clips, tmp_path):
     assert f"  rank {garbage}: {clips['folder'] / 'garbage.mp4'}: cannot decode" in err
     assert err.count(f"error: {clips['folder'] / 'garbage.mp4'}: cannot decode") == 1     # one rank tried it
     assert_same_outputs(clips["reference"], out)                   # manifest.csv included
-    assert verify_manifest(out / extract.MANIFEST) == 0
+    assert verify_manifest(out / MANIFEST) == 0
 
 
 def test_two_ranks_default_to_the_packaged_weights(clips, tmp_path):
@@ -176,7 +178,7 @@ def test_two_ranks_default_to_the_packaged_weights(clips, tmp_path):
     records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     assert len(records) == len(FRAMES)
     assert {rec["settings"]["weights"]["sha256"] for rec in records} == {KINETICS_SHA256}
-    with open(out / extract.MANIFEST, newline="") as f:
+    with open(out / MANIFEST, newline="") as f:
         assert {row["weights_sha256"] for row in csv.DictReader(f)} == {KINETICS_SHA256}
 
 
@@ -220,7 +222,7 @@ def test_two_ranks_score_a_test_list_as_one_process(tmp_path, capsys):
 def test_two_ranks_extract_and_score_videos_as_one_process(clips, tmp_path, monkeypatch):
     args = ["--model_path", checkpoint(tmp_path / "ckpt.pkl", 1024), "--video", clips["folder"], "--i3d_weights",
             clips["weights"], "--crops", "1", "--resize", "224", "--device", "cpu"]
-    monkeypatch.setattr(i3d, "load_i3d", stand_in)
+    monkeypatch.setattr("video.weights.load_i3d", stand_in)
     infer.main(list(map(str, args + ["--output_dir", tmp_path / "one"])))
     r = torchrun("infer", args + ["--output_dir", tmp_path / "two"])
     assert r.returncode == 0, r.stderr
@@ -318,17 +320,16 @@ def test_a_record_written_before_hashes_gets_them_once(clips, tmp_path):
     record = json.loads((copy / "a.json").read_text())
     old = {k: v for k, v in record.items() if k not in ("file_sha256", "file_bytes")}
     (copy / "a.json").write_text(json.dumps(old))
-    manifest = (copy / extract.MANIFEST).read_text()
-    assert extract.write_manifest(copy, [v for v in clips["videos"] if v.stem != "garbage"]) == []
-    assert (copy / extract.MANIFEST).read_text() == manifest
+    manifest = (copy / MANIFEST).read_text()
+    assert write_manifest(copy, [v for v in clips["videos"] if v.stem != "garbage"]) == []
+    assert (copy / MANIFEST).read_text() == manifest
     assert json.loads((copy / "a.json").read_text()) == record
-
 
 
 def test_verify_catches_a_damaged_copy(clips, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(clips["reference"], copy)
-    manifest = copy / extract.MANIFEST
+    manifest = copy / MANIFEST
     assert verify_manifest(manifest) == 0
     assert "OK, 6 feature files of 6 videos" in capsys.readouterr().out
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from checkpoints import load_model
 from conftest import ROOT, shared_path
 from model import BNWVAD
-from onnx_export import INSTALL, PACKAGES, TOL, load_detector
+from onnx_export import INSTALL, PACKAGES, TOL
 from utils import InputError
 
 MISSING = [name for name in PACKAGES if importlib.util.find_spec(name) is None]
@@ -52,7 +53,7 @@ def test_exported_detectors_give_release_scores(exported, name):
 @pytest.mark.parametrize("name", ["parity", "urdmu"])
 def test_exported_detectors_give_torch_scores_at_every_length(exported, name):
     path, ckpt = exported[name]
-    model, s = load_detector(ckpt), session(path)
+    model, s = load_model(ckpt)[0], session(path)
     rng = np.random.default_rng(7)
     for T in LENGTHS:
         x = rng.standard_normal((3 if T < 300 else 1, T, 1024), dtype=np.float32)
@@ -105,7 +106,7 @@ def test_readme_scores_a_feature_file_with_onnxruntime_alone(exported, tmp_path)
     code = "import sys; sys.modules['torch'] = None\n" + readme_snippet()
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     with torch.no_grad():
-        scores = load_detector(ckpt)(torch.from_numpy(x)).mean(0).numpy()
+        scores = load_model(ckpt)[0](torch.from_numpy(x)).mean(0).numpy()
     lines = out.splitlines()
     assert len(lines) == 5
     for line, t in zip(lines, np.argsort(-scores, kind="stable")[:5]):

@@ -2,60 +2,22 @@
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 import extract
 from conftest import shared_path
-from extract import (VideoError, crop_frames, decode_frames, extract_video, list_videos, main, output_paths,
-                     parse_resize, resample, resized_size, snippets, video_features)
+from extract import main, parse_args
+from helpers import GridProbe, MARKER, as_grid, green, write_video
+from options import parse_resize
+from video import VideoError
+from video.crops import crop_frames, resized_size
+from video.decode import decode_frames, resample_by_time
+from video.extraction import extract_video, list_videos
+from video.records import output_paths
+from video.snippets import background, snippets, video_features
 
 
-MARKER = 32  # a white MARKER x MARKER square in the top-left corner of every frame
-
-
-def green(i):
-    """Green level of synthetic frame i, so the frame order can be read back."""
-    return 20 + 3 * i
-
-
-def write_video(path, frames, width=320, height=256, rate=25):
-    """Encode `frames` synthetic frames: red 0, green green(i), blue 100, white marker top-left."""
-    codec = 'libx264' if 'libx264' in av.codecs_available else 'mpeg4'
-    with av.open(str(path), 'w') as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, 'yuv420p'
-        stream.options = {'qp': '0'} if codec == 'libx264' else {'qscale': '1'}
-        for i in range(frames):
-            image = np.zeros((height, width, 3), np.uint8)
-            image[..., 1], image[..., 2] = green(i), 100
-            image[:MARKER, :MARKER] = 255
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format='rgb24')):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-class GridProbe(nn.Module):
-    """Stand-in for I3D: its 'features' are the clip's channel means on a 16 x 4 x 4 (time, h, w) grid."""
-
-    def __init__(self):
-        super().__init__()
-        self.anchor = nn.Parameter(torch.zeros(()))  # only tells the pipeline the device
-
-    def features(self, x):  # (N, 3, 16, 224, 224) -> (N, 1024)
-        grid = F.adaptive_avg_pool3d(x, (16, 4, 4)).flatten(1)  # (N, 768)
-        return F.pad(grid, (0, 1024 - grid.shape[1]))
-
-
-def as_grid(features):
-    """(..., 1024) probe features -> (..., 3, 16, 4, 4) channel, frame, row, column."""
-    return features[..., :768].reshape(*features.shape[:-1], 3, 16, 4, 4)
 
 
 # ---- pure functions ----
@@ -105,14 +67,14 @@ def test_snippets_drop_or_pad_the_tail():
 
 def test_resample_picks_frames_by_timestamp():
     timed = [(Fraction(i, 30), i) for i in range(60)]  # 2 s at 30 fps
-    items = lambda fps: [item for _, item in resample(timed, fps)]
+    items = lambda fps: [item for _, item in resample_by_time(timed, fps)]
     assert items(10) == list(range(0, 60, 3))
     assert items(60) == [i for i in range(60) for _ in range(2)]
     picked = items(25)
     assert len(picked) == 50 and picked[:6] == [0, 1, 2, 3, 4, 6]
-    assert [t for t, _ in resample(timed, 25)][:3] == [0, Fraction(1, 25), Fraction(2, 25)]  # the target times
+    assert [t for t, _ in resample_by_time(timed, 25)][:3] == [0, Fraction(1, 25), Fraction(2, 25)]  # the target times
     assert items(30) == list(range(60))
-    assert list(resample([(Fraction(1, 2), 'only')], 25)) == [(Fraction(1, 2), 'only')]
+    assert list(resample_by_time([(Fraction(1, 2), 'only')], 25)) == [(Fraction(1, 2), 'only')]
 
 
 def test_resize_options():
@@ -220,20 +182,20 @@ def test_extract_video_writes_each_crop_atomically(tmp_path, monkeypatch):
             f.write(b'half a file')
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(extract.np, 'save', interrupted_save)
+    monkeypatch.setattr("video.records.np.save", interrupted_save)
     with pytest.raises(KeyboardInterrupt):
         extract_video(video, GridProbe(), tmp_path / 'cut', crops=1)
     assert list((tmp_path / 'cut').iterdir()) == []  # neither a half .npy nor a temporary file
 
 
 def test_background_passes_items_and_errors():
-    assert list(extract.background(iter(range(10)), ahead=2)) == list(range(10))
+    assert list(background(iter(range(10)), ahead=2)) == list(range(10))
 
     def failing():
         yield 1
         raise VideoError('bad.mp4: broken')
 
-    items = extract.background(failing())
+    items = background(failing())
     assert next(items) == 1
     with pytest.raises(VideoError, match='bad.mp4'):
         next(items)
@@ -275,7 +237,7 @@ def test_cli_flags_reach_the_pipeline(tmp_path, monkeypatch):
     out = tmp_path / 'out'
     weights = tmp_path / 'weights.pt'
     weights.touch()                      # read by the stand-in loader never; its identity keys the features
-    assert main([str(video), '--out', str(out), '--i3d_weights', str(weights), '--crops', '5', '--fps', '12.5',
+    assert main([str(video), '--out', str(out), '--i3d_weights', str(weights), '--crops', '5', '--resample_fps', '12.5',
                  '--pad_last', '--resize', '340x256', '--fp16', '--batch_size', '1', '--device', 'cpu']) == 0
     assert sorted(p.name for p in out.iterdir()) == ['manifest.csv', 'v.json'] + [f'v__{k}.npy' for k in range(5)]
     saved = np.stack([np.load(out / f'v__{k}.npy') for k in range(5)])
@@ -291,6 +253,23 @@ def test_cli_setup_errors(tmp_path, capsys):
     assert main(base + ['--i3d_weights', str(tmp_path / 'missing.pt')]) == 2
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and 'missing.pt' in err and 'not found' in err
-    assert main(base + ['--i3d_weights', str(tmp_path / 'missing.pt'), '--amp']) == 2
-    assert '--amp needs a CUDA device' in capsys.readouterr().err
+    assert main(base + ['--i3d_weights', str(tmp_path / 'missing.pt'), '--i3d_amp']) == 2
+    assert '--i3d_amp needs a CUDA device' in capsys.readouterr().err
     assert not (tmp_path / 'out').exists()
+
+
+def test_renamed_flags_keep_their_old_spelling(capsys):
+    """--resample_fps and --i3d_amp were --fps and --amp (names infer.py gives other meanings): the old
+    spellings still set them, each with a one-line note, and --help shows only the new ones."""
+    new = parse_args(['v.mp4', '--out', 'o', '--resample_fps', '12.5', '--i3d_amp'])
+    assert capsys.readouterr().err == ''
+    old = parse_args(['v.mp4', '--out', 'o', '--fps=12.5', '--amp'])
+    assert (new.resample_fps, new.i3d_amp) == (old.resample_fps, old.i3d_amp) == (12.5, True)
+    assert capsys.readouterr().err.splitlines() == [
+        'note: --fps is now --resample_fps (the old spelling still works, for now)',
+        'note: --amp is now --i3d_amp (the old spelling still works, for now)']
+    assert parse_args(['v.mp4', '--out', 'o']).resample_fps is None and not parse_args(['v.mp4', '--out', 'o']).i3d_amp
+    with pytest.raises(SystemExit):
+        parse_args(['--help'])
+    shown = capsys.readouterr().out
+    assert '--resample_fps' in shown and '--i3d_amp' in shown and '--fps' not in shown and '--amp ' not in shown

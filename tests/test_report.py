@@ -23,76 +23,17 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_script
-from report import write_report
+from helpers import REPORT_FPS as FPS, REPORT_THRESHOLD as THRESHOLD, SNIPPET, write_output, write_webm
+from review.page import write_report
 from test import find_segments
 from utils import InputError
 
-FPS = 25
-SNIPPET = 16                     # frames per snippet
-THRESHOLD = 0.5
 NASTY = "evil <img src=x onerror=\"window.__pwned=1\"> & 'q' </script><script>window.__pwned=2</script>"
 NASTY_FILE = "clip #1 & \"q\" <b>%41?.webm"
 
 
 # ---------------------------------------------------------------------------------------------
 # folders like infer.py's, stream.py's and main.py's
-
-def write_video(path, frames, fps=FPS):
-    """A small VP9 WebM (64x48) whose brightness ramps, `frames` frames at `fps`."""
-    import av
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w", format="webm") as out:
-        stream = out.add_stream("libvpx-vp9", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(frames):
-            image = np.full((48, 64, 3), (3 * i) % 256, np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-
-
-def seconds(frame):
-    return f"{frame / FPS:.3f}"
-
-
-def write_output(folder, videos, timed=True, metrics=None, files=True):
-    """An infer.py output folder: metrics.json, scores.csv, segments.csv and videos.csv.
-
-    videos: [dict(name, label, scores, gt=[(start, end) frames] or None, source=file name or None)];
-    with `files`, each source is written as a real video under folder/videos/.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metrics.json").write_text(json.dumps(metrics or {"threshold": {"value": THRESHOLD}}))
-    times = ["start_s", "end_s"] if timed else []
-    with open(folder / "scores.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["video", "snippet", "score", "calibrated", "start_frame", "end_frame"] + times)
-        for v in videos:
-            for i, x in enumerate(v["scores"]):
-                a, b = i * SNIPPET, (i + 1) * SNIPPET
-                w.writerow([v["name"], i, f"{x:.6g}", f"{min(x, 1.0):.4f}", a, b]
-                           + ([seconds(a), seconds(b)] if timed else []))
-    with open(folder / "segments.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["video", "rank", "start_frame", "end_frame"] + (times + ["peak_s"] if timed else [])
-                   + ["peak_score", "peak_calibrated", "mean_score"])
-        for v in videos:
-            for rank, s in enumerate(find_segments(np.asarray(v["scores"]), THRESHOLD, 5), 1):
-                a, b, peak = s["start"] * SNIPPET, s["end"] * SNIPPET, s["peak_snippet"] * SNIPPET
-                w.writerow([v["name"], rank, a, b] + ([seconds(a), seconds(b), seconds(peak)] if timed else [])
-                           + [f"{s['peak']:.6g}", "", f"{s['mean']:.6g}"])
-    with open(folder / "videos.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["video", "label", "snippets", "source", "gt"])
-        for v in videos:
-            source = f"videos/{v['source']}" if v.get("source") else ""
-            gt = " ".join(f"{a}-{b}" for a, b in v["gt"]) if v.get("gt") else ""
-            w.writerow([v["name"], v["label"], len(v["scores"]), source, gt])
-            if files and source:
-                write_video(folder / source, len(v["scores"]) * SNIPPET)
-    return folder
 
 
 def demo_videos():
@@ -148,7 +89,7 @@ def write_stream(folder):
                    wall_start="2026-11-29T10:00:06", wall_end="2026-11-29T10:00:07", clip=None)]
     (folder / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     (folder / "threshold.json").write_text(json.dumps({"value": THRESHOLD, "source": "--threshold"}))
-    write_video(folder / "clips" / "event1.webm", 32)
+    write_webm(folder / "clips" / "event1.webm", 32)
     return folder, events
 
 

@@ -20,12 +20,16 @@ import torch
 
 import stream
 from conftest import ROOT
-from extract import video_features
+from helpers import GridProbe
+from live.health import Latencies
+from live.reader import parse_reconnect, redact, source_name
+from live.run import run_stream
+from live.scoring import causal_scores
+from live.settings import StreamSettings
 from model import BNWVAD
-from stream import StreamSettings, causal_scores, run_stream
 from test import quantile_table, score_video
-from test_extract import GridProbe
 from utils import InputError, run_cli, save_checkpoint
+from video.snippets import video_features
 
 RATE = 25
 SNIPPETS = 14
@@ -219,8 +223,8 @@ def test_live_tcp_scores_equal_offline_and_an_event_covers_the_anomaly(clip, tmp
     assert summary["latency_p50_s"] > 0 and summary["reconnects"] == 0
 
     # the review page renders the stream's own folder: the event, its clip and the threshold
-    import report
-    data = report.scoring_data(str(out))
+    from review.data import scoring_data
+    data = scoring_data(str(out))
     (video,) = data["videos"]
     assert video["name"] == "cam" and video["unit"] == "s" and data["threshold"] == pytest.approx(threshold)
     assert [(s["start"], s["end"], s["clip"]) for s in video["segments"]] == [
@@ -407,8 +411,8 @@ def test_cli_one_line_errors(clip, checkpoint, tmp_path, monkeypatch, capsys):
 def test_cli_sigint_closes_outputs(clip, checkpoint, tmp_path):
     """A real SIGINT to the command line: exit status 130, every output complete."""
     out = tmp_path / "out"
-    code = ("import sys; sys.path[:0] = [sys.argv.pop(1), sys.argv.pop(1)]; import stream, test_extract; "
-            "stream.load_i3d = lambda path, device: test_extract.GridProbe().to(device); "
+    code = ("import sys; sys.path[:0] = [sys.argv.pop(1), sys.argv.pop(1)]; import stream, helpers; "
+            "stream.load_i3d = lambda path, device: helpers.GridProbe().to(device); "
             "stream.run_cli(stream.main)")
     process = subprocess.Popen([sys.executable, "-c", code, str(ROOT), str(ROOT / "tests"), str(clip["path"]),
                                 "--model_path", str(checkpoint), "--i3d_weights", "x.pt", "--realtime",
@@ -429,17 +433,30 @@ def test_cli_sigint_closes_outputs(clip, checkpoint, tmp_path):
 
 
 def test_settings_and_parsing():
-    assert stream.parse_reconnect("5") == (5, None) and stream.parse_reconnect("300s") == (None, 300.0)
-    assert stream.parse_reconnect("forever") == (None, None) and stream.parse_reconnect("0") == (0, None)
+    assert parse_reconnect("5") == (5, None) and parse_reconnect("300s") == (None, 300.0)
+    assert parse_reconnect("forever") == (None, None) and parse_reconnect("0") == (0, None)
     with pytest.raises(argparse.ArgumentTypeError):
-        stream.parse_reconnect("soon")
-    assert stream.source_name("rtsp://admin:secret@10.0.0.5:554/live/ch1") == "10.0.0.5_554_live_ch1"
-    assert stream.redact("rtsp://admin:secret@cam/live") == "rtsp://admin:***@cam/live"
-    assert stream.source_name("/dev/video0") == "video0" and stream.source_name("clips/a b.mp4") == "a_b"
+        parse_reconnect("soon")
+    assert source_name("rtsp://admin:secret@10.0.0.5:554/live/ch1") == "10.0.0.5_554_live_ch1"
+    assert redact("rtsp://admin:secret@cam/live") == "rtsp://admin:***@cam/live"
+    assert source_name("/dev/video0") == "video0" and source_name("clips/a b.mp4") == "a_b"
     with pytest.raises(ValueError, match="delay"):
         StreamSettings(window=4, delay=4).check()
-    latencies = stream.Latencies()
+    latencies = Latencies()
     for x in np.linspace(0.1, 1.0, 100):
         latencies.add(x)
     assert latencies.quantile(0.5) == pytest.approx(0.55, rel=0.03)
     assert latencies.quantile(0.95) == pytest.approx(0.955, rel=0.03)
+
+
+def test_renamed_flags_keep_their_old_spelling(tmp_path, capsys):
+    """stream.py's --resample_fps and --i3d_amp, once --fps and --amp: both spellings give the same settings,
+    the old one with a one-line note."""
+    base = ["clip.mp4", "--model_path", str(tmp_path / "none.pkl")]
+    new = stream.settings_from_args(stream.parse_args(base + ["--resample_fps", "12.5", "--i3d_amp"]))
+    assert capsys.readouterr().err == ""
+    old = stream.settings_from_args(stream.parse_args(base + ["--fps", "12.5", "--amp"]))
+    assert new == old and (new.fps, new.amp) == (12.5, True)
+    err = capsys.readouterr().err
+    assert "note: --fps is now --resample_fps" in err and "note: --amp is now --i3d_amp" in err and err.count("\n") == 2
+    assert stream.settings_from_args(stream.parse_args(base)).fps is None

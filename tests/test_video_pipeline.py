@@ -6,8 +6,8 @@ import json
 import numpy as np
 
 from conftest import ROOT, run_script, shared_path
-from extract import extract_videos
-from test_extract import GridProbe, write_video
+from helpers import GridProbe, write_video
+from video.extraction import extract_videos
 
 
 def read_csv(path):

@@ -17,14 +17,15 @@ import dataset
 import infer
 from conftest import shared_path
 from dataset import DATASETS, TestSet, ensure_lists
-from extract import Decoding, extract_videos, video_features
 from features import find_videos, load_video
+from helpers import GridProbe, call, dataset_cli, write_ucf, write_video
 from lists import load_gt, make_lists, read_annotations, read_list, write_gt
 from model import BNWVAD
 from options import parse_infer_args, parse_main_args
-from test_datasets import call, write_ucf
-from test_extract import GridProbe, write_video
 from utils import InputError, read_text_lines
+from video.decode import Decoding
+from video.extraction import extract_videos
+from video.snippets import video_features
 
 D = 32
 
@@ -118,7 +119,7 @@ def test_other_encodings_are_one_line_errors(tmp_path):
 
 
 def test_video_list_with_bom_names_the_videos(tmp_path):
-    from extract import list_videos
+    from video.extraction import list_videos
     (tmp_path / "a.mp4").touch()
     (tmp_path / "videos.txt").write_bytes(b"\xef\xbb\xbfa.mp4\r\n# comment\r\n")
     assert list_videos([tmp_path / "videos.txt"]) == [tmp_path / "a.mp4"]
@@ -137,7 +138,7 @@ def test_annotations_that_are_not_a_video_and_frame_pairs_are_errors(tmp_path, c
     ds = write_custom_pair(tmp_path)
     (tmp_path / "ann.txt").write_text(text)
     out = tmp_path / "gt.npy"
-    r = call(dataset.cli, ["make-gt", "--dataset", "custom", "--root_dir", str(ds.root), "--test_list",
+    r = call(dataset_cli, ["make-gt", "--dataset", "custom", "--root_dir", str(ds.root), "--test_list",
                            str(ds.test_list), "--annotations", str(tmp_path / "ann.txt"), "--out", str(out)], capsys)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert f"ann.txt line {line}:" in r.stderr
@@ -161,14 +162,14 @@ def test_seconds_annotations_with_fps_give_the_same_frames(tmp_path, capsys):
     (tmp_path / "sec.csv").write_text("video,start_s,end_s\ncam_a,2.5,4.0\ncam_a,10.01,11\n")
     (tmp_path / "frames.txt").write_text("cam_a 60 96 241 264\n")        # 10.01 s * 24 = 240.24 -> frame 241
     for ann, unit in (("sec.csv", ["--annotation_unit", "seconds", "--fps", "24"]), ("frames.txt", [])):
-        r = call(dataset.cli, ["make-gt", "--dataset", "custom", "--root_dir", str(ds.root), "--test_list",
+        r = call(dataset_cli, ["make-gt", "--dataset", "custom", "--root_dir", str(ds.root), "--test_list",
                                str(ds.test_list), "--annotations", str(tmp_path / ann), "--out",
                                str(tmp_path / f"{ann}.npy"), *unit], capsys)
         assert r.returncode == 0, r.stderr
     gt = np.load(tmp_path / "sec.csv.npy")
     np.testing.assert_array_equal(gt, np.load(tmp_path / "frames.txt.npy"))
     assert list(np.flatnonzero(np.diff(np.r_[0, gt, 0]))) == [60, 96, 241, 264]
-    r = call(dataset.cli, ["make-gt", "--dataset", "custom", "--root_dir", str(ds.root), "--test_list",
+    r = call(dataset_cli, ["make-gt", "--dataset", "custom", "--root_dir", str(ds.root), "--test_list",
                            str(ds.test_list), "--annotations", str(tmp_path / "sec.csv"), "--annotation_unit",
                            "seconds", "--out", str(tmp_path / "x.npy")], capsys)
     assert r.returncode == 2 and "give --fps" in r.stderr and not (tmp_path / "x.npy").exists()
@@ -344,7 +345,7 @@ def test_a_sideways_clip_gives_the_features_of_its_upright_copy(tmp_path, rotati
 @pytest.mark.skipif(not hasattr(av.video.stream.VideoStream, "set_display_rotation"),
                     reason="this PyAV cannot write a display rotation")
 def test_a_sideways_clip_through_i3d_matches_its_upright_copy(tmp_path):
-    from i3d import load_i3d
+    from video.weights import load_i3d
     i3d = load_i3d(shared_path("fixtures", "i3d", "i3d_rgb_state_dict.pt"), torch.device("cpu"))
     upright = scene(h=224, w=256)
     a = video_features(lossless_clip(tmp_path / "up.mp4", upright), i3d, crops=1)

@@ -2,7 +2,6 @@
 training through main.py and evaluation through infer.py; the feature layouts, label columns,
 annotation formats and ground-truth rule; and a one-line error for every inconsistency."""
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,63 +12,14 @@ import main
 from conftest import run_script
 from dataset import DATASETS, TrainItems, dataset_info
 from features import load_video
+from helpers import UCF_D, call, dataset_cli, write_ucf
 from lists import annotated_gt, make_lists, read_annotations, read_list
 from options import parse_main_args
-from utils import InputError, run_cli
+from utils import InputError
 
-D = 32
+D = UCF_D
 FAST = ["--len_feature", str(D), "--num_segments", "16", "--lr", "[0.0005]*4", "--plot_freq", "2",
         "--num_workers", "0", "--device", "cpu"]
-
-
-def write_ucf(root, layout="crops", n=(4, 4, 2, 2), crops=10, seed=0):
-    """A small UCF-Crime-layout folder: <Class>/<video>__<k>.npy (layout 'crops'), or one file per video,
-    <Class>/<video>_i3d.npy of shape (T, crops, D) ('TND') or <Class>/<video>.npy of shape (crops, T, D)
-    ('NTD'). n: train abnormal, train normal, test abnormal, test normal. Writes both UCF annotation
-    formats for the test videos.
-
-    Returns dict(root, ann (UCF format), ann_urdmu (UR-DMU format), gt (expected), test (names), features).
-    """
-    rng = np.random.default_rng(seed)
-    direction = (rng.random(D) < 0.25).astype(np.float32)
-    features, gt, ann, ann_urdmu, test = {}, [], [], [], []
-    for split, n_abn, n_nor in (("train", n[0], n[1]), ("test", n[2], n[3])):
-        for i in range(n_abn + n_nor):
-            abnormal = i < n_abn
-            cls = ("Abuse", "Arson")[i % 2] if abnormal else "Normal"
-            folder = cls if abnormal else f"{split.capitalize()}ing_Normal_Videos_Anomaly"
-            name = f"{cls}{split}{i:03d}_x264" if abnormal else f"Normal_Videos_{split}{i:03d}_x264"
-            T = int(rng.integers(12, 30))
-            x = rng.normal(0.5, 0.2, (crops, T, D)).astype(np.float32)
-            g = np.zeros(T * 16, np.uint8)
-            spans = []
-            if abnormal:
-                a = int(rng.integers(0, T // 2))
-                x[:, a:a + T // 3] += 2.0 * direction
-                # the second interval runs past T*16, as in the real annotations: it is cut there
-                spans = [(a * 16 + 3, (a + T // 3) * 16), (T * 16 - 20, T * 16 + 40)]
-                for s, e in spans:
-                    g[s:min(e, T * 16)] = 1
-            features[name] = x
-            (root / folder).mkdir(parents=True, exist_ok=True)
-            if layout == "crops":
-                for k in range(crops):
-                    np.save(root / folder / f"{name}__{k}.npy", x[k])
-            else:
-                # RTFM names its (T, 10, D) files <video>_i3d.npy; the suffix is not part of the name
-                suffix = "_i3d" if layout == "TND" else ""
-                np.save(root / folder / f"{name}{suffix}.npy", x.transpose(1, 0, 2) if layout == "TND" else x)
-            if split == "test":
-                test.append(name)
-                gt.append(g)
-                flat = [v for s in spans for v in s] or [-1, -1, -1, -1]
-                ann.append(f"{name}.mp4  {cls}  " + "  ".join(map(str, flat)) + "  ")
-                ann_urdmu.append(f"{folder}/{name}.mp4 {T * 16 + 7} {cls} " + " ".join(map(str, flat)))
-    (root / "Temporal_Anomaly_Annotation.txt").write_text("\n".join(ann) + "\n")
-    (root / "UCF_Annotation_with_frames.txt").write_text("\n".join(ann_urdmu) + "\n")
-    return dict(root=root, ann=root / "Temporal_Anomaly_Annotation.txt",
-                ann_urdmu=root / "UCF_Annotation_with_frames.txt",
-                gt=np.concatenate(gt), test=test, features=features)
 
 
 def write_custom(root, n=(6, 3), Dc=24, seed=1):
@@ -106,18 +56,6 @@ def write_custom(root, n=(6, 3), Dc=24, seed=1):
                 gt=np.concatenate(gt), D=Dc)
 
 
-def call(script_main, argv, capsys):
-    """A script's main run in this process as its command line runs it (through run_cli), to spare a
-    torch import per call: -> (returncode, stdout, stderr)."""
-    code = 0
-    try:
-        run_cli(lambda: script_main(argv))
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
-
-
 def outputs(tmp_path):
     return ["--model_path", str(tmp_path / "ckpts"), "--log_path", str(tmp_path / "logs")]
 
@@ -129,7 +67,7 @@ def last_log(tmp_path, name):
 def test_ucf_ten_crop_make_list_make_gt_train_and_infer(tmp_path, capsys):
     ds = write_ucf(tmp_path / "ucf")
     lists = tmp_path / "list"
-    r = call(dataset.cli, ["make-list", "--dataset", "ucf", "--root_dir", str(ds["root"]),
+    r = call(dataset_cli, ["make-list", "--dataset", "ucf", "--root_dir", str(ds["root"]),
                                   "--test_videos", str(ds["ann"]), "--list_dir", str(lists)], capsys)
     assert r.returncode == 0, r.stderr
     assert "ucf_train.list: 4 abnormal + 4 normal videos, 80 files" in r.stdout
@@ -142,7 +80,7 @@ def test_ucf_ten_crop_make_list_make_gt_train_and_infer(tmp_path, capsys):
 
     for ann in ("ann", "ann_urdmu"):                                        # both UCF formats
         out = tmp_path / f"gt_{ann}.npy"
-        r = call(dataset.cli, ["make-gt", "--dataset", "ucf", "--root_dir", str(ds["root"]), "--test_list",
+        r = call(dataset_cli, ["make-gt", "--dataset", "ucf", "--root_dir", str(ds["root"]), "--test_list",
                                str(lists / "ucf_test.list"), "--annotations", str(ds[ann]), "--out", str(out)], capsys)
         assert r.returncode == 0, r.stderr
         assert "are cut there" in r.stderr                                 # reported, not silent
@@ -390,7 +328,7 @@ def test_make_list_reports_each_inconsistency_in_one_line(tmp_path, case, capsys
         test_videos = tmp_path / "test_videos.txt"
         test_videos.write_text(ds["ann"].read_text() + "Ghost001_x264.mp4\n")
         expect = ["test video Ghost001_x264 named in", "has no feature files"]
-    r = call(dataset.cli, ["make-list", "--dataset", "ucf", "--root_dir", str(root), "--test_videos",
+    r = call(dataset_cli, ["make-list", "--dataset", "ucf", "--root_dir", str(root), "--test_videos",
                                   str(test_videos), "--list_dir", str(tmp_path / "list")], capsys)
     one_line_error(r, *expect)
     assert not (tmp_path / "list").exists()
@@ -398,7 +336,7 @@ def test_make_list_reports_each_inconsistency_in_one_line(tmp_path, case, capsys
 
 def test_make_list_without_a_split_asks_for_test_videos(tmp_path, capsys):
     ds = write_ucf(tmp_path / "ucf", n=(1, 1, 1, 1))
-    r = call(dataset.cli, ["make-list", "--dataset", "ucf", "--root_dir", str(ds["root"]), "--list_dir",
+    r = call(dataset_cli, ["make-list", "--dataset", "ucf", "--root_dir", str(ds["root"]), "--list_dir",
                                   str(tmp_path / "list")], capsys)
     one_line_error(r, "give --test_videos")
 

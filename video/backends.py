@@ -29,14 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-BACKENDS = ('auto', 'torch', 'openvino', 'onnxruntime')
-PRECISIONS = ('fp32', 'bf16')
+from options import BACKENDS, PRECISIONS
+
 INSTALL = dict(openvino='pip install openvino', onnxruntime='pip install onnxruntime', onnx='pip install onnx')
 ONNX_OPSET = 17
-BACKEND_HELP = ('runtime of the I3D network; auto: the fastest exact one installed for the device (OpenVINO, then '
-                'ONNX Runtime, then torch on a CPU; torch on CUDA or MPS)')
-PRECISION_HELP = ('I3D arithmetic: fp32 exact; bf16 faster where the hardware has bf16 (avx512_bf16/amx_bf16 CPUs, '
-                  'recent GPUs), features ~1e-3 relative off')
 
 
 class BackendError(ValueError):
@@ -224,7 +220,7 @@ def i3d_backend(model, backend='auto', precision='fp32', device=None, cache_dir=
         raise BackendError(f'unknown backend {backend!r}; one of {", ".join(BACKENDS)}')
     if precision not in PRECISIONS:
         raise BackendError(f'unknown precision {precision!r}; one of {", ".join(PRECISIONS)}')
-    from i3d import InceptionI3d
+    from video.i3d import InceptionI3d
     is_i3d = isinstance(model, InceptionI3d)    # only I3D is exported; a stand-in (tests) stays on torch
     name = (pick_backend(device) if is_i3d else 'torch') if backend == 'auto' else backend
     if name != 'torch':

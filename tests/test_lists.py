@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dataset import DATASETS, TestSet, make_demo, resample
+from dataset import DATASETS, TestSet, make_demo, resample_segments
 from features import split_crop
 from lists import frame_gt, read_list
 from utils import InputError
@@ -20,21 +20,21 @@ def resample_loop(x, S):
 @pytest.mark.parametrize("T", [1, 7, 199, 200, 201, 1000])
 def test_resample_matches_release_loop(T):
     x = np.random.default_rng(T).normal(size=(T, 8)).astype(np.float32)
-    got = resample(x, 200)
+    got = resample_segments(x, 200)
     assert got.shape == (200, 8) and got.dtype == np.float32
     assert np.abs(got - resample_loop(x, 200)).max() < 1e-5
 
 
 def test_resample_single_snippet_repeats_it():
     x = np.arange(4, dtype=np.float32)[None]
-    assert (resample(x, 5) == x).all()
+    assert (resample_segments(x, 5) == x).all()
 
 
 def test_resample_past_uint16():
     """The release's uint16 boundaries wrap past 65,535 snippets; ours cover the whole video."""
     T = 70_000
     x = np.arange(T, dtype=np.float32)[:, None]                    # row value = its index
-    got = resample(x, 200)[:, 0]
+    got = resample_segments(x, 200)[:, 0]
     b = (np.arange(201) * T) // 200
     assert np.allclose(got, (b[:-1] + b[1:] - 1) / 2)
     assert got[-1] == pytest.approx((69_650 + 69_999) / 2)

@@ -1,0 +1,41 @@
+"""StreamSettings: how a live run reads, scores and alerts (stream.py's flags default to these values).
+"""
+from dataclasses import dataclass, field
+
+from options import RESIZE
+
+
+@dataclass
+class StreamSettings:
+    """How run_stream reads, scores and alerts. The command line's flags default to these values."""
+    crops: int = 1                      # 1, 5 or 10 crops per snippet (extract.py's crop order)
+    resize: int | tuple = RESIZE        # extract.py's --resize: short side, or (width, height)
+    fps: float | None = None            # resample by timestamp before cutting snippets (None: every frame)
+    window: int | None = 8              # snippets of causal context; None: all past snippets (grows: tests only)
+    delay: int = 0                      # later snippets awaited before scoring one (< window)
+    min_snippets: int = 2               # snippets above (below) the threshold that open (close) an event
+    batch_size: int = 8                 # most snippets per I3D pass, when several are waiting
+    queue: int = 16                     # snippets the reader may be ahead of the network
+    realtime: bool = False              # pace the source by its timestamps (a file played as if live)
+    live: bool | None = None            # reconnect and measure lag; None: anything but a regular file
+    amp: bool = False                   # float16 autocast for I3D (CUDA only)
+    save_clips: bool = False            # write each event as an MP4 under clips/
+    pre_roll: float = 5.0               # seconds of a clip before its event
+    post_roll: float = 5.0              # seconds of a clip after its event
+    reconnect: tuple = (None, 300.0)    # (attempts or None, seconds or None) before giving up a lost source
+    backoff: tuple = (0.5, 30.0)        # first and longest wait between reconnection attempts, seconds
+    timeout: float = 10.0               # seconds without data before a source counts as lost
+    input_format: str | None = None     # FFmpeg input format (v4l2, avfoundation, dshow, lavfi, ...)
+    input_options: dict = field(default_factory=dict)   # FFmpeg options of the input, e.g. rtsp_transport
+    status_every: float = 10.0          # seconds between status lines
+
+    def check(self):
+        """ValueError (one line) for settings that cannot work together."""
+        if self.crops not in (1, 5, 10):
+            raise ValueError(f"crops must be 1, 5 or 10, got {self.crops}")
+        if self.window is not None and self.window < 1:
+            raise ValueError(f"the window must be at least 1 snippet, got {self.window}")
+        if self.delay < 0 or (self.window is not None and self.delay >= self.window):
+            raise ValueError(f"the delay must be at least 0 and less than the window ({self.window}), got {self.delay}")
+        if self.min_snippets < 1 or self.batch_size < 1 or self.queue < 1:
+            raise ValueError("min_snippets, batch_size and queue must be at least 1")

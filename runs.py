@@ -1,0 +1,47 @@
+"""Where runs put their files: training's checkpoints and log (main.py, compare.py), and the output
+folder of a scoring run (infer.py), with the rule that no run silently replaces another's files.
+"""
+import os
+import shutil
+
+from utils import refuse_to_replace
+
+OUTPUTS = ("metrics.json", "scores.csv", "segments.csv", "videos.csv", "roc_pr.png", "report.html", "frame_scores",
+           "plots")    # what a scoring run writes into its output folder (a --video feature cache there is kept)
+
+
+def run_files(dataset, model, seed, model_path, log_path):
+    """Where a training run's files go: (best checkpoint, last checkpoint, log, config), named by the
+    dataset, the model (BN-WVAD's names carry none, as they always did) and the seed."""
+    name = dataset if model == "bnwvad" else f"{dataset}_{model}"
+    return (os.path.join(model_path, f"{name}_best_{seed}.pkl"),
+            os.path.join(model_path, f"{name}_last_{seed}.pkl"),
+            os.path.join(log_path, f"{name}_{seed}.jsonl"),
+            os.path.join(model_path, f"{name}_config_{seed}.json"))
+
+
+def output_folder(output_dir, model_path, inputs, dataset, overwrite):
+    """`output_dir` (--output_dir), or outputs/<checkpoint name>/<input>: '<dataset>_test', or the name of
+    the first of `inputs` (the --features / --video paths; with a count when there are several). A
+    folder that holds another run's outputs is refused (InputError) unless `overwrite`."""
+    folder = output_dir
+    if folder is None:
+        if inputs:
+            first = os.path.basename(os.path.normpath(inputs[0]))
+            name = (os.path.splitext(first)[0] if os.path.isfile(inputs[0]) else first) or "input"
+            name += f"_and_{len(inputs) - 1}_more" if len(inputs) > 1 else ""
+        else:
+            name = f"{dataset}_test"
+        folder = os.path.join("outputs", os.path.splitext(os.path.basename(model_path))[0], name)
+    refuse_to_replace([os.path.join(folder, "metrics.json")], overwrite, folder, "another --output_dir")
+    return folder
+
+
+def clear_outputs(folder):
+    """Remove an earlier scoring run's outputs (with --overwrite), so none of them is taken for this run's."""
+    for name in OUTPUTS:
+        path = os.path.join(folder, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)

@@ -1,0 +1,189 @@
+"""Helpers the test modules share (no test module imports another): synthetic videos, the stand-in
+I3D network (GridProbe), an infer.py-like output folder for the review page, a UCF-Crime-layout
+feature folder, and running a command's main in this process as its command line would."""
+import csv
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import dataset
+from options import parse_tool_args
+from test import find_segments
+from utils import run_cli
+
+MARKER = 32  # a white MARKER x MARKER square in the top-left corner of every frame of write_video
+SNIPPET = 16                     # frames per snippet
+REPORT_FPS = 25                  # the frame rate of write_output's folders and write_webm's videos
+REPORT_THRESHOLD = 0.5           # the threshold write_output's metrics.json holds
+UCF_D = 32                       # write_ucf's feature width
+
+
+def green(i):
+    """Green level of synthetic frame i, so the frame order can be read back."""
+    return 20 + 3 * i
+
+
+def write_video(path, frames, width=320, height=256, rate=25):
+    """Encode `frames` synthetic frames: red 0, green green(i), blue 100, white marker top-left."""
+    codec = 'libx264' if 'libx264' in av.codecs_available else 'mpeg4'
+    with av.open(str(path), 'w') as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, 'yuv420p'
+        stream.options = {'qp': '0'} if codec == 'libx264' else {'qscale': '1'}
+        for i in range(frames):
+            image = np.zeros((height, width, 3), np.uint8)
+            image[..., 1], image[..., 2] = green(i), 100
+            image[:MARKER, :MARKER] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format='rgb24')):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+class GridProbe(nn.Module):
+    """Stand-in for I3D: its 'features' are the clip's channel means on a 16 x 4 x 4 (time, h, w) grid."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))  # only tells the pipeline the device
+
+    def features(self, x):  # (N, 3, 16, 224, 224) -> (N, 1024)
+        grid = F.adaptive_avg_pool3d(x, (16, 4, 4)).flatten(1)  # (N, 768)
+        return F.pad(grid, (0, 1024 - grid.shape[1]))
+
+
+def as_grid(features):
+    """(..., 1024) probe features -> (..., 3, 16, 4, 4) channel, frame, row, column."""
+    return features[..., :768].reshape(*features.shape[:-1], 3, 16, 4, 4)
+
+
+def write_webm(path, frames, fps=REPORT_FPS):
+    """A small VP9 WebM (64x48) whose brightness ramps, `frames` frames at `fps`."""
+    import av
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="webm") as out:
+        stream = out.add_stream("libvpx-vp9", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            image = np.full((48, 64, 3), (3 * i) % 256, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def seconds(frame):
+    return f"{frame / REPORT_FPS:.3f}"
+
+
+def write_output(folder, videos, timed=True, metrics=None, files=True):
+    """An infer.py output folder: metrics.json, scores.csv, segments.csv and videos.csv.
+
+    videos: [dict(name, label, scores, gt=[(start, end) frames] or None, source=file name or None)];
+    with `files`, each source is written as a real video under folder/videos/.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics or {"threshold": {"value": REPORT_THRESHOLD}}))
+    times = ["start_s", "end_s"] if timed else []
+    with open(folder / "scores.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "snippet", "score", "calibrated", "start_frame", "end_frame"] + times)
+        for v in videos:
+            for i, x in enumerate(v["scores"]):
+                a, b = i * SNIPPET, (i + 1) * SNIPPET
+                w.writerow([v["name"], i, f"{x:.6g}", f"{min(x, 1.0):.4f}", a, b]
+                           + ([seconds(a), seconds(b)] if timed else []))
+    with open(folder / "segments.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "rank", "start_frame", "end_frame"] + (times + ["peak_s"] if timed else [])
+                   + ["peak_score", "peak_calibrated", "mean_score"])
+        for v in videos:
+            for rank, s in enumerate(find_segments(np.asarray(v["scores"]), REPORT_THRESHOLD, 5), 1):
+                a, b, peak = s["start"] * SNIPPET, s["end"] * SNIPPET, s["peak_snippet"] * SNIPPET
+                w.writerow([v["name"], rank, a, b] + ([seconds(a), seconds(b), seconds(peak)] if timed else [])
+                           + [f"{s['peak']:.6g}", "", f"{s['mean']:.6g}"])
+    with open(folder / "videos.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "label", "snippets", "source", "gt"])
+        for v in videos:
+            source = f"videos/{v['source']}" if v.get("source") else ""
+            gt = " ".join(f"{a}-{b}" for a, b in v["gt"]) if v.get("gt") else ""
+            w.writerow([v["name"], v["label"], len(v["scores"]), source, gt])
+            if files and source:
+                write_webm(folder / source, len(v["scores"]) * SNIPPET)
+    return folder
+
+
+def write_ucf(root, layout="crops", n=(4, 4, 2, 2), crops=10, seed=0, D=UCF_D):
+    """A small UCF-Crime-layout folder: <Class>/<video>__<k>.npy (layout 'crops'), or one file per video,
+    <Class>/<video>_i3d.npy of shape (T, crops, D) ('TND') or <Class>/<video>.npy of shape (crops, T, D)
+    ('NTD'). n: train abnormal, train normal, test abnormal, test normal. Writes both UCF annotation
+    formats for the test videos.
+
+    Returns dict(root, ann (UCF format), ann_urdmu (UR-DMU format), gt (expected), test (names), features).
+    """
+    rng = np.random.default_rng(seed)
+    direction = (rng.random(D) < 0.25).astype(np.float32)
+    features, gt, ann, ann_urdmu, test = {}, [], [], [], []
+    for split, n_abn, n_nor in (("train", n[0], n[1]), ("test", n[2], n[3])):
+        for i in range(n_abn + n_nor):
+            abnormal = i < n_abn
+            cls = ("Abuse", "Arson")[i % 2] if abnormal else "Normal"
+            folder = cls if abnormal else f"{split.capitalize()}ing_Normal_Videos_Anomaly"
+            name = f"{cls}{split}{i:03d}_x264" if abnormal else f"Normal_Videos_{split}{i:03d}_x264"
+            T = int(rng.integers(12, 30))
+            x = rng.normal(0.5, 0.2, (crops, T, D)).astype(np.float32)
+            g = np.zeros(T * 16, np.uint8)
+            spans = []
+            if abnormal:
+                a = int(rng.integers(0, T // 2))
+                x[:, a:a + T // 3] += 2.0 * direction
+                # the second interval runs past T*16, as in the real annotations: it is cut there
+                spans = [(a * 16 + 3, (a + T // 3) * 16), (T * 16 - 20, T * 16 + 40)]
+                for s, e in spans:
+                    g[s:min(e, T * 16)] = 1
+            features[name] = x
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            if layout == "crops":
+                for k in range(crops):
+                    np.save(root / folder / f"{name}__{k}.npy", x[k])
+            else:
+                # RTFM names its (T, 10, D) files <video>_i3d.npy; the suffix is not part of the name
+                suffix = "_i3d" if layout == "TND" else ""
+                np.save(root / folder / f"{name}{suffix}.npy", x.transpose(1, 0, 2) if layout == "TND" else x)
+            if split == "test":
+                test.append(name)
+                gt.append(g)
+                flat = [v for s in spans for v in s] or [-1, -1, -1, -1]
+                ann.append(f"{name}.mp4  {cls}  " + "  ".join(map(str, flat)) + "  ")
+                ann_urdmu.append(f"{folder}/{name}.mp4 {T * 16 + 7} {cls} " + " ".join(map(str, flat)))
+    (root / "Temporal_Anomaly_Annotation.txt").write_text("\n".join(ann) + "\n")
+    (root / "UCF_Annotation_with_frames.txt").write_text("\n".join(ann_urdmu) + "\n")
+    return dict(root=root, ann=root / "Temporal_Anomaly_Annotation.txt",
+                ann_urdmu=root / "UCF_Annotation_with_frames.txt",
+                gt=np.concatenate(gt), test=test, features=features)
+
+
+def call(script_main, argv, capsys):
+    """A script's main run in this process as its command line runs it (through run_cli), to spare a
+    torch import per call: -> (returncode, stdout, stderr)."""
+    code = 0
+    try:
+        run_cli(lambda: script_main(argv))
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+
+def dataset_cli(argv):
+    """What `python dataset.py ARGV` runs: the flags read by options.parse_tool_args, then dataset.cli."""
+    dataset.cli(parse_tool_args(argv))
