@@ -22,7 +22,6 @@ import warnings
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from model import Attention
 from utils import InputError, atomic_write, one_line
@@ -140,24 +139,14 @@ def export_detector(model, path, what, check_t=CHECK_T):
     return gaps
 
 
-class I3DFeatures(nn.Module):
-    """I3D's 1024-d snippet features as the module's output (forward gives the class logits)."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, clips):
-        return self.net.features(clips)
-
-
 def export_i3d(weights, path):
     """Export I3D (the state dict at `weights`) to path: (N, 3, 16, 224, 224) in [-1, 1] -> (N, 1024),
     N dynamic. Returns the largest |ONNX Runtime - torch| on two random clips; raises InputError."""
     require_onnx()
+    from video.backends import Features
     from video.weights import load_i3d
     try:
-        net = I3DFeatures(load_i3d(weights)).eval()
+        net = Features(load_i3d(weights)).eval()
     except (OSError, ValueError) as e:
         raise InputError(first_line(e)) from None
     rng = np.random.default_rng(0)
