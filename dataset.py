@@ -1,7 +1,6 @@
 """Datasets: the per-dataset conventions, the training items and their cache, the test set, the demo.
 
-  DATASETS     one table of per-dataset conventions (crop count, the name rule for normal videos)
-               and the option defaults that differ from options.py's
+  DATASETS     (from options.py) the per-dataset conventions and defaults, applied by dataset_info
   TrainItems   every training item resampled to --num_segments segments, kept in memory, or in a
                memory-mapped cache file that later runs reuse (see item_cache)
   TestSet      every test video at full length with all its crops, and its frame-level ground truth
@@ -20,7 +19,7 @@ import mmap
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -28,40 +27,8 @@ import torch
 from features import FRAMES_PER_SNIPPET, load_video, map_features, video_length, video_shape
 from lists import (annotated_gt, check_labels, frame_gt, lists_provenance, load_gt, make_lists, provenance_path,
                    read_annotations, read_list, report, write_gt, write_gt_sidecar)
+from options import DATASETS, DatasetInfo, parse_tool_args  # noqa: F401 (DatasetInfo: part of this module's API)
 from utils import InputError, atomic_write, make_dir, run_cli, write_text
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Per-dataset conventions and the option defaults that differ from options.py's."""
-    crops: int | None           # crops per video in the feature layout (None: inferred from the crop files)
-    normal_marker: str | None   # a video is normal iff its name contains this (None: lists carry labels)
-    defaults: dict = field(default_factory=dict)
-    crops_from: str | None = None   # a checkpoint whose record gave `crops` (no --crops): crop errors name it
-
-
-DATASETS = {
-    # XD-Violence, 5-crop I3D features; the authors' release settings (options.py's defaults)
-    "xd": DatasetInfo(crops=5, normal_marker="_label_A", defaults=dict(
-        root_dir="data/xd", train_list="list/xd_train.list", test_list="list/xd_test.list",
-        gt="list/xd_gt.npy")),
-    # UCF-Crime, 10-crop I3D features `<Class>/<video>__<k>.npy` (or one (T, 10, D) / (10, T, D) file
-    # per video). The authors released no UCF settings; ratio_sample 0.1 and ratio_batch 0.2 are
-    # what community ports of BN-WVAD use (they report AUC 83 to 84.8 against the published 87.24)
-    "ucf": DatasetInfo(crops=10, normal_marker="Normal", defaults=dict(
-        root_dir="data/ucf", train_list="list/ucf_train.list", test_list="list/ucf_test.list",
-        gt="list/ucf_gt.npy", ratio_sample=0.1, ratio_batch=0.2)),
-    # any feature folder: labels from the lists' label column (or --normal_marker), crop count
-    # from the crop files (or --crops), width from --len_feature; the XD settings otherwise
-    "custom": DatasetInfo(crops=None, normal_marker=None, defaults=dict(
-        root_dir="data/custom", train_list="list/custom_train.list", test_list="list/custom_test.list",
-        gt="list/custom_gt.npy")),
-    # synthetic features in the XD layout, generated on first use (see make_demo); settings
-    # chosen so that a run fits in a few minutes on a 2-core CPU
-    "demo": DatasetInfo(crops=5, normal_marker="_label_A", defaults=dict(
-        root_dir="data/demo", train_list="{root_dir}/demo_train.list", test_list="{root_dir}/demo_test.list",
-        gt="{root_dir}/demo_gt.npy", batch_size=16, num_segments=64, lr="[0.0005]*150", plot_freq=10)),
-}
 
 
 def dataset_info(args):
@@ -452,6 +419,4 @@ def cli(args):
 
 
 if __name__ == "__main__":
-    # only the command reads its flags: the module `dataset` never imports options, which imports DATASETS from it
-    from options import parse_tool_args
     run_cli(lambda: cli(parse_tool_args()))

@@ -2,16 +2,16 @@
 dataset.py's make-list / make-gt commands.
 
 The defaults are the authors' release settings for XD-Violence. A dataset can override some of
-them (dataset.DATASETS[...].defaults, e.g. the small demo run); a flag given on the command line
+them (DATASETS[...].defaults below, e.g. the small demo run); a flag given on the command line
 always wins. Edit the defaults here.
 """
 import argparse
 import ast
 import sys
+from dataclasses import dataclass, field
 
 import torch
 
-from dataset import DATASETS
 from test import EVAL_SNIPPETS
 from utils import DefaultsFormatter, InputError, read_checkpoint
 
@@ -83,8 +83,42 @@ def given_flags(parser, argv):
     return given
 
 
+# Each dataset's conventions (used by dataset.py) and the defaults of this file it overrides.
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Per-dataset conventions and the option defaults that differ from options.py's."""
+    crops: int | None           # crops per video in the feature layout (None: inferred from the crop files)
+    normal_marker: str | None   # a video is normal iff its name contains this (None: lists carry labels)
+    defaults: dict = field(default_factory=dict)
+    crops_from: str | None = None   # a checkpoint whose record gave `crops` (no --crops): crop errors name it
+
+
+DATASETS = {
+    # XD-Violence, 5-crop I3D features; the authors' release settings (options.py's defaults)
+    "xd": DatasetInfo(crops=5, normal_marker="_label_A", defaults=dict(
+        root_dir="data/xd", train_list="list/xd_train.list", test_list="list/xd_test.list",
+        gt="list/xd_gt.npy")),
+    # UCF-Crime, 10-crop I3D features `<Class>/<video>__<k>.npy` (or one (T, 10, D) / (10, T, D) file
+    # per video). The authors released no UCF settings; ratio_sample 0.1 and ratio_batch 0.2 are
+    # what community ports of BN-WVAD use (they report AUC 83 to 84.8 against the published 87.24)
+    "ucf": DatasetInfo(crops=10, normal_marker="Normal", defaults=dict(
+        root_dir="data/ucf", train_list="list/ucf_train.list", test_list="list/ucf_test.list",
+        gt="list/ucf_gt.npy", ratio_sample=0.1, ratio_batch=0.2)),
+    # any feature folder: labels from the lists' label column (or --normal_marker), crop count
+    # from the crop files (or --crops), width from --len_feature; the XD settings otherwise
+    "custom": DatasetInfo(crops=None, normal_marker=None, defaults=dict(
+        root_dir="data/custom", train_list="list/custom_train.list", test_list="list/custom_test.list",
+        gt="list/custom_gt.npy")),
+    # synthetic features in the XD layout, generated on first use (see make_demo); settings
+    # chosen so that a run fits in a few minutes on a 2-core CPU
+    "demo": DatasetInfo(crops=5, normal_marker="_label_A", defaults=dict(
+        root_dir="data/demo", train_list="{root_dir}/demo_train.list", test_list="{root_dir}/demo_test.list",
+        gt="{root_dir}/demo_gt.npy", batch_size=16, num_segments=64, lr="[0.0005]*150", plot_freq=10)),
+}
+
+
 # Each model's release settings, where they differ from options.py's defaults (BN-WVAD's). A dataset's
-# defaults (dataset.DATASETS, e.g. the short demo run) take precedence; a flag on the command line wins.
+# defaults (DATASETS, e.g. the short demo run) take precedence; a flag on the command line wins.
 MODEL_DEFAULTS = {
     "bnwvad": {},
     # UR-DMU as released (SPEC-URDMU.md): [0.0001]*3000, no gradient clipping, evaluation before training
