@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from test import EVAL_SNIPPETS
 from utils import DefaultsFormatter, InputError, read_checkpoint
 
 
 MAX_ITERS = 10_000_000   # bound on a learning-rate list's length
+EVAL_SNIPPETS = 16384    # --eval_snippets' default: snippets (rows x padded length) per forward pass in evaluation
 NORMAL_QUANTILE = 0.99   # --normal_quantile's default: 1% of normal frames above the threshold
 
 # I3D feature extraction (extract.py, stream.py, infer.py --video): the one home of these defaults and

@@ -31,8 +31,8 @@ import torch
 from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
 from features import FRAMES_PER_SNIPPET
+from options import EVAL_SNIPPETS
 
-EVAL_SNIPPETS = 16384   # default snippets (rows x padded length) per forward pass in evaluation
 METRICS = ("AUC", "AP", "AUC_sub", "AP_sub")   # snippet_metrics' keys, in the published tables' order
 MIN_FILL = 0.8          # a video joins a batch only if it is at least this fraction of its padded length
 
