@@ -67,6 +67,7 @@ from benchtools import peak_rss, row, timed
 from dataset import TestSet, TrainItems
 from features import Video
 from model import MODELS
+from options import BACKEND_HELP, BACKENDS
 from reference import load_items, release_model, score_videos
 from test import EVAL_SNIPPETS, evaluate, frame_metrics, score_batched, snippet_metrics, to_frames
 from train import train_step
@@ -94,6 +95,8 @@ def parse_args(argv=None):
     p.add_argument("--extract_frames", type=int, default=64, help="(e) frames of the generated video")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="(e, f, i) device of the I3D network")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help=f"(i) {BACKEND_HELP}; run at fp32, beside torch fp32 as the reference (section k times them all)")
     p.add_argument("--causal_checkpoint", default="ckpts/demo_best_2022.pkl",
                    help="(g) the checkpoint (default: the demo's, from python main.py --dataset demo)")
     p.add_argument("--causal_dataset", default="demo", help="(g) the dataset whose test list is scored")
