@@ -366,12 +366,14 @@ def section_backends(args, work, rng, results):
             results.append(dict(section="k", what=f"GEMM peak {d.type} {p}", gflops=peaks[(d.type, p)]))
     sizes = [(crops, batch) for crops in (1, 5, 10) for batch in args.i3d_batches]
     x = {n: torch.rand(n, 3, 16, 224, 224) * 2 - 1 for n in {c * b for c, b in sizes}}
+    probe = x[min(x)]                       # the warm-up's clips, whose features are compared with torch fp32's
     cache = i3d_cache(work)
 
     def rates(i3d, device):
+        """({(crops, batch): clips/s}, the probe's features on the CPU)."""
         out = {}
         with torch.inference_mode():
-            i3d.features(x[1].to(device))                                   # warm-up (and export)
+            first = i3d.features(probe.to(device)).cpu()                    # warm-up (and export)
             for crops, batch in sizes:
                 clips = x[crops * batch].to(device)
                 best = float("inf")
@@ -379,11 +381,13 @@ def section_backends(args, work, rng, results):
                     _, t = timed(lambda: i3d.features(clips).cpu())
                     best = min(best, t)
                 out[(crops, batch)] = crops * batch / best
-        return out
+        return out, first
 
     runs = [(d, b, p) for d in devices for b in (("torch", "openvino", "onnxruntime") if d.type == "cpu" else ("torch",))
             for p in ("fp32", "bf16")]
     reference, columns = {}, {}            # device type -> torch fp32's rates; (device, backend, precision) -> rates
+    errors = {}                             # (device, backend, precision) -> the probe's max |features - CPU torch fp32's|,
+    exact = None                            # absolute and relative to the largest feature; CPU torch fp32 runs first
     for device, backend, precision in runs:
         if not installed(backend):
             print(f"  {backend} {precision} on {device}: not installed")
@@ -394,27 +398,35 @@ def section_backends(args, work, rng, results):
             print(f"  {backend} {precision} on {device}: skipped: {e}")
             continue
         if backend != "torch" and not any(Path(cache).glob("*.onnx")):
-            _, t_export = timed(lambda: i3d.features(x[1]))
+            _, t_export = timed(lambda: i3d.features(probe[:1]))
             print(f"  ONNX export (once per weights and shape, then read from the cache): {t_export:.1f} s")
-        measured = rates(i3d, device)
+        measured, features = rates(i3d, device)
         if backend == "torch" and precision == "fp32":
             reference[device.type] = measured
+        exact = features if exact is None else exact
+        diff = float((features - exact).abs().max())
+        errors[(device.type, backend, precision)] = (diff, diff / float(exact.abs().max()))
         columns[(device.type, backend, precision)] = measured
         for (crops, batch), rate in measured.items():
             what = f"{device.type} {backend} {precision}, {crops:2d} crops x {batch} snippets"
             row(results, "k", what, rate, reference[device.type][(crops, batch)], "clips/s", True)
-            results[-1]["peak_fraction"] = rate * gflop / peaks[(device.type, precision)]
+            results[-1].update(peak_fraction=rate * gflop / peaks[(device.type, precision)], max_abs_diff=diff,
+                               max_rel_diff=errors[(device.type, backend, precision)][1])
         best = max(measured.values())
         print(f"    best {best:.2f} clips/s = {best * gflop:,.0f} GFLOP/s, "
-              f"{best * gflop / peaks[(device.type, precision)]:.0%} of the {device.type} {precision} GEMM peak", flush=True)
-    print("  for the README (clips/s; x: against torch fp32 on the same device; last row: the best rate's share of the "
-          "GEMM peak in its precision):\n"
+              f"{best * gflop / peaks[(device.type, precision)]:.0%} of the {device.type} {precision} GEMM peak; "
+              f"features against the CPU's torch fp32: max |diff| {errors[(device.type, backend, precision)][1]:.1e} of the "
+              f"largest feature ({diff:.1e} absolute)", flush=True)
+    print("  for the README (clips/s; x: against torch fp32 on the same device; last rows: the warm-up clips' feature "
+          "error, and the best rate's share of the GEMM peak in its precision):\n"
           "  | crops x snippets per pass | " + " | ".join(" ".join(key) for key in columns) + " |\n"
           "  | --- |" + " --- |" * len(columns))
     for size in sizes:
-        cells = (f"{rates[size]:.3f}" + ("" if key[1:] == ("torch", "fp32") else
-                                          f" (x{rates[size] / reference[key[0]][size]:.1f})")
-                 for key, rates in columns.items())
+        cells = (f"{got[size]:.3f}" + ("" if key[1:] == ("torch", "fp32") else
+                                        f" (x{got[size] / reference[key[0]][size]:.1f})")
+                 for key, got in columns.items())
         print(f"  | {size[0]} x {size[1]} | " + " | ".join(cells) + " |")
+    print("  | max diff to CPU torch fp32 / largest feature | " + " | ".join(
+        f"{errors[key][1]:.1e}" for key in columns) + " |")
     print("  | fraction of the GEMM peak | " + " | ".join(
-        f"{max(rates.values()) * gflop / peaks[(key[0], key[2])]:.0%}" for key, rates in columns.items()) + " |", flush=True)
+        f"{max(got.values()) * gflop / peaks[(key[0], key[2])]:.0%}" for key, got in columns.items()) + " |", flush=True)
