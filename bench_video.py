@@ -417,6 +417,16 @@ def section_backends(args, work, rng, results):
               f"{best * gflop / peaks[(device.type, precision)]:.0%} of the {device.type} {precision} GEMM peak; "
               f"features against the CPU's torch fp32: max |diff| {errors[(device.type, backend, precision)][1]:.1e} of the "
               f"largest feature ({diff:.1e} absolute)", flush=True)
+    # measured again after the rows: a peak that moved says the machine was busy, and the rates are not an idle one's
+    dtypes = dict(fp32=torch.float32, bf16=torch.bfloat16)
+    again = {(d, p): gemm_peak(dtypes[p], torch.device(d)) for d, p in peaks if p == "fp32" or has_bf16(torch.device(d))}
+    for (d, p), v in again.items():
+        results.append(dict(section="k", what=f"GEMM peak {d} {p}, after the rows", gflops=v))
+    moved = [f"{d} {p} {peaks[(d, p)]:,.0f} -> {v:,.0f} GFLOP/s" for (d, p), v in again.items()
+             if abs(v - peaks[(d, p)]) > 0.1 * peaks[(d, p)]]
+    if moved:
+        print(f"  warning: the GEMM peak moved by more than 10% during the section ({', '.join(moved)}): the machine "
+              f"was busy, so these rates and peak fractions are not an idle machine's; rerun it idle")
     print("  for the README (clips/s; x: against torch fp32 on the same device; last rows: the warm-up clips' feature "
           "error, and the best rate's share of the GEMM peak in its precision):\n"
           "  | crops x snippets per pass | " + " | ".join(" ".join(key) for key in columns) + " |\n"
