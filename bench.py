@@ -44,10 +44,11 @@ Live video and I3D backends (not in the default run: `python bench.py --sections
   k  I3D per backend (video/backends.py: torch, OpenVINO, ONNX Runtime) and precision (fp32; bf16 where
      the hardware has it, else a one-line reason): clips (snippet crops) per second through the network
      alone, for 1, 5 and 10 crops at each of --i3d_batches snippets per pass, against torch fp32 at the
-     same size; the CPU's measured GEMM peak (2048^3 matmul) in fp32 and bf16 (again after the rows: a warning
-     when it moved by over 10%, a busy machine) and the fraction of it each row reaches (I3D's FLOPs per clip from torch's flop counter); each row's feature error against the
-     CPU's torch fp32 (max |diff| over the largest feature, on the warm-up clips); the same rows for torch
-     on CUDA when present. Random weights (the speed does not depend on them); the ONNX export is timed once, and
+     same size; the CPU's measured GEMM peak (2048^3 matmul) in fp32 and bf16 (again after the rows: a
+     warning when it moved by over 10%, a busy machine) and the fraction of it each row reaches (I3D's
+     FLOPs per clip from torch's flop counter); each row's feature error against the CPU's torch fp32
+     (max |diff| over the largest feature, on the warm-up clips); the same rows for torch on CUDA when
+     present. Random weights (the speed does not depend on them); the ONNX export is timed once, and
      shared with section i. A few minutes on 2 idle cores at the default --i3d_batches 1 2 4
   j  memory over a long stream: --stream_hours of FFmpeg's testsrc2 pattern (25 fps) through
      run_stream as fast as it goes, with a cheap stand-in for I3D (the stream code's memory does not
