@@ -5,7 +5,7 @@
   python bench.py --sections d --long 2000 20000 100000
   python bench.py --sections f --dist_videos 8
   python bench.py --model urdmu --sections bcd     # UR-DMU on the same fast paths
-  python bench.py --sections k --json k.json      # I3D on each backend and precision, and the GEMM peak
+  python bench.py --sections ik --json ik.json    # I3D per backend and precision, GEMM peak, live pipeline
 
 Sections (each prints fast, reference and their ratio; e to k are in bench_video.py):
   a  training items per second from disk: per-file loading as the release does (read + resample
@@ -30,23 +30,30 @@ Sections (each prints fast, reference and their ratio; e to k are in bench_video
   h  the review page (report.py) of an 800-video, 150,000-snippet output folder: time to build it
      against writing one PNG plot per video, and, with Chromium and selenium installed, its load
      time and the time to open a video in the browser
-Live video (stream.py; not in the default run: `python bench.py --sections gij`):
+Live video and I3D backends (not in the default run: `python bench.py --sections gijk`):
   g  what causal scoring costs: AUC/AP of a test set (by default the demo's, with the checkpoint
      `python main.py --dataset demo` trains; --causal_dataset/--causal_root_dir/--causal_checkpoint
      for your own) scored offline (whole videos) and as stream.py scores it, each snippet over the
      last --windows snippets (0: all past ones), and with --delays later snippets
-  i  sustainable snippets per second (the pipeline's capacity, reading a generated 320x256 25 fps
-     file as fast as it can) and latency p50/p95 at a live pace it can sustain (--realtime, 25 fps
-     or slower), for 1 and 5 crops, random-weight I3D on --device; and whether it keeps up at 25 fps
+  i  the live pipeline on the fastest exact I3D backend (--backend, default auto: video.backends.pick_backend,
+     OpenVINO on a CPU; fp32), random weights, on --device: sustainable snippets per second (the pipeline's
+     capacity, reading a generated 320x256 25 fps file of --stream_snippets snippets as fast as it can)
+     against torch fp32's capacity in the same run, latency p50/p95 at a live pace it can sustain
+     (--realtime, 25 fps or slower), and whether it keeps up at 25 fps; for 1 and 5 crops. A few minutes on
+     2 idle cores with OpenVINO at the default 12 snippets (torch's 5-crop runs are the long part)
   k  I3D per backend (video/backends.py: torch, OpenVINO, ONNX Runtime) and precision (fp32; bf16 where
-     the hardware has it): clips (snippet crops) per second through the network alone, for 1, 5 and
-     10 crops at each of --i3d_batches snippets per pass, against torch fp32 at the same size; the
-     CPU's measured GEMM peak (2048^3 matmul) in fp32 and bf16 and the fraction of it each row reaches
-     (I3D's FLOPs per clip from torch's flop counter); the same rows for torch on CUDA when present.
-     Random weights (the speed does not depend on them); the ONNX export is timed once
+     the hardware has it, else a one-line reason): clips (snippet crops) per second through the network
+     alone, for 1, 5 and 10 crops at each of --i3d_batches snippets per pass, against torch fp32 at the
+     same size; the CPU's measured GEMM peak (2048^3 matmul) in fp32 and bf16 (again after the rows: a
+     warning when it moved by over 10%, a busy machine) and the fraction of it each row reaches (I3D's
+     FLOPs per clip from torch's flop counter); each row's feature error against the CPU's torch fp32
+     (max |diff| over the largest feature, on the warm-up clips); the same rows for torch on CUDA when
+     present. Random weights (the speed does not depend on them); the ONNX export is timed once, and
+     shared with section i. A few minutes on 2 idle cores at the default --i3d_batches 1 2 4
   j  memory over a long stream: --stream_hours of FFmpeg's testsrc2 pattern (25 fps) through
      run_stream as fast as it goes, with a cheap stand-in for I3D (the stream code's memory does not
      depend on the network), events and clips on; resident memory after 1, 10, 30, 60... minutes and at the end
+Sections i and k end with their results as a markdown table, to paste into README.md.
 Feature files are written to a temporary folder (in the OS page cache, so "from disk" reads are
 mostly memory reads) and removed at the end.
 """
@@ -67,6 +74,7 @@ from benchtools import peak_rss, row, timed
 from dataset import TestSet, TrainItems
 from features import Video
 from model import MODELS
+from options import BACKEND_HELP, BACKENDS
 from reference import load_items, release_model, score_videos
 from test import EVAL_SNIPPETS, evaluate, frame_metrics, score_batched, snippet_metrics, to_frames
 from train import train_step
@@ -94,6 +102,8 @@ def parse_args(argv=None):
     p.add_argument("--extract_frames", type=int, default=64, help="(e) frames of the generated video")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="(e, f, i) device of the I3D network")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help=f"(i) {BACKEND_HELP}; run at fp32, beside torch fp32 as the reference (section k times them all)")
     p.add_argument("--causal_checkpoint", default="ckpts/demo_best_2022.pkl",
                    help="(g) the checkpoint (default: the demo's, from python main.py --dataset demo)")
     p.add_argument("--causal_dataset", default="demo", help="(g) the dataset whose test list is scored")
@@ -103,11 +113,13 @@ def parse_args(argv=None):
     p.add_argument("--delays", type=int, nargs="*", default=[2, 4, 8], help="(g) delays at --delay_window")
     p.add_argument("--delay_window", type=int, nargs="+", default=[8, 64], help="(g) windows the delays are "
                    "measured at")
-    p.add_argument("--stream_snippets", type=int, default=12, help="(i) snippets of each timed run")
+    p.add_argument("--stream_snippets", type=int, default=12,
+                   help="(i) snippets of each timed run (fewer: a shorter, noisier run)")
     p.add_argument("--stream_hours", type=float, default=1.0, help="(j) length of the simulated stream")
     p.add_argument("--dist_videos", type=int, default=4, help="(f) generated videos of --extract_frames frames each")
     p.add_argument("--review_videos", type=int, default=800, help="(h) videos on the review page")
-    p.add_argument("--i3d_batches", type=int, nargs="+", default=[1, 2], help="(k) snippets per pass")
+    p.add_argument("--i3d_batches", type=int, nargs="+", default=[1, 2, 4],
+                   help="(k) snippets per pass, each with all its crops (extract.py's --batch_size is 4)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--score_one", type=int, nargs=3, metavar=("T", "CROPS", "REF"), help=argparse.SUPPRESS)
     return p.parse_args(argv)

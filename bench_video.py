@@ -103,39 +103,80 @@ def write_pattern_video(path, frames, rate, rng):
     return path
 
 
-def section_stream(args, work, rng, results):
+def random_i3d(seed=0):
+    """InceptionI3d with seeded random weights (the speed does not depend on them): sections i and k build the
+    same weights, so one ONNX export in the run's cache (i3d_cache) serves both."""
     from video.i3d import InceptionI3d
+    torch.manual_seed(seed)
+    return InceptionI3d().eval()
+
+
+def i3d_cache(work):
+    """The run's cache of exported I3D networks, in its temporary work folder (never the user's cache)."""
+    return os.path.join(work, "i3d-cache")
+
+
+def warm_up(i3d, device):
+    """One pass of 2 clips (first-call allocations; for OpenVINO and ONNX Runtime the ONNX export, or its reading
+    from the cache, and the compilation). Returns its seconds."""
+    with torch.inference_mode():
+        _, t = timed(lambda: i3d.features(torch.zeros(2, 3, 16, 224, 224, device=device)))
+    return t
+
+
+def section_stream(args, work, rng, results):
     from live.run import run_stream
     from live.settings import StreamSettings
     from utils import pick_device
+    from video.backends import BackendError, i3d_backend
     device = pick_device(args.device)
-    i3d = InceptionI3d().to(device).eval()
+    network = random_i3d().to(device)
+    try:
+        i3d = i3d_backend(network, args.backend, "fp32", device, i3d_cache(work))
+    except BackendError as e:
+        print(f"(i) live pipeline skipped: {e}")
+        return
+    reference = i3d_backend(network, "torch", "fp32", device) if i3d.name != "torch" else None
     model = BNWVAD(1024).to(device).eval()
     n = args.stream_snippets
     window = StreamSettings.window
-    print(f"(i) live pipeline: 320x256 video, random-weight I3D on {device}, window {window}, {n} snippets a run")
-    with torch.inference_mode():
-        i3d.features(torch.zeros(2, 3, 16, 224, 224, device=device))       # warm-up: first-call allocations
+    print(f"(i) live pipeline: 320x256 video, random-weight I3D on {i3d.name} fp32 ({device}"
+          f"{', picked by --backend auto' if args.backend == 'auto' else ''}), window {window}, {n} snippets a run"
+          + ("; reference: its capacity on torch fp32" if reference else ""))
+    t = warm_up(i3d, device)
+    if i3d.name != "torch":
+        print(f"  {i3d.name}: ONNX export (or its reading from the cache) and compilation {t:.1f} s")
+    if reference:
+        warm_up(reference, device)
     fast = write_pattern_video(os.path.join(work, "fast.mp4"), 16 * n, 25, rng)
+    table = []
     for crops in (1, 5):
-        def run(path, name, realtime):
-            return run_stream(path, model, i3d, os.path.join(work, f"{name}-{crops}"), float("inf"),
+        def run(path, name, realtime, network=i3d):
+            return run_stream(path, model, network, os.path.join(work, f"{name}-{crops}"), float("inf"),
                               StreamSettings(crops=crops, window=window, realtime=realtime, live=False,
-                                             amp=device.type == "cuda", status_every=1e9), quiet=True)
+                                             status_every=1e9), quiet=True)
         capacity = run(fast, "fast", False)
         rate = capacity["snippets_per_busy_s"]
         fps = int(min(25, max(1, np.floor(0.8 * rate * 16))))      # a live pace with 20% to spare
         paced = write_pattern_video(os.path.join(work, f"paced-{crops}.mp4"), 16 * n, fps, rng)
         live = run(paced, "paced", True)
         at25 = run(fast, "live25", True) if fps < 25 else live
+        ref_rate = run(fast, "reference", False, reference)["snippets_per_busy_s"] if reference else rate
         kept = "kept up" if at25["kept_up"] else (f"cannot keep up: {at25['speed']:.2f}x real time, lag "
                                                   f"{at25['max_lag_s']:.1f} s after {n} snippets")
-        print(f"  {crops} crop{'s' if crops > 1 else ' '}: {rate:6.2f} snippets/s ({rate * 0.64:.2f}x real time at "
-              f"25 fps); at {fps:g} fps live: latency p50 {live['latency_p50_s']:.2f} s, p95 "
-              f"{live['latency_p95_s']:.2f} s; at 25 fps: {kept}", flush=True)
-        results.append(dict(section="i", crops=crops, device=str(device), snippets_per_s=rate, live_fps=fps,
-                            latency_p50_s=live["latency_p50_s"], latency_p95_s=live["latency_p95_s"],
-                            kept_up_at_25fps=at25["kept_up"], speed_at_25fps=at25["speed"]))
+        row(results, "i", f"{crops} crop{'s' if crops > 1 else ''}: capacity, {i3d.name} vs torch fp32", rate,
+            ref_rate, "snippets/s", True)
+        results[-1].update(backend=i3d.name, precision="fp32", device=str(device), crops=crops, live_fps=fps,
+                           latency_p50_s=live["latency_p50_s"], latency_p95_s=live["latency_p95_s"],
+                           kept_up_at_25fps=at25["kept_up"], speed_at_25fps=at25["speed"])
+        print(f"    {rate * 0.64:.2f}x real time at 25 fps; at {fps:g} fps live: latency p50 "
+              f"{live['latency_p50_s']:.2f} s, p95 {live['latency_p95_s']:.2f} s; at 25 fps: {kept}", flush=True)
+        ratio = f" (x{rate / ref_rate:.1f} torch fp32)" if reference else ""
+        table.append(f"| {crops} | {rate:.2f} snippets/s{ratio} | {rate * 0.64:.2f}x | {fps:g} fps | "
+                     f"{live['latency_p50_s']:.2f} s / {live['latency_p95_s']:.2f} s | {kept} |")
+    print(f"  for the README ({i3d.name} fp32, {device}):\n"
+          "  | crops | capacity | x real time at 25 fps | played live at | latency p50 / p95 | fed 25 fps live |\n"
+          "  | --- | --- | --- | --- | --- | --- |\n" + "\n".join(f"  {line}" for line in table), flush=True)
 
 
 class PoolProbe(torch.nn.Module):
@@ -307,10 +348,9 @@ def gemm_peak(dtype, device, n=2048, reps=5):
 
 def section_backends(args, work, rng, results):
     from torch.utils.flop_counter import FlopCounterMode
-    from video.i3d import InceptionI3d
     from video.backends import BackendError, has_bf16, i3d_backend, installed
     cpu = torch.device("cpu")
-    model = InceptionI3d().eval()
+    model = random_i3d()
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model.features(torch.zeros(1, 3, 16, 224, 224))
     gflop = counter.get_total_flops() / 1e9
@@ -326,12 +366,14 @@ def section_backends(args, work, rng, results):
             results.append(dict(section="k", what=f"GEMM peak {d.type} {p}", gflops=peaks[(d.type, p)]))
     sizes = [(crops, batch) for crops in (1, 5, 10) for batch in args.i3d_batches]
     x = {n: torch.rand(n, 3, 16, 224, 224) * 2 - 1 for n in {c * b for c, b in sizes}}
-    cache = os.path.join(work, "i3d-cache")
+    probe = x[min(x)]                       # the warm-up's clips, whose features are compared with torch fp32's
+    cache = i3d_cache(work)
 
     def rates(i3d, device):
+        """({(crops, batch): clips/s}, the probe's features on the CPU)."""
         out = {}
         with torch.inference_mode():
-            i3d.features(x[1].to(device))                                   # warm-up (and export)
+            first = i3d.features(probe.to(device)).cpu()                    # warm-up (and export)
             for crops, batch in sizes:
                 clips = x[crops * batch].to(device)
                 best = float("inf")
@@ -339,11 +381,13 @@ def section_backends(args, work, rng, results):
                     _, t = timed(lambda: i3d.features(clips).cpu())
                     best = min(best, t)
                 out[(crops, batch)] = crops * batch / best
-        return out
+        return out, first
 
     runs = [(d, b, p) for d in devices for b in (("torch", "openvino", "onnxruntime") if d.type == "cpu" else ("torch",))
             for p in ("fp32", "bf16")]
-    reference = {}
+    reference, columns = {}, {}            # device type -> torch fp32's rates; (device, backend, precision) -> rates
+    errors = {}                             # (device, backend, precision) -> the probe's max |features - CPU torch fp32's|,
+    exact = None                            # absolute and relative to the largest feature; CPU torch fp32 runs first
     for device, backend, precision in runs:
         if not installed(backend):
             print(f"  {backend} {precision} on {device}: not installed")
@@ -354,15 +398,45 @@ def section_backends(args, work, rng, results):
             print(f"  {backend} {precision} on {device}: skipped: {e}")
             continue
         if backend != "torch" and not any(Path(cache).glob("*.onnx")):
-            _, t_export = timed(lambda: i3d.features(x[1]))
+            _, t_export = timed(lambda: i3d.features(probe[:1]))
             print(f"  ONNX export (once per weights and shape, then read from the cache): {t_export:.1f} s")
-        measured = rates(i3d, device)
+        measured, features = rates(i3d, device)
         if backend == "torch" and precision == "fp32":
             reference[device.type] = measured
+        exact = features if exact is None else exact
+        diff = float((features - exact).abs().max())
+        errors[(device.type, backend, precision)] = (diff, diff / float(exact.abs().max()))
+        columns[(device.type, backend, precision)] = measured
         for (crops, batch), rate in measured.items():
             what = f"{device.type} {backend} {precision}, {crops:2d} crops x {batch} snippets"
             row(results, "k", what, rate, reference[device.type][(crops, batch)], "clips/s", True)
-            results[-1]["peak_fraction"] = rate * gflop / peaks[(device.type, precision)]
+            results[-1].update(peak_fraction=rate * gflop / peaks[(device.type, precision)], max_abs_diff=diff,
+                               max_rel_diff=errors[(device.type, backend, precision)][1])
         best = max(measured.values())
         print(f"    best {best:.2f} clips/s = {best * gflop:,.0f} GFLOP/s, "
-              f"{best * gflop / peaks[(device.type, precision)]:.0%} of the {device.type} {precision} GEMM peak", flush=True)
+              f"{best * gflop / peaks[(device.type, precision)]:.0%} of the {device.type} {precision} GEMM peak; "
+              f"features against the CPU's torch fp32: max |diff| {errors[(device.type, backend, precision)][1]:.1e} of the "
+              f"largest feature ({diff:.1e} absolute)", flush=True)
+    # measured again after the rows: a peak that moved says the machine was busy, and the rates are not an idle one's
+    dtypes = dict(fp32=torch.float32, bf16=torch.bfloat16)
+    again = {(d, p): gemm_peak(dtypes[p], torch.device(d)) for d, p in peaks if p == "fp32" or has_bf16(torch.device(d))}
+    for (d, p), v in again.items():
+        results.append(dict(section="k", what=f"GEMM peak {d} {p}, after the rows", gflops=v))
+    moved = [f"{d} {p} {peaks[(d, p)]:,.0f} -> {v:,.0f} GFLOP/s" for (d, p), v in again.items()
+             if abs(v - peaks[(d, p)]) > 0.1 * peaks[(d, p)]]
+    if moved:
+        print(f"  warning: the GEMM peak moved by more than 10% during the section ({', '.join(moved)}): the machine "
+              f"was busy, so these rates and peak fractions are not an idle machine's; rerun it idle")
+    print("  for the README (clips/s; x: against torch fp32 on the same device; last rows: the warm-up clips' feature "
+          "error, and the best rate's share of the GEMM peak in its precision):\n"
+          "  | crops x snippets per pass | " + " | ".join(" ".join(key) for key in columns) + " |\n"
+          "  | --- |" + " --- |" * len(columns))
+    for size in sizes:
+        cells = (f"{got[size]:.3f}" + ("" if key[1:] == ("torch", "fp32") else
+                                        f" (x{got[size] / reference[key[0]][size]:.1f})")
+                 for key, got in columns.items())
+        print(f"  | {size[0]} x {size[1]} | " + " | ".join(cells) + " |")
+    print("  | max diff to CPU torch fp32 / largest feature | " + " | ".join(
+        f"{errors[key][1]:.1e}" for key in columns) + " |")
+    print("  | fraction of the GEMM peak | " + " | ".join(
+        f"{max(got.values()) * gflop / peaks[(key[0], key[2])]:.0%}" for key, got in columns.items()) + " |", flush=True)
