@@ -28,7 +28,8 @@ CLAIMS = {
     ("realdata",): "the real XD-Violence and UCF-Crime lists and annotations rebuild their ground truth exactly",
     ("browser",): "the review page renders, sorts and seeks in a real browser (Chromium)",
     ("fresh_install",): "the README's first block installs and tests in a fresh virtual environment on a clone "
-                        "(needs a local wheel of the installed torch: BNWVAD_TORCH_WHEELS)",
+                        "(minutes: runs with BNWVAD_FRESH_INSTALL=1 and a local wheel of the installed torch, "
+                        "BNWVAD_TORCH_WHEELS)",
 }
 _claimed = {}          # test node id -> the claims it exercises
 _running = [None]      # the node id of the test being set up or run

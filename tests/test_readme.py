@@ -41,17 +41,45 @@ def torch_wheel_folder():
     return None
 
 
+def first_block():
+    """(the first block's install commands, each part of an `&&` chain; its test line, the block's last)."""
+    commands = code_blocks()[0]
+    installs = [part.strip() for c in commands if c.startswith("pip install") for part in c.split("&&")]
+    [test_line] = [c for c in commands if "pytest" in c]
+    assert installs and commands.index(test_line) == len(commands) - 1
+    return installs, test_line
+
+
+def test_ci_installs_what_the_first_block_installs():
+    """.ci/run installs each package of the README's install line the same way (-r files, --no-deps and
+    pins as written) and then runs its test line, so every CI run on a fresh machine checks the line."""
+    installs, test_line = first_block()
+    ci = (ROOT / ".ci" / "run").read_text()
+    ci_installs = [shlex.split(line.split("pip", 1)[1]) for line in ci.splitlines() if " -m pip install " in line]
+    ci_args = [word for words in ci_installs for word in words if not word.startswith(("-q", "--disable-pip"))]
+    for command in installs:
+        words = shlex.split(command)[2:]                              # after `pip install`
+        if words[0] == "--no-deps":
+            assert any(w[0] == "install" and "--no-deps" in w and words[1] in w for w in ci_installs), command
+        else:
+            for i, word in enumerate(words):
+                if word == "-r":
+                    assert words[i + 1] in ci_args, command
+    assert ci.rstrip().splitlines()[-1] == "python3 " + test_line.split("python ", 1)[1].split("  ")[0].strip()
+
+
 def test_first_block_installs_and_tests_in_a_fresh_clone(tmp_path):
     """The first block's install line(s) in a new virtual environment on a clone of HEAD (they bring
     the Kinetics-400 I3D weights into it), then its test line on a few modules (the whole suite is what
     CI runs) and a collection of every test module (each imports with what the install gave). It
     installs torch from a local wheel (downloading torch, gigabytes with CUDA, is no test), so without
-    one it skips, and the summary says so."""
+    one it skips, and the summary says so. It takes minutes, so it runs only with BNWVAD_FRESH_INSTALL=1;
+    CI installs the same line on every run (test_ci_installs_what_the_first_block_installs)."""
     claim("fresh_install")
-    commands = code_blocks()[0]
-    installs = [part.strip() for c in commands if c.startswith("pip install") for part in c.split("&&")]
-    [test_line] = [c for c in commands if "pytest" in c]
-    assert installs and commands.index(test_line) == len(commands) - 1
+    installs, test_line = first_block()
+    if os.environ.get("BNWVAD_FRESH_INSTALL") != "1":
+        pytest.skip("a fresh install takes minutes: BNWVAD_FRESH_INSTALL=1 runs it (CI installs the same line "
+                    "itself, test_ci_installs_what_the_first_block_installs)")
     wheels = torch_wheel_folder()
     if wheels is None:
         pytest.skip(f"no local wheel of torch {torch.__version__} (set BNWVAD_TORCH_WHEELS to a folder holding "

@@ -215,9 +215,10 @@ def test_compare_shows_no_spread_for_one_seed():
 
 
 def test_the_fresh_install_check_says_in_the_summary_when_it_skips():
-    """Without a local torch wheel tests/test_readme.py's install check skips: the run's summary says
+    """Asked for (BNWVAD_FRESH_INSTALL=1) but without a local torch wheel, tests/test_readme.py's install check skips: the run's summary says
     which claim went unchecked and why (README's test table says the same)."""
-    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "BNWVAD_TORCH_WHEELS": ""}
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "BNWVAD_TORCH_WHEELS": "",
+           "BNWVAD_FRESH_INSTALL": "1"}
     r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests/test_readme.py", "-k",
                         "first_block"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:]
