@@ -1,7 +1,6 @@
 """
-Extract the I3D features this repository trains on from raw videos: one (T, 1024) array per crop,
-<out>/<video>__<k>.npy, a record <out>/<video>.json per video and <out>/manifest.csv (the command
-line of the video package; video/__init__.py says which module does what).
+Extract the I3D features this repository trains on from raw videos (--help names the files written):
+the command line of the video package, whose video/__init__.py says which module does what.
 
 Videos are decoded with PyAV, turned upright as players show them, resized, optionally resampled by
 timestamp, cut into non-overlapping 16-frame snippets and cropped to 224x224 (--help gives the crop
@@ -10,8 +9,7 @@ so an interrupted run is simply restarted; a failing video is one line and the o
 torchrun each rank extracts its share on its own GPU, and rank 0 writes the manifest.
 
 Usage:
-    python extract.py videos/ more.txt clip.mp4 --out data/features
-    python extract.py videos/ --out data/features --i3d_weights ckpts/rgb_imagenet.pt
+    python extract.py videos/ more.txt clip.mp4 --out data/features [--i3d_weights ckpts/rgb_imagenet.pt]
     torchrun --nproc_per_node 8 extract.py videos/ --out data/features
     python extract.py --classify clip.mp4       # each video's top-5 Kinetics-400 classes
     python extract.py --verify data/features/manifest.csv

@@ -7,10 +7,9 @@ says how a snippet is scored, the alerts, the outputs, health and faults).
   python stream.py /dev/video0 --model_path ckpts/xd_best_2022.pkl
   python stream.py clip.mp4 --realtime --save_clips --model_path ckpts/xd_best_2022.pkl
 
-SOURCE is anything FFmpeg opens through PyAV: a URL, a capture device (/dev/video* as v4l2; elsewhere
---format avfoundation or dshow) or a file, read as fast as possible or, with --realtime, at its own
-pace. Outputs in --output_dir, never over an earlier run's: scores.csv, events.jsonl, metrics.json,
-stream.log, clips/.
+SOURCE is anything FFmpeg opens through PyAV: a URL, a capture device (/dev/video* as v4l2, elsewhere
+--format avfoundation or dshow) or a file (at its own pace with --realtime). Outputs, never over an
+earlier run's, in --output_dir: scores.csv, events.jsonl, metrics.json, stream.log, clips/.
 """
 import sys
 
