@@ -30,7 +30,7 @@ from options import parse_main_args
 from plots import plot_comparison
 from runs import run_files
 from test import METRICS
-from utils import DefaultsFormatter, InputError, atomic_write, make_dir, read_checkpoint, run_cli, write_text
+from utils import DefaultsFormatter, InputError, atomic_write, read_checkpoint, run_cli, run_folders, write_text
 
 MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "main.py")
 
@@ -112,13 +112,13 @@ def write_csv(path, runs, stats):
 
 def compare(argv=None):
     args, rest = parse_args(argv)
-    make_dir(args.output_dir, "output")
-    parse_main_args(rest)                         # main.py's flags checked once, before any training
-    runs = []
-    for model in args.models:
-        for seed in args.seeds:
-            step, metrics, history = run_one(model, seed, rest, args.output_dir)
-            runs.append(dict(model=model, seed=seed, step=step, metrics=metrics, history=history))
+    with run_folders((args.output_dir, "output")):       # a run that fails before its first file leaves no folder
+        parse_main_args(rest)                           # main.py's flags checked once, before any training
+        runs = []
+        for model in args.models:
+            for seed in args.seeds:
+                step, metrics, history = run_one(model, seed, rest, args.output_dir)
+                runs.append(dict(model=model, seed=seed, step=step, metrics=metrics, history=history))
     stats = summary(runs, args.models)
     table = markdown_table(stats, len(args.seeds))
     write_text(os.path.join(args.output_dir, "comparison.md"), table)

@@ -51,7 +51,8 @@ from runs import clear_outputs, output_folder
 from test import (calibrate, false_alarm_rate, find_segments, per_class_metrics, score_batched, score_video,
                   snippet_metrics, to_frames)
 from thresholds import checkpoint_calibration, choose_threshold
-from utils import InputError, atomic_write, check_inputs, make_dir, one_line, pick_device, run_cli, write_text
+from utils import (InputError, atomic_write, check_inputs, make_dir, one_line, pick_device, run_cli, run_folders,
+                   write_text)
 
 
 def score_features(model, videos, device):
@@ -275,18 +276,18 @@ def extract_videos_for_scoring(args, device, ranks, record=None):
         print(f"warning: checkpoint {args.model_path}: {warning}", file=sys.stderr)
     crops = dataset_info(args).crops or 1
     cache = args.feature_cache or os.path.join(args.output_dir, "features")
-    make_dir(cache, "feature cache")
-    ranks.check_shared(cache)
     if args.amp and not args.i3d_amp and ranks.first:
         print("note: --amp also runs I3D in float16 autocast, as it did; give --i3d_amp for that (--amp is to mean "
               "the detector's bfloat16 alone)", file=sys.stderr)
-    failures = extract_shard(ranks, paths, sizes, i3d, cache, crops=crops, weights=weights, resize=args.resize,
-                             fps=args.resample_fps, pad_last=args.pad_last, amp=args.i3d_amp or args.amp)
-    done = [p for p in paths if p not in failures]
-    if ranks.first:
-        warn_if_degenerate(done, cache, crops, args.i3d_weights)
-    if not done:
-        raise InputError(f"no video could be read ({len(failures)} failed, see above)")
+    with run_folders((cache, "feature cache")):     # no video read: no new empty cache left behind
+        ranks.check_shared(cache)
+        failures = extract_shard(ranks, paths, sizes, i3d, cache, crops=crops, weights=weights, resize=args.resize,
+                                 fps=args.resample_fps, pad_last=args.pad_last, amp=args.i3d_amp or args.amp)
+        done = [p for p in paths if p not in failures]
+        if ranks.first:
+            warn_if_degenerate(done, cache, crops, args.i3d_weights)
+        if not done:
+            raise InputError(f"no video could be read ({len(failures)} failed, see above)")
     return [Video(p.stem, [str(f) for f in output_paths(p, cache, crops)], None) for p in done], \
         {p.stem: str(p) for p in done}
 
@@ -348,8 +349,6 @@ def main(argv=None):
     args.output_dir = output_folder(args.output_dir, args.model_path, args.video or args.features, args.dataset,
                                     args.overwrite)
     table = checkpoint_calibration(record)
-    make_dir(args.output_dir, "output")
-    ranks.check_shared(args.output_dir)
     # the settings that made this run: the flags given, those taken from the checkpoint, and the data
     # (not the flags that only say what to write and where: they made no score)
     chosen = set(args.given) | set(args.from_checkpoint) | {"dataset", "crops", "root_dir", "test_list", "gt"}
@@ -360,33 +359,37 @@ def main(argv=None):
     model = model.to(device)
     run_model = torch.compile(model, dynamic=True) if args.compile else model
 
-    gts, sources = None, {}
-    if args.features or args.video:
-        if args.video:
-            videos, sources = extract_videos_for_scoring(args, device, ranks, record)
+    # made before any work, so a wrong path fails at once; removed again if the run fails before its first
+    # output (a bad test list, a crop-count error): a failed run leaves no new folder
+    with run_folders((args.output_dir, "output")):
+        ranks.check_shared(args.output_dir)
+        gts, sources = None, {}
+        if args.features or args.video:
+            if args.video:
+                videos, sources = extract_videos_for_scoring(args, device, ranks, record)
+            else:
+                videos = find_videos(args.features, args.len_feature, dataset_info(args).crops)
+            results = score_shards(ranks, run_model, videos, device, args.len_feature)
+            if results is None:         # ranks other than 0: rank 0 has every score and writes the outputs
+                return
+            threshold, source = choose_threshold(args.threshold, args.normal_quantile, table)
+            print(f"scored {len(results)} videos" + (f"; threshold {threshold:.4g} ({source})" if threshold is not None
+                                                      else ""))
+            result.update(videos=len(results), threshold=dict(value=threshold, source=source))
         else:
-            videos = find_videos(args.features, args.len_feature, dataset_info(args).crops)
-        results = score_shards(ranks, run_model, videos, device, args.len_feature)
-        if results is None:         # ranks other than 0: rank 0 has every score and writes the outputs
-            return
-        threshold, source = choose_threshold(args.threshold, args.normal_quantile, table)
-        print(f"scored {len(results)} videos" + (f"; threshold {threshold:.4g} ({source})" if threshold is not None
-                                                  else ""))
-        result.update(videos=len(results), threshold=dict(value=threshold, source=source))
-    else:
-        evaluation = evaluate_test_set(args, run_model, device, table, ranks)
-        if not evaluation.scored:   # ranks other than 0, as above
-            return
-        for line in evaluation.lines:
-            print(line)
-        result.update(evaluation.summary)
-        results, videos, gts = evaluation.results, evaluation.videos, evaluation.gts
-        frame_scores, gt = evaluation.frame_scores, evaluation.gt
-        threshold = result["threshold"]["value"]
-    if args.video_root:
-        found = video_files(args.video_root, {name for name, _ in results if name not in sources})
-        sources.update(found)
-    times = {v.name: snippet_times(v, len(scores), args.fps) for v, (_, scores) in zip(videos, results)}
+            evaluation = evaluate_test_set(args, run_model, device, table, ranks)
+            if not evaluation.scored:   # ranks other than 0, as above
+                return
+            for line in evaluation.lines:
+                print(line)
+            result.update(evaluation.summary)
+            results, videos, gts = evaluation.results, evaluation.videos, evaluation.gts
+            frame_scores, gt = evaluation.frame_scores, evaluation.gt
+            threshold = result["threshold"]["value"]
+        if args.video_root:
+            found = video_files(args.video_root, {name for name, _ in results if name not in sources})
+            sources.update(found)
+        times = {v.name: snippet_times(v, len(scores), args.fps) for v, (_, scores) in zip(videos, results)}
 
     if args.overwrite:
         clear_outputs(args.output_dir)

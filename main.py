@@ -44,8 +44,8 @@ from plots import plot_run
 from runs import run_files
 from test import evaluate, quantile_table, score_video
 from train import train_step
-from utils import (InputError, atomic_write, git_commit, make_dir, pick_device, read_checkpoint, refuse_to_replace,
-                   rng_states, run_cli, save_checkpoint, set_rng_states, set_seed, write_text)
+from utils import (InputError, atomic_write, git_commit, pick_device, read_checkpoint, refuse_to_replace,
+                   rng_states, run_cli, run_folders, save_checkpoint, set_rng_states, set_seed, write_text)
 
 
 # flags that may differ between an interrupted run and its resumption
@@ -229,52 +229,53 @@ def main(argv=None):
     if len(args.lr) == 1 and args.num_iters is None:
         print(f"warning: --lr gives one learning rate, so training runs a single step; give --num_iters N to train "
               f"N steps at it", file=sys.stderr)
-    make_dir(args.model_path, "checkpoint")
-    make_dir(args.log_path, "log")
-    files = run_files(args.dataset, args.model, args.seed, args.model_path, args.log_path)
-    ckpt_path, last_path, log_file, config_file = files
-    run_png = os.path.splitext(log_file)[0] + ".png"
-    if not args.resume:
-        refuse_earlier_run(args, [*files, run_png])
-    resume = read_resume(args.resume, args) if args.resume else None
-    records = read_log_upto(log_file, resume["step"]) if resume else []
-    config = run_config(args)       # as given, before a small dataset lowers the default batch size
-    run = run_record(args)
+    # made before any work, so a wrong path fails at once; removed again if a check below fails (a missing
+    # list, a crop-count error): a failed run leaves no new folder
+    with run_folders((args.model_path, "checkpoint"), (args.log_path, "log")):
+        files = run_files(args.dataset, args.model, args.seed, args.model_path, args.log_path)
+        ckpt_path, last_path, log_file, config_file = files
+        run_png = os.path.splitext(log_file)[0] + ".png"
+        if not args.resume:
+            refuse_earlier_run(args, [*files, run_png])
+        resume = read_resume(args.resume, args) if args.resume else None
+        records = read_log_upto(log_file, resume["step"]) if resume else []
+        config = run_config(args)       # as given, before a small dataset lowers the default batch size
+        run = run_record(args)
 
-    if args.dataset == "demo":
-        make_demo(args.root_dir)
-    ensure_lists(args)
-    t0 = time.time()
-    normal, abnormal, test_set = load_splits(args)
-    print(f"data: {len(normal)} normal + {len(abnormal)} abnormal training items, {len(test_set.videos)} test "
-          f"videos ({time.time() - t0:.1f}s); model {args.model}, device {device}")
-    if normal.cache_path:
-        reused = normal.from_cache and abnormal.from_cache
-        print(f"training items {'read from' if reused else 'cached in'} {os.path.dirname(normal.cache_path)}")
-    crops, extraction = training_features(normal.videos + abnormal.videos, args.len_feature)
-    warn_degenerate(normal.videos + abnormal.videos, args.len_feature, f"the training features in {args.root_dir}")
+        if args.dataset == "demo":
+            make_demo(args.root_dir)
+        ensure_lists(args)
+        t0 = time.time()
+        normal, abnormal, test_set = load_splits(args)
+        print(f"data: {len(normal)} normal + {len(abnormal)} abnormal training items, {len(test_set.videos)} test "
+              f"videos ({time.time() - t0:.1f}s); model {args.model}, device {device}")
+        if normal.cache_path:
+            reused = normal.from_cache and abnormal.from_cache
+            print(f"training items {'read from' if reused else 'cached in'} {os.path.dirname(normal.cache_path)}")
+        crops, extraction = training_features(normal.videos + abnormal.videos, args.len_feature)
+        warn_degenerate(normal.videos + abnormal.videos, args.len_feature, f"the training features in {args.root_dir}")
 
-    set_seed(args.seed)
-    model = build_model(args).to(device)
-    run_model = torch.compile(model, dynamic=True) if args.compile else model   # shares model's parameters
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr[0], betas=(0.9, 0.999),
-                                 weight_decay=args.weight_decay)
-    generator = torch.Generator()
-    if args.seed >= 0:
-        generator.manual_seed(args.seed)
-    streams = [BatchStream(len(items), args.batch_size, generator) for items in (normal, abnormal)]
+        set_seed(args.seed)
+        model = build_model(args).to(device)
+        run_model = torch.compile(model, dynamic=True) if args.compile else model   # shares model's parameters
+        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr[0], betas=(0.9, 0.999),
+                                     weight_decay=args.weight_decay)
+        generator = torch.Generator()
+        if args.seed >= 0:
+            generator.manual_seed(args.seed)
+        streams = [BatchStream(len(items), args.batch_size, generator) for items in (normal, abnormal)]
 
-    # recorded in both checkpoints; infer.py and stream.py default to the dataset, crops and extraction
-    meta = dict(dataset=args.dataset, seed=args.seed, version=args.version, num_segments=args.num_segments,
-                train_crops=args.train_crops, crops=crops, len_feature=args.len_feature, extraction=extraction,
-                run=run)
-    best, best_step, start = {"AP": -1.0}, 0, 1
-    if resume:
-        start, best, best_step = restore(resume, model, optimizer, streams)
-    best_auc = max([r["AUC"] for r in records], default=-1.0)
-    num_iters = len(args.lr)
-    evaluations = evaluation_steps(args, num_iters)
-    writer = open_tensorboard(args, resume["step"] + 1 if resume else None) if args.tensorboard else None
+        # recorded in both checkpoints; infer.py and stream.py default to the dataset, crops and extraction
+        meta = dict(dataset=args.dataset, seed=args.seed, version=args.version, num_segments=args.num_segments,
+                    train_crops=args.train_crops, crops=crops, len_feature=args.len_feature, extraction=extraction,
+                    run=run)
+        best, best_step, start = {"AP": -1.0}, 0, 1
+        if resume:
+            start, best, best_step = restore(resume, model, optimizer, streams)
+        best_auc = max([r["AUC"] for r in records], default=-1.0)
+        num_iters = len(args.lr)
+        evaluations = evaluation_steps(args, num_iters)
+        writer = open_tensorboard(args, resume["step"] + 1 if resume else None) if args.tensorboard else None
     # every check has passed: from here on this run's files replace the earlier run's, all of them
     if not resume:
         for path in (*files, run_png):

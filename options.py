@@ -306,12 +306,12 @@ def add_run_args(p):
 
 
 def check_accelerator_flags(args, device):
-    """--amp, --compile (and infer.py's --i3d_amp) are for CUDA; elsewhere they are an error, not silently
-    ignored."""
+    """--amp, --compile and --i3d_amp (the flags of `args` there are) are for CUDA; elsewhere they are an
+    error, not silently ignored."""
     for flag in ("amp", "compile", "i3d_amp"):
         if getattr(args, flag, False) and device.type != "cuda":
             raise InputError(f"--{flag} needs a CUDA device (this run uses {device.type})")
-    if args.amp and not torch.cuda.is_bf16_supported():
+    if getattr(args, "amp", False) and not torch.cuda.is_bf16_supported():
         raise InputError("--amp needs a GPU with bfloat16 support")
 
 

@@ -1,41 +1,30 @@
 """
 Score a live video while it plays (a camera, a stream, a capture device or a file) and raise an
-alert when the anomaly score stays high: the command line of the live package (see live/__init__.py
-for how a snippet is scored, the alerts, the outputs, health and faults).
+alert when the anomaly score stays high: the command line of the live package (live/__init__.py
+says how a snippet is scored, the alerts, the outputs, health and faults).
 
   python stream.py rtsp://camera.local/stream1 --model_path ckpts/xd_best_2022.pkl
   python stream.py /dev/video0 --model_path ckpts/xd_best_2022.pkl
   python stream.py clip.mp4 --realtime --save_clips --model_path ckpts/xd_best_2022.pkl
 
-SOURCE is anything FFmpeg opens through PyAV: rtsp://, http(s)://, udp:// and tcp:// URLs, a capture
-device (/dev/video* is opened as v4l2; elsewhere give --format avfoundation or dshow), or a file.
-A file is read as fast as possible, or at its own pace with --realtime. Outputs in --output_dir (an
-existing run's files are never overwritten): scores.csv, events.jsonl, metrics.json, stream.log, clips/.
+SOURCE is anything FFmpeg opens through PyAV: a URL, a capture device (/dev/video* as v4l2, elsewhere
+--format avfoundation or dshow) or a file (at its own pace with --realtime). Outputs, never over an
+earlier run's, in --output_dir: scores.csv, events.jsonl, metrics.json, stream.log, clips/.
 """
-import datetime
-import os
 import sys
 
 from checkpoints import load_model
 from live.reader import format_reconnect, parse_option, parse_reconnect, source_name
-from live.run import existing_outputs, run_stream, stop_on_signals
-from live.settings import StreamSettings
+from live.run import run_stream, stop_on_signals, stream_output_dir
+from live.settings import StreamSettings, extraction_defaults
 from model import model_name
-from options import (BACKENDS, BACKEND_HELP, PRECISIONS, PRECISION_HELP, Parser, add_renamed, checkpoint_defaults,
+from options import (BACKENDS, BACKEND_HELP, PRECISIONS, PRECISION_HELP, Parser, add_renamed, check_accelerator_flags,
                      flags_text, given_flags, parse_resize, positive_float, positive_int, ratio)
 from thresholds import checkpoint_calibration, resolve_threshold
 from utils import InputError, check_inputs, one_line, pick_device, run_cli
 from video.backends import i3d_backend
-from video.records import other_weights, weights_identity
+from video.records import checkpoint_weights_warning
 from video.weights import load_i3d
-
-
-def extraction_defaults(argv):
-    """The snippet settings the checkpoint's training features were extracted with ({'crops': 1,
-    'resize': 256, 'resample_fps': 25, ...}: options.checkpoint_defaults, read from --model_path in argv), so
-    the live features are cut as the model saw them; {} for a bare state dict."""
-    recorded = checkpoint_defaults(argv)
-    return {key: recorded[key] for key in ("crops", "resize", "resample_fps") if key in recorded}
 
 
 def parse_args(argv=None):
@@ -122,12 +111,12 @@ def parse_args(argv=None):
 
 
 def settings_from_args(args):
-    return StreamSettings(crops=args.crops, resize=args.resize, fps=args.resample_fps, window=args.window, delay=args.delay,
-                          min_snippets=args.min_snippets, batch_size=args.batch_size, queue=args.queue,
-                          realtime=args.realtime, amp=args.i3d_amp, save_clips=args.save_clips, pre_roll=args.pre_roll,
-                          post_roll=args.post_roll, reconnect=args.reconnect, timeout=args.timeout,
-                          input_format=args.input_format, input_options=dict(args.input_option),
-                          status_every=args.status_every)
+    return StreamSettings(crops=args.crops, resize=args.resize, fps=args.resample_fps, window=args.window,
+                          delay=args.delay, min_snippets=args.min_snippets, batch_size=args.batch_size,
+                          queue=args.queue, realtime=args.realtime, amp=args.i3d_amp, save_clips=args.save_clips,
+                          pre_roll=args.pre_roll, post_roll=args.post_roll, reconnect=args.reconnect,
+                          timeout=args.timeout, input_format=args.input_format,
+                          input_options=dict(args.input_option), status_every=args.status_every)
 
 
 def main(argv=None):
@@ -136,16 +125,10 @@ def main(argv=None):
         check_inputs([args.source], "source")
     settings = settings_from_args(args)
     device = pick_device(args.device)
-    if args.i3d_amp and device.type != "cuda":
-        raise InputError(f"--i3d_amp needs a CUDA device (this run uses {device.type})")
+    check_accelerator_flags(args, device)
     name = args.name or source_name(args.source)
-    output_dir = args.output_dir or os.path.join("outputs", "stream",
-                                                 f"{name}_{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    if existing_outputs(output_dir):
-        raise InputError(f"{output_dir} holds an earlier run's {', '.join(existing_outputs(output_dir))}; "
-                         f"choose another --output_dir")
+    output_dir = stream_output_dir(args.output_dir, name)
     model, record = load_model(args.model_path)
-    kind = model_name(model)
     if args.from_checkpoint:
         print(f"from the checkpoint: {flags_text(args.from_checkpoint)} (a flag given here overrides)")
     table = checkpoint_calibration(record)
@@ -155,14 +138,13 @@ def main(argv=None):
     try:
         i3d = i3d_backend(load_i3d(args.i3d_weights, device), args.backend, args.precision, device)
         print(f"I3D on {i3d.name} {i3d.precision} ({device})")
-        trained_on = (((record or {}).get("meta") or {}).get("extraction") or {}).get("weights")
-        warning = trained_on and other_weights(trained_on, weights_identity(args.i3d_weights))
+        warning = checkpoint_weights_warning(record, args.i3d_weights)
     except (OSError, ValueError) as e:
         raise InputError(one_line(e)) from None
     if warning:             # the training features came from other weights than these
         print(f"warning: checkpoint {args.model_path}: {warning}", file=sys.stderr)
     stop_on_signals()
-    info = dict(checkpoint=args.model_path, model=kind, step=record["step"] if record else None,
+    info = dict(checkpoint=args.model_path, model=model_name(model), step=record["step"] if record else None,
                 threshold_source=source)
     run_stream(args.source, model.to(device), i3d, output_dir, threshold, settings, table=table, name=name,
                info=info)

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import os
 import random
+import shutil
 import sys
 import tempfile
 
@@ -113,6 +114,35 @@ def make_dir(path, what):
         raise InputError(f"cannot create {what} folder {path}: {e.strerror}") from None
     if not os.access(path, os.W_OK):
         raise InputError(f"{what} folder {path} is not writable")
+
+
+@contextlib.contextmanager
+def run_folders(*folders):
+    """make_dir of each (path, what) a run writes into, undone if the run fails: on any exception (a bad
+    input found after the folders were made, Ctrl-C) each folder this made, its new parents included, is
+    removed again while it holds no file, so a failed run leaves no new folder behind. A folder that was
+    there before, or that holds a file by then (a checkpoint, a feature cache), is kept."""
+    made = []
+    try:
+        for path, what in folders:
+            top = _outermost_missing(path)
+            make_dir(path, what)
+            if top is not None:
+                made.append(top)
+        yield
+    except BaseException:
+        for top in reversed(made):
+            if os.path.isdir(top) and not any(files for _, _, files in os.walk(top)):
+                shutil.rmtree(top, ignore_errors=True)
+        raise
+
+
+def _outermost_missing(path):
+    """The outermost folder on the way to `path` that does not exist yet; None when path exists."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.exists(path):
+        path, missing = os.path.dirname(path), path
+    return missing
 
 
 def refuse_to_replace(paths, overwrite, holder, instead):

@@ -9,6 +9,7 @@ output complete (an open event is closed and written).
 import csv
 import datetime
 import json
+import os
 import signal
 import sys
 import time
@@ -85,6 +86,21 @@ def existing_outputs(folder):
     return [n for n in names if (Path(folder) / n).exists()]
 
 
+def refuse_earlier_outputs(folder):
+    """InputError (one line) when `folder` holds an earlier run's outputs: no run overwrites another's."""
+    if existing_outputs(folder):
+        raise InputError(f"{folder} holds an earlier run's {', '.join(existing_outputs(folder))}; "
+                         f"choose another --output_dir")
+
+
+def stream_output_dir(output_dir, name):
+    """The run's output folder: `output_dir` (--output_dir), else outputs/stream/<name>_<start time>;
+    refused (refuse_earlier_outputs) when it holds an earlier run's outputs."""
+    folder = output_dir or os.path.join("outputs", "stream", f"{name}_{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    refuse_earlier_outputs(folder)
+    return folder
+
+
 def run_stream(source, model, i3d, output_dir, threshold, settings=None, *, table=None, name=None, info=None,
                on_score=None, on_event=None, quiet=False, overwrite=False):
     """
@@ -106,9 +122,8 @@ def run_stream(source, model, i3d, output_dir, threshold, settings=None, *, tabl
     s.check()
     if s.amp and next(i3d.parameters()).device.type != "cuda":
         raise ValueError("amp needs the I3D on a CUDA device")
-    if not overwrite and existing_outputs(output_dir):
-        raise InputError(f"{output_dir} holds an earlier run's {', '.join(existing_outputs(output_dir))}; "
-                         f"choose another --output_dir")
+    if not overwrite:
+        refuse_earlier_outputs(output_dir)
     live = is_live(source) if s.live is None else s.live
     reader = Reader(source, s, live).start()
     early = []              # warnings before the first frame (the clock used, a discontinuity), logged once open

@@ -1,8 +1,9 @@
-"""StreamSettings: how a live run reads, scores and alerts (stream.py's flags default to these values).
+"""StreamSettings: how a live run reads, scores and alerts (stream.py's flags default to these values),
+and the snippet settings a checkpoint's training features were extracted with (extraction_defaults).
 """
 from dataclasses import dataclass, field
 
-from options import RESIZE
+from options import RESIZE, checkpoint_defaults
 
 
 @dataclass
@@ -39,3 +40,11 @@ class StreamSettings:
             raise ValueError(f"the delay must be at least 0 and less than the window ({self.window}), got {self.delay}")
         if self.min_snippets < 1 or self.batch_size < 1 or self.queue < 1:
             raise ValueError("min_snippets, batch_size and queue must be at least 1")
+
+
+def extraction_defaults(argv):
+    """The snippet settings the checkpoint's training features were extracted with ({'crops': 1,
+    'resize': 256, 'resample_fps': 25, ...}: options.checkpoint_defaults, read from --model_path in argv), so
+    the live features are cut as the model saw them; {} for a bare state dict."""
+    recorded = checkpoint_defaults(argv)
+    return {key: recorded[key] for key in ("crops", "resize", "resample_fps") if key in recorded}

@@ -1,8 +1,10 @@
 """Helpers the test modules share (no test module imports another): synthetic videos, the stand-in
 I3D network (GridProbe), an infer.py-like output folder for the review page, a UCF-Crime-layout
-feature folder, and running a command's main in this process as its command line would."""
+feature folder, running a command's main in this process as its command line would, and the review
+page's other folders (a stream's, training logs) with the data a page embeds."""
 import csv
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -187,3 +189,62 @@ def call(script_main, argv, capsys):
 def dataset_cli(argv):
     """What `python dataset.py ARGV` runs: the flags read by options.parse_tool_args, then dataset.cli."""
     dataset.cli(parse_tool_args(argv))
+
+
+# ---- the review page's test folders (infer.py-like, stream.py's, main.py's logs) and the data a page embeds
+
+# a video name, and a file name, that try to break out of the page
+REPORT_NASTY = "evil <img src=x onerror=\"window.__pwned=1\"> & 'q' </script><script>window.__pwned=2</script>"
+REPORT_NASTY_FILE = "clip #1 & \"q\" <b>%41?.webm"
+
+
+def demo_videos():
+    """Three videos with distinct peaks and lengths; the third has a hostile name and file name."""
+    return [
+        dict(name="vid10_fight", label="abnormal", gt=[(32, 80)], source="vid10_fight.webm",
+             scores=[0.1, 0.2, 0.7, 0.9, 0.8, 0.3, 0.2, 0.6, 0.55, 0.1]),
+        dict(name="vid2_walk", label="normal", gt=None, source="vid2_walk.webm",
+             scores=[0.1, 0.2, 0.3, 0.2, 0.1, 0.52]),
+        dict(name=REPORT_NASTY, label="", gt=[(0, 16)], source=REPORT_NASTY_FILE,
+             scores=[0.6, 0.65, 0.2, 0.1, 0.3, 0.4, 0.1, 0.75]),
+    ]
+
+
+def page_data(path):
+    """The JSON the page embeds, as the browser will read it."""
+    text = Path(path).read_text()
+    block = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.S).group(1)
+    return json.loads(block)
+
+
+def write_stream(folder):
+    """A stream.py output folder: scores.csv with wall times, events.jsonl (one event with a saved
+    clip), threshold.json; the stream's time starts at 100 s."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    scores = [0.1, 0.2, 0.8, 0.9, 0.3, 0.1, 0.7, 0.2]
+    with open(folder / "scores.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "snippet", "score", "calibrated", "start_s", "end_s", "wall_time"])
+        for i, x in enumerate(scores):
+            w.writerow(["cam1", i, x, "", f"{100 + 0.64 * i:.3f}", f"{100 + 0.64 * (i + 1):.3f}",
+                        f"2026-11-29T10:00:{i:02d}"])
+    events = [dict(start_s=101.28, end_s=102.56, peak_score=0.9, peak_calibrated=None, wall_start="2026-11-29T10:00:02",
+                   wall_end="2026-11-29T10:00:04", clip="clips/event1.webm"),
+              dict(start_s=103.84, end_s=104.48, peak_score=0.7, peak_calibrated=0.97,
+                   wall_start="2026-11-29T10:00:06", wall_end="2026-11-29T10:00:07", clip=None)]
+    (folder / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    (folder / "threshold.json").write_text(json.dumps({"value": REPORT_THRESHOLD, "source": "--threshold"}))
+    write_webm(folder / "clips" / "event1.webm", 32)
+    return folder, events
+
+
+def write_log(path, steps, loss_name="mpp_loss", best_at=None):
+    """A main.py training log: one JSON line per evaluation; AP peaks at step best_at."""
+    lines = []
+    for k, step in enumerate(steps):
+        ap = 60.0 + k if best_at is None or step <= best_at else 60.0 + k - 2 * (step - best_at) / steps[0]
+        lines.append(json.dumps(dict(step=step, lr=0.001, normal_loss=1.0 / (k + 1), **{loss_name: 0.5 / (k + 1)},
+                                     total_loss=2.0 / (k + 1), grad_norm=3.0, AUC=80.0 + k, AP=ap,
+                                     AUC_sub=70.0, AP_sub=50.0, version="train")))
+    Path(path).write_text("\n".join(lines) + "\n")

@@ -124,7 +124,7 @@ def test_bad_data_fails_before_training(tmp_path, kind):
     r = run_script("main.py", data_args(ds, tmp_path, model_path=tmp_path / "ckpts", log_path=tmp_path / "logs",
                                         **dict(TRAIN, batch_size=2)))
     assert_one_line_error(r, *words)
-    assert not list((tmp_path / "ckpts").glob("*.pkl"))
+    assert not (tmp_path / "ckpts").exists() and not (tmp_path / "logs").exists()     # no new folder left behind
     assert "it/s" not in r.stderr                                      # no training bar was started
 
 
@@ -141,6 +141,21 @@ def test_unwritable_checkpoint_folder(tmp_path):
     blocker.write_text("")
     r = run_script("main.py", data_args(ds, tmp_path, model_path=blocker / "ckpts", **TRAIN))
     assert_one_line_error(r, "checkpoint folder", str(blocker / "ckpts"))
+
+
+def test_run_folders_remove_only_the_new_empty_folders_of_a_failed_run(tmp_path):
+    from utils import run_folders
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        with run_folders((tmp_path / "new" / "deep", "output"), (tmp_path / "kept" / "sub", "log"),
+                         (tmp_path / "cache", "feature cache")):
+            (tmp_path / "cache" / "features.npy").write_bytes(b"")     # a file by then: its folder is kept
+            raise KeyboardInterrupt
+    assert not (tmp_path / "new").exists() and not (tmp_path / "kept" / "sub").exists()
+    assert (tmp_path / "kept").is_dir() and (tmp_path / "cache" / "features.npy").is_file()
+    with run_folders((tmp_path / "done", "output")):          # a run that ends well keeps its folder
+        pass
+    assert (tmp_path / "done").is_dir()
 
 
 def test_checkpoint_errors(tmp_path, trained):

@@ -120,3 +120,10 @@ def test_compare_refuses_flags_it_sets_itself(capsys):
     with pytest.raises(SystemExit):
         compare.parse_args(["--dataset", "demo", "--seed", "3"])
     assert "--seed is set by compare.py" in capsys.readouterr().err
+
+
+def test_compare_that_fails_leaves_no_output_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit):                 # main.py's flags are checked before any training
+        compare.compare(["--dataset", "demo", "--lr", "abc", "--output_dir", str(tmp_path / "cmp")])
+    assert "--lr" in capsys.readouterr().err
+    assert not (tmp_path / "cmp").exists()

@@ -236,10 +236,10 @@ def test_features_with_a_missing_crop_fail_cleanly(tmp_path):
     for k in (0, 2):
         np.save(tmp_path / f"v__{k}.npy", np.zeros((8, 64), np.float32))
     args = ["--model_path", bare_checkpoint(tmp_path / "bare.pt"), "--features", str(tmp_path),
-            "--len_feature", "64", "--threshold", "1", "--device", "cpu", "--output_dir", str(tmp_path / "o")]
+            "--len_feature", "64", "--threshold", "1", "--device", "cpu", "--output_dir", str(tmp_path / "o" / "run")]
     with pytest.raises(InputError, match=r"video v is missing crop\(s\) \[1\] of its 3"):
         infer.main(args)
-    assert not (tmp_path / "o" / "scores.csv").exists()
+    assert not (tmp_path / "o").exists()            # a failed run leaves no new folder, nor its new parent
 
 
 def test_tensorboard_without_the_package_is_a_clear_error(tmp_path):

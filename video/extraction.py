@@ -1,5 +1,6 @@
 """Extracting the features of many videos: one at a time (extract_video), a batch that goes on past a
-failing video (extract_videos), and a rank's share of them under torchrun (extract_shard).
+failing video (extract_videos), a rank's share of them under torchrun (extract_shard), and the run's
+manifest and summary (finish_extraction).
 
 Files are written to a temporary name and renamed, and a video's record is written last, so an
 interrupted run can simply be restarted. Under torchrun every rank extracts its share of the videos
@@ -18,6 +19,7 @@ from options import RESIZE
 from utils import read_text_lines, write_text
 from video import VideoError
 from video.decode import Decoding, VIDEO_SUFFIXES
+from video.manifest import MANIFEST, write_manifest
 from video.records import (extraction_settings, file_identity, network_settings, output_paths, save_features,
                            stale_reason, weights_identity)
 from video.snippets import video_features
@@ -144,3 +146,22 @@ def extract_shard(ranks, videos, sizes, model, out_dir, progress=True, **options
     failures = extract_videos(mine, model, out_dir, progress=progress and ranks.first, **options)
     every = ranks.all_gather(failures)          # [{video: error} of rank 0, of rank 1, ...]
     return {video: (rank, error) for rank, part in enumerate(every) for video, error in part.items()}
+
+
+def finish_extraction(ranks, videos, failed, out_dir, crops, weights_path=None):
+    """After extract_shard: rank 0 writes the manifest of the videos that have features (a video whose
+    files fail its checks there joins `failed`), prints how many of `videos` are done, warns when their
+    features are degenerate (warn_if_degenerate) and lists every failure, with its rank under torchrun.
+    failed: {video: (rank, error)}. Returns the exit status on every rank: 0 all done, 1 some failed."""
+    with ranks.together():
+        if ranks.first:
+            for video, problem in write_manifest(out_dir, [v for v in videos if v not in failed]):
+                failed[video] = (0, problem)
+            print(f'{len(videos) - len(failed)} of {len(videos)} videos have features in {out_dir}, listed in '
+                  f'{Path(out_dir) / MANIFEST}', file=sys.stderr)
+            warn_if_degenerate([v for v in videos if v not in failed], out_dir, crops, weights_path)
+            if failed:
+                print(f'{len(failed)} failed:', file=sys.stderr)
+                for rank, error in failed.values():
+                    print(f'  {f"rank {rank}: " if ranks.distributed else ""}{error}', file=sys.stderr)
+    return ranks.broadcast(1 if failed else 0)

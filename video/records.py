@@ -51,6 +51,14 @@ def same_weights(a, b):
     return a == b
 
 
+def checkpoint_weights_warning(record, weights_path=None):
+    """other_weights of the I3D weights a checkpoint's training features came from (its record's
+    meta.extraction.weights) against those of `weights_path` (weights_identity, only hashed when the
+    checkpoint records any); None when they are the same, or for a bare state dict (record None)."""
+    trained_on = (((record or {}).get('meta') or {}).get('extraction') or {}).get('weights')
+    return other_weights(trained_on, weights_identity(weights_path)) if trained_on else None
+
+
 def other_weights(recorded, current):
     """A one-line warning when features recorded with weights `recorded` (a record's or checkpoint's
     settings['weights']) were not made with the weights `current` (weights_identity), naming both;

@@ -207,3 +207,13 @@ def load_i3d(path=None, device='cpu'):
 def kinetics_labels():
     """The 400 Kinetics class names in logit order (kinetics400_labels.txt, DeepMind's label map)."""
     return KINETICS_LABELS.read_text(encoding='utf-8').splitlines()
+
+
+def kinetics_classes(model, weights_path=None):
+    """kinetics_labels, checked against the I3D `model`'s classifier: ValueError (one line, naming
+    weights_path) when its logits are not the 400 Kinetics classes."""
+    labels, classes = kinetics_labels(), model.logits.conv3d.out_channels
+    if classes != len(labels):
+        raise ValueError(f'{weights_path}: has {classes} classes, not the {len(labels)} of Kinetics-400 whose names '
+                         f'--classify knows')
+    return labels
