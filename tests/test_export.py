@@ -177,6 +177,16 @@ def test_missing_packages_name_the_install_command(monkeypatch):
         onnx_export.require_onnx()
 
 
+def test_openvino_ir_without_openvino_is_one_line_before_any_work(tmp_path, monkeypatch):
+    import export
+    monkeypatch.setitem(sys.modules, "openvino", None)          # as if not installed: import raises ImportError
+    monkeypatch.setattr(export, "load_model", lambda *a: pytest.fail("loaded before the packages were checked"))
+    with pytest.raises(InputError) as e:
+        export.main(["--model_path", "m.pkl", "--out", str(tmp_path / "out"), "--openvino"])
+    assert str(e.value) == "OpenVINO IR (--openvino) needs the openvino package, not installed: pip install openvino"
+    assert not (tmp_path / "out").exists()
+
+
 def test_exported_i3d_gives_the_ports_features(exported):
     """i3d.onnx (ONNX Runtime) and i3d.xml (OpenVINO) on the I3D fixture's three snippets: the public port's
     features, N taken as given."""
