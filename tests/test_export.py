@@ -1,6 +1,7 @@
 """export.py: both releases' detectors, exported once each, give the releases' scores and torch's at
-every length in ONNX Runtime, in memory linear in T; one-line errors; the README's onnxruntime example
-runs as written. Skips, with the install command, where onnx, onnxruntime or onnxscript is missing."""
+every length in ONNX Runtime and as OpenVINO IR, in memory linear in T; i3d.onnx is the backends' cached
+graph and, like i3d.xml, gives the port's features; a failed run changes no earlier file; one-line
+errors; the README's onnxruntime example runs as written. Skips, with the install command, where onnx, onnxruntime or onnxscript is missing."""
 import importlib.util
 import re
 import subprocess
