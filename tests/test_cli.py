@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+import infer
+import main
 from conftest import ROOT, data_args, run_script, shared_path, write_xd_dataset
+from helpers import call
 
 TRAIN = dict(lr="[0.0005]*6", batch_size=4, num_segments=16, plot_freq=3, seed=7)
 
@@ -118,19 +121,22 @@ def corrupt(kind, ds):
 
 @pytest.mark.parametrize("kind", ["missing file", "truncated npy", "not npy", "wrong width", "nan", "inf in test",
                                   "no snippets", "no normal", "no abnormal", "gt length"])
-def test_bad_data_fails_before_training(tmp_path, kind):
+def test_bad_data_fails_before_training(tmp_path, kind, capsys):
+    """main.py in this process as its command line runs it (run_cli); the first case as a real command."""
     ds = write_xd_dataset(tmp_path / "data", n_train=2, n_test=1, D=16)
     words = corrupt(kind, ds)
-    r = run_script("main.py", data_args(ds, tmp_path, model_path=tmp_path / "ckpts", log_path=tmp_path / "logs",
-                                        **dict(TRAIN, batch_size=2)))
+    args = data_args(ds, tmp_path, model_path=tmp_path / "ckpts", log_path=tmp_path / "logs",
+                     **dict(TRAIN, batch_size=2))
+    r = run_script("main.py", args) if kind == "missing file" else call(main.main, args, capsys)
     assert_one_line_error(r, *words)
     assert not (tmp_path / "ckpts").exists() and not (tmp_path / "logs").exists()     # no new folder left behind
     assert "it/s" not in r.stderr                                      # no training bar was started
 
 
 @pytest.mark.parametrize("lr", ["__import__('os').system('echo hi')", "[0.1, 'a']", "[]", "[0.1]*-1", "abc"])
-def test_bad_lr_is_rejected(tmp_path, lr):
-    r = run_script("main.py", ["--dataset", "demo", "--root_dir", str(tmp_path / "d"), "--lr", lr])
+def test_bad_lr_is_rejected(tmp_path, lr, capsys):
+    args = ["--dataset", "demo", "--root_dir", str(tmp_path / "d"), "--lr", lr]
+    r = run_script("main.py", args) if lr == "abc" else call(main.main, args, capsys)
     assert_one_line_error(r, "--lr")
     assert not (tmp_path / "d").exists()
 
@@ -158,29 +164,31 @@ def test_run_folders_remove_only_the_new_empty_folders_of_a_failed_run(tmp_path)
     assert (tmp_path / "done").is_dir()
 
 
-def test_checkpoint_errors(tmp_path, trained):
+def test_checkpoint_errors(tmp_path, trained, capsys):
+    """The first as a real command line, the others in this process as the command line runs them."""
     ds, run_dir, _ = trained
     not_ckpt = tmp_path / "notes.pkl"
     not_ckpt.write_text("not a checkpoint")
     r = run_script("infer.py", data_args(ds, tmp_path, model_path=not_ckpt, output_dir=tmp_path / "o1"))
     assert_one_line_error(r, "notes.pkl", "not a readable PyTorch checkpoint")
 
-    r = run_script("infer.py", data_args(ds, tmp_path, model_path=tmp_path / "absent.pkl", output_dir=tmp_path / "o"))
+    r = call(infer.main, data_args(ds, tmp_path, model_path=tmp_path / "absent.pkl", output_dir=tmp_path / "o"),
+             capsys)
     assert_one_line_error(r, "absent.pkl", "does not exist")
 
     # a bare state dict of another feature width
     record = torch.load(run_dir / "ckpts" / "xd_best_7.pkl", weights_only=True)
     bare = tmp_path / "bare.pkl"
     torch.save(record["state_dict"], bare)
-    r = run_script("infer.py", data_args(ds, tmp_path, model_path=bare, output_dir=tmp_path / "o2",
-                                         len_feature=ds["D"] * 2))
+    r = call(infer.main, data_args(ds, tmp_path, model_path=bare, output_dir=tmp_path / "o2",
+                                   len_feature=ds["D"] * 2), capsys)
     assert_one_line_error(r, "bare.pkl", "embedding.conv_1.0.weight", "shape")
     assert not (tmp_path / "o2" / "metrics.json").exists()
 
     # a pickle that would run code is refused by weights_only loading
     evil = tmp_path / "evil.pkl"
     torch.save({"x": shutil.rmtree}, evil)
-    r = run_script("infer.py", data_args(ds, tmp_path, model_path=evil, output_dir=tmp_path / "o3"))
+    r = call(infer.main, data_args(ds, tmp_path, model_path=evil, output_dir=tmp_path / "o3"), capsys)
     assert_one_line_error(r, "evil.pkl")
 
 

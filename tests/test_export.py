@@ -250,3 +250,16 @@ def test_a_failed_run_changes_no_file_of_an_earlier_run(tmp_path, monkeypatch):
                      "--i3d", "--i3d_weights", str(shared_path("fixtures", "i3d", "i3d_rgb_state_dict.pt"))])
     assert sorted(p.name for p in folder.iterdir()) == ["detector.onnx", "i3d.onnx"]
     assert all((folder / name).read_bytes() == b"earlier run" for name in ("detector.onnx", "i3d.onnx"))
+
+
+def test_a_failed_run_leaves_no_new_folder(tmp_path, monkeypatch):
+    """--out (and its new parents) made by a run whose export then fails are removed again."""
+    import export
+
+    def detector(model, path, what, xml_path=None):
+        raise InputError(f"{what}: the exported graph's scores differ from torch's")
+    monkeypatch.setattr(export, "export_detector", detector)
+    with pytest.raises(InputError, match="scores differ"):
+        export.main(["--model_path", str(shared_path("fixtures", "parity", "state_dict.pkl")),
+                     "--out", str(tmp_path / "new" / "out")])
+    assert list(tmp_path.iterdir()) == []
