@@ -88,9 +88,9 @@ def existing_outputs(folder):
 
 def refuse_earlier_outputs(folder):
     """InputError (one line) when `folder` holds an earlier run's outputs: no run overwrites another's."""
-    if existing_outputs(folder):
-        raise InputError(f"{folder} holds an earlier run's {', '.join(existing_outputs(folder))}; "
-                         f"choose another --output_dir")
+    found = existing_outputs(folder)
+    if found:
+        raise InputError(f"{folder} holds an earlier run's {', '.join(found)}; choose another --output_dir")
 
 
 def stream_output_dir(output_dir, name):
