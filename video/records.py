@@ -51,12 +51,15 @@ def same_weights(a, b):
     return a == b
 
 
-def checkpoint_weights_warning(record, weights_path=None):
+def checkpoint_weights_warning(record, weights_path=None, identity=None):
     """other_weights of the I3D weights a checkpoint's training features came from (its record's
-    meta.extraction.weights) against those of `weights_path` (weights_identity, only hashed when the
-    checkpoint records any); None when they are the same, or for a bare state dict (record None)."""
+    meta.extraction.weights) against the weights in use: `identity` (weights_identity) when the caller
+    has it, else those of `weights_path` (hashed only when the checkpoint records any); None when they
+    are the same, or for a bare state dict (record None)."""
     trained_on = (((record or {}).get('meta') or {}).get('extraction') or {}).get('weights')
-    return other_weights(trained_on, weights_identity(weights_path)) if trained_on else None
+    if not trained_on:
+        return None
+    return other_weights(trained_on, identity if identity is not None else weights_identity(weights_path))
 
 
 def other_weights(recorded, current):
