@@ -55,8 +55,10 @@ def parse_args(argv=None):
     add_renamed(parser, '--fps', '--resample_fps', type=positive_float)
     parser.add_argument('--pad_last', action='store_true',
                         help='repeat the last frame to complete a last partial snippet (default: drop it)')
-    parser.add_argument('--batch_size', type=positive_int, default=4,
-                        help='snippets per forward pass; each brings all its crops, so the network sees batch_size x crops clips')
+    parser.add_argument('--i3d_batch', type=positive_int, default=4,
+                        help='snippets per I3D pass; each brings all its crops, so the network sees i3d_batch x crops '
+                             'clips')
+    add_renamed(parser, '--batch_size', '--i3d_batch', type=positive_int)   # main.py's --batch_size is training's
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda', 'mps'),
                         help='auto: cuda, then mps, then cpu (under torchrun, cuda is the GPU numbered LOCAL_RANK)')
     parser.add_argument('--i3d_amp', action='store_true', help='float16 autocast for the network (CUDA only)')
@@ -108,7 +110,7 @@ def run(args, ranks):
         return 2
     failed = extract_shard(ranks, videos, sizes, model, args.out, crops=args.crops, fp16=args.fp16, weights=weights,
                            resize=args.resize, fps=args.resample_fps, pad_last=args.pad_last,
-                           batch_size=args.batch_size, amp=args.i3d_amp)
+                           batch_size=args.i3d_batch, amp=args.i3d_amp)
     return finish_extraction(ranks, videos, failed, args.out, args.crops, args.i3d_weights)
 
 
@@ -122,7 +124,7 @@ def classify(args):
         print(f'extract.py: error: {one_line(e)}', file=sys.stderr)
         return 2
     failed = classify_videos(videos, model, labels, resize=args.resize, fps=args.resample_fps, pad_last=args.pad_last,
-                             batch_size=args.batch_size)
+                             batch_size=args.i3d_batch)
     return 1 if failed else 0
 
 

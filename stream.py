@@ -72,8 +72,9 @@ def parse_args(argv=None):
                    help="resample to this frame rate by timestamp first (default: the checkpoint's extraction "
                         "setting, else every frame, as extract.py)")
     add_renamed(g, "--fps", "--resample_fps", type=positive_float)
-    g.add_argument("--batch_size", type=positive_int, default=d.batch_size,
+    g.add_argument("--i3d_batch", type=positive_int, default=d.batch_size,
                    help=f"most snippets per I3D pass when several are waiting (default {d.batch_size})")
+    add_renamed(g, "--batch_size", "--i3d_batch", type=positive_int)      # main.py's --batch_size is training's
     g.add_argument("--queue", type=positive_int, default=d.queue,
                    help=f"snippets the reader may be ahead of the network (default {d.queue})")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
@@ -112,7 +113,7 @@ def parse_args(argv=None):
 
 def settings_from_args(args):
     return StreamSettings(crops=args.crops, resize=args.resize, fps=args.resample_fps, window=args.window,
-                          delay=args.delay, min_snippets=args.min_snippets, batch_size=args.batch_size,
+                          delay=args.delay, min_snippets=args.min_snippets, batch_size=args.i3d_batch,
                           queue=args.queue, realtime=args.realtime, amp=args.i3d_amp, save_clips=args.save_clips,
                           pre_roll=args.pre_roll, post_roll=args.post_roll, reconnect=args.reconnect,
                           timeout=args.timeout, input_format=args.input_format,

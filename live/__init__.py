@@ -7,7 +7,7 @@ How a snippet is scored. A reader thread decodes frames with video.decode.decode
 upright turns of extract.py, times from video.clock.Clock: the frames' own timestamps, made monotonic, or
 their arrival when they carry none or a clock the format made up), groups them into 16-frame
 snippets with video.snippets.snippets and hands them over through a bounded queue. The main thread crops
-them (video.crops.crop_frames) and runs the snippets that are waiting, up to --batch_size, through I3D
+them (video.crops.crop_frames) and runs the snippets that are waiting, up to --i3d_batch, through I3D
 in one pass (video.snippets.snippet_features: `x / 255 * 2 - 1`). Snippet t is then scored by the
 checkpoint's model (BN-WVAD or UR-DMU) over a sliding context of the last --window snippets: the
 (crops, W, 1024) features of t-W+1..t go through test.score_video, the function offline scoring

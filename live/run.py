@@ -196,7 +196,7 @@ class LiveRun:
         return self.record["health"]
 
     def _loop(self):
-        """Batches of the snippets waiting (at most --batch_size), the reader's notices in order; returns
+        """Batches of the snippets waiting (at most --i3d_batch), the reader's notices in order; returns
         why the stream ended."""
         held, last_status = None, time.monotonic()
         while True:

@@ -238,7 +238,7 @@ def test_cli_flags_reach_the_pipeline(tmp_path, monkeypatch):
     weights = tmp_path / 'weights.pt'
     weights.touch()                      # read by the stand-in loader never; its identity keys the features
     assert main([str(video), '--out', str(out), '--i3d_weights', str(weights), '--crops', '5', '--resample_fps', '12.5',
-                 '--pad_last', '--resize', '340x256', '--fp16', '--batch_size', '1', '--device', 'cpu']) == 0
+                 '--pad_last', '--resize', '340x256', '--fp16', '--i3d_batch', '1', '--device', 'cpu']) == 0
     assert sorted(p.name for p in out.iterdir()) == ['manifest.csv', 'v.json'] + [f'v__{k}.npy' for k in range(5)]
     saved = np.stack([np.load(out / f'v__{k}.npy') for k in range(5)])
     assert saved.dtype == np.float16 and saved.shape == (5, 2, 1024)  # 17 frames at 12.5 fps, padded to 2 snippets
@@ -259,17 +259,21 @@ def test_cli_setup_errors(tmp_path, capsys):
 
 
 def test_renamed_flags_keep_their_old_spelling(capsys):
-    """--resample_fps and --i3d_amp were --fps and --amp (names infer.py gives other meanings): the old
-    spellings still set them, each with a one-line note, and --help shows only the new ones."""
-    new = parse_args(['v.mp4', '--out', 'o', '--resample_fps', '12.5', '--i3d_amp'])
+    """--resample_fps, --i3d_amp and --i3d_batch were --fps, --amp and --batch_size (names infer.py and
+    main.py give other meanings): the old spellings still set them, each with a one-line note, and --help
+    shows only the new ones."""
+    new = parse_args(['v.mp4', '--out', 'o', '--resample_fps', '12.5', '--i3d_amp', '--i3d_batch', '3'])
     assert capsys.readouterr().err == ''
-    old = parse_args(['v.mp4', '--out', 'o', '--fps=12.5', '--amp'])
-    assert (new.resample_fps, new.i3d_amp) == (old.resample_fps, old.i3d_amp) == (12.5, True)
+    old = parse_args(['v.mp4', '--out', 'o', '--fps=12.5', '--amp', '--batch_size', '3'])
+    assert (new.resample_fps, new.i3d_amp, new.i3d_batch) == (old.resample_fps, old.i3d_amp, old.i3d_batch) == \
+        (12.5, True, 3)
     assert capsys.readouterr().err.splitlines() == [
         'note: --fps is now --resample_fps (the old spelling still works, for now)',
-        'note: --amp is now --i3d_amp (the old spelling still works, for now)']
+        'note: --amp is now --i3d_amp (the old spelling still works, for now)',
+        'note: --batch_size is now --i3d_batch (the old spelling still works, for now)']
     assert parse_args(['v.mp4', '--out', 'o']).resample_fps is None and not parse_args(['v.mp4', '--out', 'o']).i3d_amp
     with pytest.raises(SystemExit):
         parse_args(['--help'])
     shown = capsys.readouterr().out
     assert '--resample_fps' in shown and '--i3d_amp' in shown and '--fps' not in shown and '--amp ' not in shown
+    assert '--i3d_batch' in shown and '--batch_size' not in shown

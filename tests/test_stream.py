@@ -450,13 +450,15 @@ def test_settings_and_parsing():
 
 
 def test_renamed_flags_keep_their_old_spelling(tmp_path, capsys):
-    """stream.py's --resample_fps and --i3d_amp, once --fps and --amp: both spellings give the same settings,
-    the old one with a one-line note."""
+    """stream.py's --resample_fps, --i3d_amp and --i3d_batch, once --fps, --amp and --batch_size: both
+    spellings give the same settings, the old one with a one-line note."""
     base = ["clip.mp4", "--model_path", str(tmp_path / "none.pkl")]
-    new = stream.settings_from_args(stream.parse_args(base + ["--resample_fps", "12.5", "--i3d_amp"]))
+    new = stream.settings_from_args(stream.parse_args(base + ["--resample_fps", "12.5", "--i3d_amp",
+                                                              "--i3d_batch", "3"]))
     assert capsys.readouterr().err == ""
-    old = stream.settings_from_args(stream.parse_args(base + ["--fps", "12.5", "--amp"]))
-    assert new == old and (new.fps, new.amp) == (12.5, True)
+    old = stream.settings_from_args(stream.parse_args(base + ["--fps", "12.5", "--amp", "--batch_size", "3"]))
+    assert new == old and (new.fps, new.amp, new.batch_size) == (12.5, True, 3)
     err = capsys.readouterr().err
-    assert "note: --fps is now --resample_fps" in err and "note: --amp is now --i3d_amp" in err and err.count("\n") == 2
+    assert "note: --fps is now --resample_fps" in err and "note: --amp is now --i3d_amp" in err
+    assert "note: --batch_size is now --i3d_batch" in err and err.count("\n") == 3
     assert stream.settings_from_args(stream.parse_args(base)).fps is None
