@@ -16,8 +16,10 @@ utils.read_text_lines (UTF-8, with or without a byte-order mark, any line ends).
 Ground truth (SPEC): per video T*16 frames, T from its feature file; a frame f is 1 iff s <= f < e
 for an annotated interval (s, e); intervals are cut at T*16; videos in list order. A gt.npy has no
 names in it, so one built for another order of the same videos has the same length and would
-silently misalign: load_gt refuses a gt that marks a normal video's frames, and make-gt writes
-`<gt>.videos.tsv` (each video and its T, in order) that later runs check exactly.
+silently misalign: load_gt refuses a gt that marks a normal video's frames or leaves an abnormal
+video without any, and make-gt writes `<gt>.videos.tsv` (each video and its T, in order) that later
+runs check exactly. A gt without that sidecar (the real XD and UCF gts other repositories ship) is
+read with a warning that its order cannot be checked beyond those two rules.
 """
 import hashlib
 import json
@@ -357,9 +359,12 @@ def write_gt_sidecar(gt_path, names, lengths):
 
 
 def check_gt_sidecar(gt_path, videos, lengths):
-    """When the ground truth has a sidecar, its videos and lengths must be the list's, in its order."""
+    """When the ground truth has a sidecar, its videos and lengths must be the list's, in its order
+    (InputError naming the first that differs). Without one: a warning that the order cannot be checked."""
     path = gt_sidecar(gt_path)
     if not os.path.isfile(path):
+        print(f"warning: ground-truth file {gt_path} has no sidecar {os.path.basename(path)}: its video order cannot "
+              f"be checked against the test list beyond its length and labels (make-gt writes one)", file=sys.stderr)
         return
     rows = [line.split("\t") for line in read_text_lines(path, "ground-truth sidecar")[1:] if line.strip()]
     here = [(v.name, int(T)) for v, T in zip(videos, lengths)]
@@ -378,9 +383,11 @@ def load_gt(path, videos, lengths):
     """The frame-level ground truth of `videos` (list order, lengths T) from a .npy file, checked.
 
     Its length must be the videos' frames (16 per snippet). It must hold only 0 and 1. Its sidecar,
-    where there is one, must name these videos in this order. And no video that is normal (by its
-    label or the dataset's name rule) may have abnormal frames: a gt built for another order of the
-    same videos has the right length and would give a wrong AUC/AP without a word.
+    where there is one, must name these videos in this order (without one, a warning says the order
+    cannot be checked). And no video that is normal (by its label or the dataset's name rule) may have
+    abnormal frames, and every abnormal video must have at least one: a gt built for another order of
+    the same videos has the right length and would give a wrong AUC/AP without a word.
+    InputError naming the file (and the first video) otherwise.
     """
     if not os.path.isfile(path):
         raise InputError(f"ground-truth file {path} does not exist")
@@ -402,6 +409,11 @@ def load_gt(path, videos, lengths):
         raise InputError(f"ground-truth file {path} marks abnormal frames in video {wrong[0]}, which is normal (by its "
                          f"label or the dataset's name rule): the ground truth probably follows another list's "
                          f"order ({len(wrong)} such videos); rebuild it for this list with make-gt")
+    empty = [v.name for v, n in zip(videos, per_video) if v.normal is False and n == 0]
+    if empty:
+        raise InputError(f"ground-truth file {path} marks no abnormal frame in video {empty[0]}, which is abnormal (by "
+                         f"its label or the dataset's name rule): the ground truth probably follows another list's "
+                         f"order ({len(empty)} such videos); rebuild it for this list with make-gt")
     return gt.astype(np.uint8)
 
 

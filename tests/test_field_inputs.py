@@ -17,7 +17,7 @@ import dataset
 import infer
 from conftest import shared_path
 from dataset import DATASETS, TestSet, ensure_lists
-from features import find_videos, load_video
+from features import Video, find_videos, load_video
 from helpers import GridProbe, call, dataset_cli, write_ucf, write_video
 from lists import load_gt, make_lists, read_annotations, read_list, write_gt
 from model import BNWVAD
@@ -232,6 +232,48 @@ def test_real_xd_gt_with_a_resorted_test_list_is_refused():
     with pytest.raises(InputError, match="which is normal .* another list's order"):
         load_gt(str(xd / "gt.npy"), resorted, [int(lengths[v.name]) for v in resorted])
 
+
+
+def test_gt_without_sidecar_is_checked_by_its_abnormal_spans(tmp_path, capsys):
+    """Generated test sets (abnormal videos with short events, normal videos after them) whose gt has
+    no sidecar, read with the abnormal videos in another order: the gt is refused, naming the video,
+    exactly when some abnormal video's frames then hold no abnormal frame; else it is read with a
+    warning that its order cannot be checked."""
+    rng = np.random.default_rng(7)
+    refused = accepted = 0
+    for case in range(60):
+        n_abnormal, n_normal = int(rng.integers(2, 6)), int(rng.integers(1, 4))
+        lengths = [int(t) for t in rng.integers(4, 40, n_abnormal + n_normal)]
+        videos = [Video(f"v{case}_{i}" + ("_label_B1-0-0" if i < n_abnormal else "_label_A"), [], i >= n_abnormal)
+                  for i in range(len(lengths))]
+        parts = []
+        for i, T in enumerate(lengths):
+            g = np.zeros(T * 16, np.uint8)
+            if i < n_abnormal:
+                a = int(rng.integers(0, T * 16 - 8))
+                g[a:a + int(rng.integers(1, 8 * 16))] = 1
+            parts.append(g)
+        path = tmp_path / f"gt{case}.npy"
+        np.save(path, np.concatenate(parts))
+        order = list(rng.permutation(n_abnormal)) + list(range(n_abnormal, len(lengths)))
+        shuffled, shuffled_lengths = [videos[i] for i in order], [lengths[i] for i in order]
+        bounds = np.cumsum([0] + shuffled_lengths) * 16
+        gt = np.concatenate(parts)
+        empty = [v.name for v, a, b in zip(shuffled, bounds[:-1], bounds[1:]) if not v.normal and not gt[a:b].any()]
+        marked = [v.name for v, a, b in zip(shuffled, bounds[:-1], bounds[1:]) if v.normal and gt[a:b].any()]
+        if marked:
+            continue                            # the normal-video rule refuses these (tested above)
+        if empty:
+            with pytest.raises(InputError, match=f"gt{case}.npy marks no abnormal frame in video {empty[0]}, which "
+                                                 f"is abnormal"):
+                load_gt(str(path), shuffled, shuffled_lengths)
+            refused += 1
+        else:
+            np.testing.assert_array_equal(load_gt(str(path), shuffled, shuffled_lengths), gt)
+            assert f"gt{case}.npy has no sidecar gt{case}.videos.tsv: its video order cannot be checked" in \
+                capsys.readouterr().err
+            accepted += 1
+    assert refused >= 10 and accepted >= 5          # both outcomes were exercised
 
 # ---- 5. caches that outlive their source ----
 

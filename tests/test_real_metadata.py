@@ -6,7 +6,8 @@ import pytest
 
 from conftest import run_script, shared_path
 from dataset import DATASETS
-from lists import annotated_gt, read_annotations, read_list
+from lists import annotated_gt, load_gt, read_annotations, read_list
+from utils import InputError
 
 COUNTS = {  # dataset: (train abnormal, train normal, test abnormal, test normal)
     "xd": (1905, 2049, 500, 300),
@@ -71,3 +72,29 @@ def test_make_gt_reads_T_from_headers_of_the_real_ucf_test_list(tmp_path):
     assert r.returncode == 0, r.stderr
     np.testing.assert_array_equal(np.load(out), np.load(shared_path("realdata", "ucf", "gt.npy")))
     assert "290 test videos, 1109680 frames" in r.stdout
+
+
+@pytest.mark.parametrize("dataset", ["xd", "ucf"])
+def test_real_gts_give_every_abnormal_video_abnormal_frames_and_warn_without_a_sidecar(dataset, capsys):
+    """The shipped gts (no sidecar) pass load_gt's rules with the real lists: every abnormal test
+    video has abnormal frames, no normal one has any; their order cannot be checked, which is said."""
+    test = real_list(dataset, 1)
+    T = real_lengths(dataset)
+    path = str(shared_path("realdata", dataset, "gt.npy"))
+    np.testing.assert_array_equal(load_gt(path, test, [T[v.name] for v in test]), np.load(path))
+    assert "has no sidecar gt.videos.tsv: its video order cannot be checked" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dataset", ["xd", "ucf"])
+def test_real_gt_with_its_abnormal_videos_reordered_is_refused(dataset):
+    """The abnormal videos of the real test list in another order (normal videos in place, so no
+    normal video gets abnormal frames): the spans shift and some abnormal video ends up with none."""
+    test = real_list(dataset, 1)
+    T = real_lengths(dataset)
+    n_abnormal = COUNTS[dataset][2]
+    path = str(shared_path("realdata", dataset, "gt.npy"))
+    for order in (test[:n_abnormal][::-1], test[1:n_abnormal] + test[:1]):     # reversed; rotated by one
+        videos = order + test[n_abnormal:]
+        with pytest.raises(InputError, match=r"marks no abnormal frame in video \S+, which is abnormal .* another "
+                                             r"list's order"):
+            load_gt(path, videos, [T[v.name] for v in videos])
