@@ -9,23 +9,27 @@ AUC / AUC_sub / AP / AP_sub and the AUC / AP of each anomaly class the video nam
 class's videos against all normal videos). With --features it scores every video found in the
 given files and folders (crops grouped by the `<video>__<k>.npy` naming), with no list and no
 ground truth. Outputs in --output_dir:
-  scores.csv           video, snippet, score, calibrated, start_frame, end_frame[, start_s, end_s]
+  scores.csv           video, snippet, score, exceedance, normal_per_hour, start_frame, end_frame[, start_s,
+                       end_s]
   frame_scores/<video>.npy   (16 T,) float32 raw frame scores (each snippet's score for its 16 frames)
   segments.csv         per video its --top_k anomalous segments (maximal runs of snippets scored
                        above the threshold), highest peak first; not written without a threshold
-  metrics.json         the threshold; with a ground truth also the metrics, the per-class metrics
-                       and the threshold's false-alarm rate (percent of the normal frames scored
-                       above it, over all videos and over the normal videos only)
+  metrics.json         the threshold (value, source, origin) and the calibration; with a ground truth also
+                       the frame metrics (AUC, AP, AP_sklearn, AUC_sub, AP_sub), the per-class
+                       metrics, the threshold's false-alarm rates (percent of the normal frames scored
+                       above it, over all videos and over the normal videos only; alarms per hour of
+                       normal video) and the event metrics at it ("events", test.event_metrics)
   plots/<video>.png    with --plot: score over time, threshold, ground-truth intervals shaded;
   roc_pr.png           with --plot and a ground truth: the test set's ROC and PR curves
 Times in seconds come from the features' extraction record (extract.py: each snippet's frames'
 own timestamps), else from --fps. What cannot be computed (metrics for a ground truth of one class,
 a threshold without normal videos or calibration) is said in one line; everything else is written.
-score is the raw anomaly score (d_1 + d_2) * s, unbounded; calibrated is its empirical CDF over
-the training set's normal snippets, in [0, 1] (see test.py), empty when the checkpoint holds no
-calibration (the release's bare state dicts, or a run stopped before its end). The threshold is
---threshold (raw scale), else the --normal_quantile quantile of normal scores: of the test set's
-normal videos with a ground truth, else of the training normals (the calibration).
+score is the raw anomaly score (d_1 + d_2) * s, unbounded; exceedance is the expected fraction of
+normal snippets that score at least as high, normal_per_hour the expected number of such snippets
+per hour of normal footage (with the snippets' times) (thresholds.Calibration), both empty when the
+checkpoint holds no calibration (the release's bare state dicts, or a run stopped before its end).
+The threshold is --threshold (raw scale), else the --normal_quantile quantile of the training
+normals' scores (the calibration), or with --threshold_from test of the test set's own normal videos.
 
 Under torchrun (`torchrun --nproc_per_node G infer.py ...`) each process scores its share of the
 videos (with --video it extracts that share first), on its own GPU; rank 0 gathers the scores,
@@ -48,7 +52,7 @@ from features import FRAMES_PER_SNIPPET, FeatureWidth, Video, find_videos, load_
 from model import model_name
 from options import check_accelerator_flags, flags_text, parse_infer_args
 from runs import clear_outputs, output_folder
-from test import (calibrate, false_alarm_rate, find_segments, per_class_metrics, score_batched, score_video,
+from test import (event_metrics, false_alarm_rate, find_segments, per_class_metrics, score_batched, score_video,
                   snippet_metrics, to_frames)
 from thresholds import checkpoint_calibration, choose_threshold
 from utils import (InputError, atomic_write, check_inputs, make_dir, one_line, pick_device, run_cli, run_folders,
@@ -88,6 +92,19 @@ def snippet_times(video, T, fps):
     return None
 
 
+def normal_video_seconds(videos, scores, fps):
+    """Total duration in seconds of the normal videos' scored snippets (snippet_times), or None when
+    some normal video has no times (no extraction record, no --fps)."""
+    total = 0.0
+    for video, s in zip(videos, scores):
+        if video.normal:
+            times = snippet_times(video, len(s), fps)
+            if times is None:
+                return None
+            total += float(np.sum(times[:, 1] - times[:, 0]))
+    return total
+
+
 def video_end(video, times):
     """Where the video ends on its plot's axis (seconds with times, else frames) when that is past its
     last whole snippet (the frames of a last partial snippet are not scored), else None."""
@@ -104,21 +121,30 @@ def cells(seconds):
     return [f"{x:.3f}" for x in seconds]
 
 
-def write_scores(path, results, table, times):
+def calibrated_cells(calibration, raw, times):
+    """[exceedance, normal_per_hour] CSV cells of raw scores (T,), blank without a calibration (both) or
+    without the snippets' times (T, 2) (the rate per hour)."""
+    if calibration is None:
+        return [["", ""] for _ in raw]
+    exceed = calibration.exceedance(raw)
+    hourly = calibration.per_hour(raw, times[:, 1] - times[:, 0]) if times is not None else [None] * len(raw)
+    return [[f"{e:.4g}", f"{h:.4g}" if h is not None else ""] for e, h in zip(exceed, hourly)]
+
+
+def write_scores(path, results, calibration, times):
     """scores.csv: one row per snippet of every video; times: {video: (T, 2) seconds or None}."""
     timed = any(t is not None for t in times.values())
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["video", "snippet", "score", "calibrated", "start_frame", "end_frame"]
+            w.writerow(["video", "snippet", "score", "exceedance", "normal_per_hour", "start_frame", "end_frame"]
                        + (["start_s", "end_s"] if timed else []))
             for name, scores in results:
-                cal = calibrate(scores, table) if table is not None else None
+                cal = calibrated_cells(calibration, scores, times[name])
                 for i, x in enumerate(scores):
                     a, b = i * FRAMES_PER_SNIPPET, (i + 1) * FRAMES_PER_SNIPPET
                     seconds = cells(times[name][i]) if times[name] is not None else ["", ""]
-                    w.writerow([name, i, f"{x:.6g}", f"{cal[i]:.4f}" if cal is not None else "", a, b]
-                               + (seconds if timed else []))
+                    w.writerow([name, i, f"{x:.6g}", *cal[i], a, b] + (seconds if timed else []))
     atomic_write(path, write)
 
 
@@ -135,23 +161,24 @@ def video_segments(results, threshold, top_k):
     return [(name, find_segments(scores, threshold, top_k)) for name, scores in results]
 
 
-def write_segments(path, segments, table, times):
+def write_segments(path, segments, calibration, times):
     """segments.csv: one row per anomalous segment, frames end exclusive; times: {video: (T, 2) or None}."""
     timed = any(t is not None for t in times.values())
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["video", "rank", "start_frame", "end_frame"] + (["start_s", "end_s", "peak_s"] if timed else [])
-                       + ["peak_score", "peak_calibrated", "mean_score"])
+                       + ["peak_score", "peak_exceedance", "peak_normal_per_hour", "mean_score"])
             for name, segs in segments:
                 t = times[name]
                 for rank, s in enumerate(segs, 1):
                     a, b = s["start"] * FRAMES_PER_SNIPPET, s["end"] * FRAMES_PER_SNIPPET
                     seconds = cells((t[s["start"], 0], t[s["end"] - 1, 1], t[s["peak_snippet"], 0])) \
                         if t is not None else ["", "", ""]
-                    cal = f"{float(calibrate(s['peak'], table)):.4f}" if table is not None else ""
+                    peak_time = t[s["peak_snippet"]:s["peak_snippet"] + 1] if t is not None else None
+                    [cal] = calibrated_cells(calibration, [s["peak"]], peak_time)
                     w.writerow([name, rank, a, b] + (seconds if timed else [])
-                               + [f"{s['peak']:.6g}", cal, f"{s['mean']:.6g}"])
+                               + [f"{s['peak']:.6g}", *cal, f"{s['mean']:.6g}"])
     atomic_write(path, write)
 
 
@@ -219,6 +246,9 @@ def evaluate_test_set(args, model, device, table, ranks):
     else:
         metrics = snippet_metrics(scores, test_set.gt, test_set.abnormal_frames)
     lines += [f"{name:8s}{metrics[name]:.4f}" for name in ("AUC", "AUC_sub", "AP", "AP_sub") if name in metrics]
+    if "AP_sklearn" in metrics:
+        lines.append(f"AP_sklearn {metrics['AP_sklearn']:.4f} (scikit-learn's step-wise average precision; AP above "
+                     f"is the trapezoid area the releases and papers report)")
     names = [v.name for v in test_set.videos]
     frame_scores = to_frames(scores)
     per_class = {} if test_set.one_class else per_class_metrics(
@@ -226,9 +256,15 @@ def evaluate_test_set(args, model, device, table, ranks):
     if per_class:
         lines += class_table(per_class)
     normal_frames = ~test_set.abnormal_frames.astype(bool)
-    threshold, source = choose_threshold(args.threshold, args.normal_quantile, table, frame_scores[normal_frames])
-    chosen = dict(value=threshold, source=source)
+    threshold, source, origin = choose_threshold(args.threshold, args.normal_quantile, table,
+                                                 frame_scores[normal_frames], args.threshold_from)
+    chosen = dict(value=threshold, source=source, origin=origin)
+    bounds = np.cumsum(test_set.lengths * FRAMES_PER_SNIPPET)[:-1]
+    gts = np.split(test_set.gt, bounds)
+    events = {}
     if threshold is not None:
+        normal_seconds = normal_video_seconds(test_set.videos, scores, args.fps)
+        events = event_metrics(scores, gts, [v.normal for v in test_set.videos], threshold, normal_seconds)
         rates = []
         if (test_set.gt == 0).any():
             far = 100 * false_alarm_rate(frame_scores, test_set.gt, threshold)
@@ -238,13 +274,25 @@ def evaluate_test_set(args, model, device, table, ranks):
             far_normal = 100 * false_alarm_rate(frame_scores[normal_frames], test_set.gt[normal_frames], threshold)
             chosen["false_alarm_rate_normal_videos"] = far_normal
             rates.append(f"{far_normal:.2f}% of the normal videos' frames")
+            if "false_alarms_per_hour" in events:
+                chosen["false_alarms_per_hour"] = events["false_alarms_per_hour"]
+                rates.append(f"{events['false_alarms_per_hour']:.3g} alarms per hour of normal video")
         lines.append(f"threshold {threshold:.4g} ({source})" + (f": {', '.join(rates)}" if rates else ""))
+        if "event_recall" in events:
+            lines.append(f"events at this threshold: {events['detected']} of {events['events']} detected (recall "
+                         f"{events['event_recall']:.2f}%), IoU with the ground-truth intervals {events['event_IoU']:.2f}%")
+        if normal_frames.any() and normal_seconds is None:
+            lines.append("no false alarms per hour: the frame rate of the test videos is unknown (give --fps; "
+                         "extract.py's records give the times themselves)")
     if not normal_frames.any():
         lines.append("no false-alarm rate on normal videos: the test set has no normal videos")
-    bounds = np.cumsum(test_set.lengths * FRAMES_PER_SNIPPET)[:-1]
-    return Evaluation(scored=True, results=list(zip(names, scores)), videos=test_set.videos,
-                      gts=np.split(test_set.gt, bounds), frame_scores=frame_scores, gt=test_set.gt,
-                      summary=dict(metrics, per_class=per_class, threshold=chosen), lines=lines)
+    summary = dict(metrics, per_class=per_class, threshold=chosen)
+    if events:
+        summary["events"] = dict(events, threshold_origin=origin)
+    if table is not None:
+        summary["calibration"] = table.record()
+    return Evaluation(scored=True, results=list(zip(names, scores)), videos=test_set.videos, gts=gts,
+                      frame_scores=frame_scores, gt=test_set.gt, summary=summary, lines=lines)
 
 
 def extract_videos_for_scoring(args, device, ranks, record=None):
@@ -336,6 +384,10 @@ def main(argv=None):
     args = parse_infer_args(argv)
     if args.features and args.video:
         raise InputError("give --features or --video, not both")
+    if (args.features or args.video) and args.threshold_from == "test" and args.threshold is None:
+        raise InputError("--threshold_from test takes the threshold from the test set's normal videos; with "
+                         "--features or --video there is no test set: leave it out (the checkpoint's calibration) "
+                         "or give --threshold")
     check_inputs(args.video or [], "--video path")     # before any loading: one line, and nothing is made
     check_inputs(args.features or [], "--features path")
     ranks = start()         # under torchrun: this process's share of the videos; else the one process
@@ -371,10 +423,12 @@ def main(argv=None):
             results = score_shards(ranks, run_model, videos, device, args.len_feature)
             if results is None:         # ranks other than 0: rank 0 has every score and writes the outputs
                 return
-            threshold, source = choose_threshold(args.threshold, args.normal_quantile, table)
+            threshold, source, origin = choose_threshold(args.threshold, args.normal_quantile, table)
             print(f"scored {len(results)} videos" + (f"; threshold {threshold:.4g} ({source})" if threshold is not None
                                                       else ""))
-            result.update(videos=len(results), threshold=dict(value=threshold, source=source))
+            result.update(videos=len(results), threshold=dict(value=threshold, source=source, origin=origin))
+            if table is not None:
+                result["calibration"] = table.record()
         else:
             evaluation = evaluate_test_set(args, run_model, device, table, ranks)
             if not evaluation.scored:   # ranks other than 0, as above

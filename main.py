@@ -9,7 +9,7 @@
 Outputs (all written atomically):
 (<dataset> stands for <dataset>_<model> for a model other than BN-WVAD, e.g. demo_urdmu_best_2022.pkl)
   <model_path>/<dataset>_best_<seed>.pkl    the best-AP checkpoint; at the end of training it also gets
-                                            the calibration of scores to [0, 1] (see test.py)
+                                            the calibration of scores (see thresholds.py)
   <model_path>/<dataset>_last_<seed>.pkl    the state at the latest evaluation (model, optimizer, step,
                                             best metrics, batch order, RNG states), for --resume
   <model_path>/<dataset>_config_<seed>.json the resolved flags and the git commit, written once every check has
@@ -185,10 +185,13 @@ def calibration_scores(model, args, device):
 
 
 def add_calibration(ckpt_path, model, args, device):
-    """Reload the best checkpoint, score the training normals with it, store their quantile table."""
+    """Reload the best checkpoint, score the training normals with it, store their quantile table and
+    how many snippets it summarizes (thresholds.Calibration reads both)."""
     state, record = read_checkpoint(ckpt_path)
     model.load_state_dict(state)
-    record["calibration"] = torch.from_numpy(quantile_table(calibration_scores(model, args, device)))
+    scores = calibration_scores(model, args, device)
+    record["calibration"] = torch.from_numpy(quantile_table(scores))
+    record["calibration_snippets"] = len(scores)
     atomic_write(ckpt_path, lambda tmp: torch.save(record, tmp))
 
 

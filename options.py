@@ -479,12 +479,16 @@ def parse_infer_args(argv=None):
     p.add_argument("--backend", default="auto", choices=BACKENDS, help=f"with --video: {BACKEND_HELP}")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help=f"with --video: {PRECISION_HELP}")
     p.add_argument("--threshold", type=float,
-                   help="raw score above which snippets are anomalous, for segments.csv and the plots "
-                        "(default: the --normal_quantile quantile of normal scores)")
+                   help="raw score above which snippets are anomalous, for segments.csv, the plots, the "
+                        "false-alarm rates and the event metrics (default: the --normal_quantile quantile of "
+                        "normal scores, see --threshold_from)")
     p.add_argument("--normal_quantile", type=ratio, default=NORMAL_QUANTILE,
-                   help="without --threshold: the threshold is this quantile of the test set's normal videos' "
-                        "scores when a ground truth is given, else of the training normals' scores stored "
-                        "in the checkpoint")
+                   help="without --threshold: the threshold is this quantile of normal snippets' scores")
+    p.add_argument("--threshold_from", default="calibration", choices=["calibration", "test"],
+                   help="without --threshold, whose normal scores give it: calibration (the training normals' "
+                        "scores stored in the checkpoint), or test (the test set's own normal videos: their "
+                        "false-alarm rate is then 1 - --normal_quantile by construction; labelled so in "
+                        "metrics.json and the printout)")
     p.add_argument("--top_k", type=positive_int, default=5,
                    help="anomalous segments kept per video, highest peak first")
     p.add_argument("--plot", action="store_true",

@@ -45,8 +45,9 @@ def parse_args(argv=None):
     t = g.add_mutually_exclusive_group()
     t.add_argument("--threshold", type=float, help="raw score above which a snippet is anomalous (default: the "
                                                    "checkpoint calibration's 0.99 quantile)")
-    t.add_argument("--calibrated_threshold", type=ratio, help="the threshold as a calibrated score in [0, 1] "
-                                                              "(needs a checkpoint with calibration; default 0.99)")
+    t.add_argument("--calibrated_threshold", type=ratio, help="the threshold as a quantile q in [0, 1] of the "
+                                                              "training normals' scores (needs a checkpoint with "
+                                                              "calibration; default 0.99)")
     g.add_argument("--min_snippets", type=positive_int, default=d.min_snippets,
                    help=f"snippets in a row above the threshold that open an event, below it that close it "
                         f"(default {d.min_snippets})")

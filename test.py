@@ -4,7 +4,10 @@ Scoring follows the release: every crop is scored as its own row in evaluation m
 scores are averaged, and each snippet's score holds for its 16 frames. Videos are concatenated in
 list order and compared with the frame-level ground truth.
 AP is the trapezoidal area under the precision-recall curve, auc(recall, precision), which is what
-the published tables report; AUC_sub / AP_sub use only the frames of abnormal test videos.
+both releases compute and the published tables report; AP_sklearn beside it is scikit-learn's
+step-wise average_precision_score, sum_n (R_n - R_{n-1}) P_n, which does not interpolate between
+operating points and reads lower or higher (see docs/method.md). AUC_sub / AP_sub use only the
+frames of abnormal test videos.
 
 Two paths give the same numbers: the plain one (score_video per video, frame_metrics on every
 frame) is the reference; evaluate() uses the fast one: crops of videos of similar length packed
@@ -12,23 +15,18 @@ into zero-padded batches of at most --eval_snippets snippets (masked, so no vide
 a long video's crops go a few at a time), and metrics from per-snippet (score, label, count) runs,
 which give scikit-learn's curves exactly, with 16x fewer points.
 
-From raw anomaly scores to what a user reads (the second half of this file):
-
-Calibrated score. The raw score (d_1 + d_2) * s is unbounded and its scale differs from run to
-run. At the end of training, main.py scores the training set's normal videos with the best model
-(full length, crops averaged, exactly as test videos are scored) and stores CALIBRATION_LEVELS
-evenly spaced quantiles of those snippet scores in the checkpoint ("calibration"). The calibrated
-score of a raw score x is the empirical CDF of the training normals at x, interpolated linearly
-between the stored quantiles: the fraction of normal training snippets that score below x. So 0.5
-is a typical normal snippet, 0.99 is above 99% of them, and 1.0 is above all of them. It is a
-monotone map of the raw score, reported beside it; metrics are always computed on the raw score.
+From raw anomaly scores to what a user reads (the second half of this file): the quantile table of
+the training normals' scores (main.py stores it in the checkpoint; thresholds.Calibration turns it
+into an exceedance rate), segments above a threshold, and the event-level metrics at a threshold
+(event_metrics: segment IoU with the ground-truth intervals, event recall, false alarms per hour of
+normal video). Metrics are always computed on the raw score.
 """
 import contextlib
 import re
 
 import numpy as np
 import torch
-from sklearn.metrics import auc, precision_recall_curve, roc_curve
+from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
 from features import FRAMES_PER_SNIPPET
 from options import EVAL_SNIPPETS
@@ -63,9 +61,11 @@ def auc_ap(scores, labels):
 
 
 def frame_metrics(frame_scores, gt, abnormal_frames):
-    """AUC, AP over all frames; AUC_sub, AP_sub over the frames of abnormal videos."""
+    """AUC, AP (trapezoid) and AP_sklearn (step-wise) over all frames; AUC_sub, AP_sub over the frames
+    of abnormal videos. Percent."""
     m = {}
     m["AUC"], m["AP"] = auc_ap(frame_scores, gt)
+    m["AP_sklearn"] = 100.0 * average_precision_score(gt, frame_scores)
     sub = abnormal_frames.astype(bool)
     if gt[sub].min() != gt[sub].max():      # both classes present among abnormal videos' frames
         m["AUC_sub"], m["AP_sub"] = auc_ap(frame_scores[sub], gt[sub])
@@ -144,6 +144,14 @@ def weighted_auc_ap(scores, positives, negatives):
     return 100.0 * auc(fpr, tpr), 100.0 * auc(recall, precision)
 
 
+def weighted_stepwise_ap(scores, positives, negatives):
+    """scikit-learn's average_precision_score (step-wise, percent) of the frames counted as in weighted_auc_ap."""
+    labels = np.r_[np.ones(len(scores)), np.zeros(len(scores))]
+    weights = np.r_[positives, negatives].astype(np.float64)
+    keep = weights > 0
+    return 100.0 * average_precision_score(labels[keep], np.r_[scores, scores][keep], sample_weight=weights[keep])
+
+
 def snippet_metrics(snippet_scores, gt, abnormal_frames):
     """frame_metrics(to_frames(snippet_scores), gt, abnormal_frames), from one run per snippet."""
     scores = np.concatenate(snippet_scores)                                 # (S,)
@@ -151,6 +159,7 @@ def snippet_metrics(snippet_scores, gt, abnormal_frames):
     negatives = FRAMES_PER_SNIPPET - positives
     m = {}
     m["AUC"], m["AP"] = weighted_auc_ap(scores, positives, negatives)
+    m["AP_sklearn"] = weighted_stepwise_ap(scores, positives, negatives)
     sub = abnormal_frames[::FRAMES_PER_SNIPPET].astype(bool)               # (S,) snippets of abnormal videos
     if positives[sub].any() and negatives[sub].any():
         m["AUC_sub"], m["AP_sub"] = weighted_auc_ap(scores[sub], positives[sub], negatives[sub])
@@ -172,7 +181,8 @@ def quantile_table(scores):
 
 
 def calibrate(raw, table):
-    """Raw scores -> [0, 1]: the empirical CDF given by the quantile table (0 below its min, 1 above its max)."""
+    """Raw scores -> [0, 1]: the empirical CDF given by the quantile table (0 below its min, 1 above its max).
+    Saturates above the highest training normal: thresholds.Calibration.exceedance is what users read."""
     levels = np.linspace(0.0, 1.0, len(table))
     return np.interp(np.asarray(raw, dtype=np.float64), table, levels)
 
@@ -180,11 +190,6 @@ def calibrate(raw, table):
 def table_quantile(table, q):
     """The raw score at quantile q of the calibration table (the inverse of `calibrate`)."""
     return float(np.interp(q, np.linspace(0.0, 1.0, len(table)), table))
-
-
-def normal_threshold(frame_scores, normal_mask, q):
-    """The q-quantile of the scores of frames that belong to normal videos."""
-    return float(np.quantile(frame_scores[normal_mask.astype(bool)], q))
 
 
 def false_alarm_rate(frame_scores, gt, threshold):
@@ -207,6 +212,60 @@ def find_segments(scores, threshold, top_k):
                              peak_snippet=int(start + run.argmax()), mean=float(run.mean())))
     segments.sort(key=lambda s: -s["peak"])
     return segments[:top_k]
+
+
+def runs_of(mask):
+    """(start, end) of each maximal run of True in a 1-d mask, end exclusive."""
+    edges = np.flatnonzero(np.diff(np.r_[0, np.asarray(mask, dtype=np.int8), 0]))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def event_metrics(snippet_scores, gts, normal, threshold, normal_seconds=None):
+    """Event-level metrics at a threshold, beside the frame-level AUC/AP.
+
+    snippet_scores: per video its (T,) raw scores; gts: per video its (16 T,) 0/1 frame ground truth;
+    normal: per video True for a normal video; threshold: raw score; normal_seconds: the normal videos'
+    total duration in seconds (None: unknown, no per-hour rate).
+    An alarm is a maximal run of snippets scored above the threshold (find_segments, every one) and
+    covers their 16 frames each; an event is a maximal run of abnormal frames in the ground truth.
+    -> dict (percentages in percent):
+      events, detected   events, and those that at least one alarm overlaps (a frame in common)
+      event_recall       100 detected / events
+      event_IoU          mean over events of the IoU, in frames, of the event with the union of the
+                         alarms that overlap it (0 for an event no alarm overlaps): how tightly the
+                         alarms outline the events (a 3 s event inside a 9.6 s alarm: 31)
+      alarms_normal      alarms in normal videos, all of them false
+      false_alarms_per_hour   alarms_normal per hour of normal video (with normal_seconds)
+    Keys whose inputs are missing (no events, no normal videos) are left out.
+    """
+    events = detected = alarms_normal = 0
+    ious = []
+    for scores, gt, is_normal in zip(snippet_scores, gts, normal):
+        above = np.repeat(np.asarray(scores) > threshold, FRAMES_PER_SNIPPET)           # (16 T,) alarm frames
+        alarms = runs_of(above)
+        if is_normal:
+            alarms_normal += len(alarms)
+        for a, b in runs_of(np.asarray(gt) > 0):
+            events += 1
+            overlapping = [(s, e) for s, e in alarms if s < b and a < e]
+            if not overlapping:
+                ious.append(0.0)
+                continue
+            detected += 1
+            union = np.zeros(len(above), bool)
+            for s, e in overlapping:
+                union[s:e] = True
+            inter = union[a:b].sum()
+            ious.append(inter / (union.sum() + (b - a) - inter))
+    m = {}
+    if events:
+        m.update(events=events, detected=detected, event_recall=100.0 * detected / events,
+                 event_IoU=100.0 * float(np.mean(ious)))
+    if any(normal):
+        m["alarms_normal"] = alarms_normal
+        if normal_seconds:
+            m["false_alarms_per_hour"] = alarms_normal * 3600.0 / normal_seconds
+    return m
 
 
 def video_classes(name):

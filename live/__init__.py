@@ -25,11 +25,12 @@ or --calibrated_threshold q (the raw score the checkpoint's calibration maps to 
 0.99 quantile of the training normals' scores stored in the checkpoint (thresholds.resolve_threshold).
 
 Outputs in --output_dir (an existing run's files are never overwritten):
-  scores.csv     video,snippet,score,calibrated,start_s,end_s,wall_time: one row per snippet, flushed
-                 as written; start_s/end_s are stream seconds, wall_time when the snippet's last frame
-                 arrived (ISO 8601); calibrated is empty without the checkpoint's calibration
+  scores.csv     video,snippet,score,exceedance,normal_per_hour,start_s,end_s,wall_time: one row per
+                 snippet, flushed as written; start_s/end_s are stream seconds, wall_time when the
+                 snippet's last frame arrived (ISO 8601); exceedance and normal_per_hour as infer.py's
+                 (thresholds.Calibration), empty without the checkpoint's calibration
   events.jsonl   one JSON object per event, appended when it closes: video, event, start_s, end_s,
-                 peak_score, peak_calibrated, mean_score, wall_start, wall_end, wall_alert (when it
+                 peak_score, peak_exceedance, peak_normal_per_hour, mean_score, wall_start, wall_end, wall_alert (when it
                  was raised), first_snippet, last_snippet, clip (relative path or null), closed_by
   metrics.json   checkpoint, model, source, settings, threshold {value, source}: written at start;
                  the health below at every status line and at the end (atomically)

@@ -24,13 +24,12 @@ from live.health import Health, health_record, release_memory
 from live.reader import Notice, Reader, Snippet, format_reconnect, is_live, redact, source_name
 from live.scoring import CausalScorer
 from live.settings import StreamSettings
-from test import calibrate
 from utils import InputError, make_dir, one_line, write_text
 from video.crops import crop_frames
 from video.snippets import SNIPPET, snippet_features
 
 
-SCORES_HEADER = ["video", "snippet", "score", "calibrated", "start_s", "end_s", "wall_time"]
+SCORES_HEADER = ["video", "snippet", "score", "exceedance", "normal_per_hour", "start_s", "end_s", "wall_time"]
 # The checkpoint's calibration is the quantile table of the training normals' scores over whole videos.
 # A score over a causal window sees less context and is on another scale (bench.py g measures by how
 # much: on the demo, about 8 lower in the median at window 8, from a median of 25), so calibrated values,
@@ -55,8 +54,10 @@ class Outputs:
         self.log_file = open(self.folder / "stream.log", "w", encoding="utf-8")
 
     def score(self, snippet, score, calibrated):
-        self.scores.writerow([self.video, snippet.index, f"{score:.6g}",
-                              "" if calibrated is None else f"{calibrated:.4f}", f"{snippet.start_s:.3f}",
+        """calibrated: {exceedance, normal_per_hour} (thresholds.Calibration) or None."""
+        cal = ["", ""] if calibrated is None else [f"{calibrated['exceedance']:.4g}",
+                                                   f"{calibrated['normal_per_hour']:.4g}"]
+        self.scores.writerow([self.video, snippet.index, f"{score:.6g}", *cal, f"{snippet.start_s:.3f}",
                               f"{snippet.end_s:.3f}", iso(snippet.wall)])
         self.scores_file.flush()
 
@@ -111,7 +112,7 @@ def run_stream(source, model, i3d, output_dir, threshold, settings=None, *, tabl
     model: a BN-WVAD or UR-DMU ((B, T, D) -> (B, T) scores in eval mode, which this sets) on the
     device to score on; i3d: the I3D (load_i3d) or any module with `.features(x)`, x (N, 3, 16, 224,
     224) in [-1, 1] -> (N, D); threshold: the raw score alerts are raised above; settings: a
-    StreamSettings; table: the checkpoint's calibration (None: no calibrated scores); name: the video
+    StreamSettings; table: the checkpoint's thresholds.Calibration (None: no calibrated scores); name: the video
     name in the outputs (default from the source); info: more fields for metrics.json (checkpoint,
     model, step, threshold_source); on_score(row dict) and on_event(kind 'open' | 'close', event dict)
     are called in this thread as they happen. Raises InputError (one line) when the source cannot be
@@ -244,11 +245,14 @@ class LiveRun:
         self.health.busy += time.monotonic() - t
 
     def _scored(self, snippet, score):
-        calibrated = float(calibrate(score, self.table)) if self.table is not None else None
+        calibrated = None if self.table is None else dict(
+            exceedance=float(self.table.exceedance(score)),
+            normal_per_hour=float(self.table.per_hour(score, snippet.end_s - snippet.start_s)))
         self.health.add(snippet, time.monotonic(), self.reader.anchor if self.paced else None)
         self.out.score(snippet, score, calibrated)
         if self.on_score is not None:
-            self.on_score(dict(video=self.name, snippet=snippet.index, score=score, calibrated=calibrated,
+            self.on_score(dict(video=self.name, snippet=snippet.index, score=score, **(calibrated or dict(
+                               exceedance=None, normal_per_hour=None)),
                                start_s=snippet.start_s, end_s=snippet.end_s, wall_time=snippet.wall))
         for kind, event in self.alarm.update(snippet, score, calibrated):
             self._opened(event) if kind == "open" else self._closed(event)
@@ -256,7 +260,8 @@ class LiveRun:
     def _opened(self, event):
         if self.clips is not None:
             self.clip_paths[event["event"]] = self.clips.open(event["event"], event["start_s"])
-        cal = "" if event["peak_calibrated"] is None else f" (calibrated {event['peak_calibrated']:.3f})"
+        cal = "" if event["peak_calibrated"] is None else \
+            f" (about {event['peak_calibrated']['normal_per_hour']:.3g} per hour of normal footage score as high)"
         self.out.log(f"ALERT event {event['event']} from {event['start_s']:.2f} s: score {event['peak_score']:.4g}"
                      f"{cal}, above {self.threshold:.4g} for {self.settings.min_snippets} snippets", stdout=True)
         if self.on_event is not None:
@@ -267,7 +272,8 @@ class LiveRun:
             self.clips.close(event["event"], event["end_s"])
         record = dict(video=self.name, event=event["event"], start_s=round(event["start_s"], 3),
                       end_s=round(event["end_s"], 3), peak_score=event["peak_score"],
-                      peak_calibrated=event["peak_calibrated"], mean_score=event["mean_score"],
+                      **{f"peak_{k}": (event["peak_calibrated"] or {}).get(k) for k in ("exceedance", "normal_per_hour")},
+                      mean_score=event["mean_score"],
                       wall_start=iso(event["wall_start"]), wall_end=iso(event["wall_end"]),
                       wall_alert=iso(event["wall_alert"]), first_snippet=event["first_snippet"],
                       last_snippet=event["last_snippet"], clip=self.clip_paths.pop(event["event"], None),

@@ -13,6 +13,7 @@ from checkpoints import load_model
 from conftest import ROOT, data_args, run_script, write_xd_dataset
 from dataset import BatchStream
 from features import find_videos, load_video
+from helpers import call
 from test import auc_ap, calibrate, find_segments, per_class_metrics, quantile_table, table_quantile, video_classes
 from utils import InputError
 
@@ -104,7 +105,9 @@ def test_infer_features_folder_writes_scores_segments_and_plots(trained, tmp_pat
         assert len(frames) == 16 * len(mine)
         np.testing.assert_allclose(frames[::16], [float(r["score"]) for r in mine], rtol=1e-5)
         assert float(mine[1]["start_s"]) == pytest.approx(16 / 25, abs=1e-3)
-        assert all(0.0 <= float(r["calibrated"]) <= 1.0 for r in mine)
+        assert all(0.0 < float(r["exceedance"]) <= 1.0 for r in mine)
+        # 25 fps: 16-frame snippets of 0.64 s, 5625 per hour
+        assert all(float(r["normal_per_hour"]) == pytest.approx(5625 * float(r["exceedance"]), rel=1e-3) for r in mine)
         assert (out / "plots" / f"{name}.png").read_bytes().startswith(PNG_MAGIC)
     segments = read_csv(out / "segments.csv")
     assert segments and {r["video"] for r in segments} <= set(names)
@@ -113,19 +116,48 @@ def test_infer_features_folder_writes_scores_segments_and_plots(trained, tmp_pat
     assert metrics["videos"] == len(names) and metrics["threshold"]["value"] > 0
 
 
-def test_infer_test_set_reports_classes_threshold_and_curves(trained, tmp_path):
-    ds, out = trained["ds"], tmp_path / "out"
-    res = run("infer.py", data_args(ds, tmp_path, model_path=trained["ckpt"], output_dir=out) + ["--plot"])
-    assert res.returncode == 0, res.stderr
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["per_class"]) == {"B1"} and metrics["per_class"]["B1"]["videos"] == 4
+def test_infer_test_set_reports_classes_threshold_events_and_curves(trained, tmp_path, capsys):
+    """Per-class metrics, both APs, ROC/PR curves; and the threshold. By default it is the 0.99 quantile
+    of the training normals (the checkpoint's table), so the false-alarm rates on the test normals are
+    measured, not 1% by construction: each equals its independent computation from the model's
+    scores. --threshold_from test is the opt-in test-derived threshold (about 1% of the normal videos'
+    frames above it), labelled so."""
+    import infer
+    ds = trained["ds"]
+    record = torch.load(trained["ckpt"], weights_only=True)
+    model, _ = load_model(str(trained["ckpt"]))
+    expected = table_quantile(record["calibration"].double().numpy(), 0.99)
+    normal = [v for v in find_videos([str(ds["root"] / "test")], 64) if "_label_A" in v.name]
+    scores = [s for _, s in infer.score_features(model, [(v.name, load_video(v, 64)) for v in normal], "cpu")]
+    frames = np.concatenate([np.repeat(s, 16) for s in scores])
+    alarms = sum(len(find_segments(s, expected, 10 ** 6)) for s in scores)
+    hours = len(frames) / 25 / 3600
+    reports = {}
+    for origin in ("calibration", "test"):
+        out = tmp_path / origin
+        extra = ["--fps", "25"] + (["--threshold_from", "test"] if origin == "test" else ["--plot"])
+        res = call(infer.main, data_args(ds, tmp_path, model_path=trained["ckpt"], output_dir=out) + extra, capsys)
+        assert res.returncode == 0, res.stderr
+        reports[origin] = json.loads((out / "metrics.json").read_text()), res.stdout
+    m, stdout = reports["calibration"]
+    assert set(m["per_class"]) == {"B1"} and m["per_class"]["B1"]["videos"] == 4
     # only one class: its videos and the normal ones are the whole test set
-    assert metrics["per_class"]["B1"]["AUC"] == pytest.approx(metrics["AUC"])
-    far = metrics["threshold"]["false_alarm_rate_normal_videos"]
-    assert 0 <= far <= 1.5          # the 0.99 quantile of the normal videos' frames
-    assert metrics["threshold"]["false_alarm_rate"] >= far
-    assert "B1" in res.stdout and "false alarms" in res.stdout
-    assert (out / "roc_pr.png").read_bytes().startswith(PNG_MAGIC)
+    assert m["per_class"]["B1"]["AUC"] == pytest.approx(m["AUC"])
+    assert "B1" in stdout and "AP_sklearn" in stdout and 0 < m["AP_sklearn"] <= 100
+    assert (tmp_path / "calibration" / "roc_pr.png").read_bytes().startswith(PNG_MAGIC)
+    assert m["threshold"]["origin"] == "calibration" and "training normals" in m["threshold"]["source"]
+    assert m["threshold"]["value"] == pytest.approx(expected)
+    assert m["threshold"]["false_alarm_rate_normal_videos"] == pytest.approx(100 * np.mean(frames > expected))
+    assert m["threshold"]["false_alarm_rate"] >= m["threshold"]["false_alarm_rate_normal_videos"]
+    assert m["threshold"]["false_alarms_per_hour"] == pytest.approx(alarms / hours)
+    assert m["events"]["false_alarms_per_hour"] == m["threshold"]["false_alarms_per_hour"]
+    assert m["events"]["events"] == 4 and m["events"]["threshold_origin"] == "calibration"
+    assert "alarms per hour of normal video" in stdout and "events at this threshold" in stdout
+    t, stdout = reports["test"]
+    assert t["threshold"]["origin"] == "test" and "by construction" in t["threshold"]["source"]
+    assert t["threshold"]["value"] == pytest.approx(np.quantile(frames, 0.99))
+    assert t["threshold"]["false_alarm_rate_normal_videos"] <= 1.0 and "by construction" in stdout
+    assert t["threshold"]["value"] != pytest.approx(m["threshold"]["value"])
 
 
 def test_segments_cover_planted_stretches_of_a_trained_model(trained):
@@ -222,7 +254,8 @@ def test_features_with_a_bare_state_dict_and_no_threshold_write_all_but_segments
         "no segments.csv: this checkpoint holds no calibration (a bare state dict, or a run that did not finish): "
         "segments need --threshold"]
     rows = read_csv(tmp_path / "out" / "scores.csv")
-    assert len(rows) == 8 and {r["calibrated"] for r in rows} == {""} and "start_s" not in rows[0]
+    assert len(rows) == 8 and {r["exceedance"] for r in rows} == {r["normal_per_hour"] for r in rows} == {""}
+    assert "start_s" not in rows[0]
     assert np.load(tmp_path / "out" / "frame_scores" / "v.npy").shape == (128,)
     assert (tmp_path / "out" / "plots" / "v.png").read_bytes().startswith(PNG_MAGIC)
     assert not (tmp_path / "out" / "segments.csv").exists()
