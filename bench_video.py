@@ -280,14 +280,14 @@ def review_folder(folder, rng, videos=800, snippets=150_000):
     os.makedirs(folder)
     with open(os.path.join(folder, "metrics.json"), "w") as f:
         json.dump({"threshold": {"value": 0.9, "source": "bench"}}, f)
-    scores, lines, listing = {}, ["video,snippet,score,calibrated,start_frame,end_frame,start_s,end_s"], []
-    segments = ["video,rank,start_frame,end_frame,start_s,end_s,peak_s,peak_score,peak_calibrated,mean_score"]
+    scores, lines, listing = {}, ["video,snippet,score,exceedance,normal_per_hour,start_frame,end_frame,start_s,end_s"], []
+    segments = ["video,rank,start_frame,end_frame,start_s,end_s,peak_s,peak_score,peak_exceedance,peak_normal_per_hour,mean_score"]
     for v, n in enumerate(counts):
         name = f"v{v:03d}"
         scores[name] = rng.random(n)
-        lines += [f"{name},{i},{x:.6g},,{16 * i},{16 * i + 16},{16 * i / 25:.3f},{(16 * i + 16) / 25:.3f}"
+        lines += [f"{name},{i},{x:.6g},,,{16 * i},{16 * i + 16},{16 * i / 25:.3f},{(16 * i + 16) / 25:.3f}"
                   for i, x in enumerate(scores[name])]
-        segments += [f"{name},1,0,16,0.000,0.640,0.000,0.95,,0.95"]
+        segments += [f"{name},1,0,16,0.000,0.640,0.000,0.95,,,0.95"]
         listing.append(f"{name},{'abnormal' if v % 2 else 'normal'},{n},,{'32-96' if v % 2 else ''}")
     for name, text in (("scores.csv", lines), ("segments.csv", segments),
                        ("videos.csv", ["video,label,snippets,source,gt"] + listing)):

@@ -8,11 +8,14 @@ Every flag that is not compare.py's own goes to main.py unchanged, for both mode
 its own release settings where the flags and the dataset leave them open: UR-DMU's learning-rate
 schedule, evaluation steps and no gradient clipping). For each model and seed, main.py keeps the
 checkpoint of best AP, as the published protocol does; the table reports that checkpoint's AUC, AP,
-AUC_sub and AP_sub, as the mean and standard deviation over the seeds. Outputs in --output_dir
-(default outputs/compare_<dataset>):
-  comparison.csv   one row per model and seed (its best step and four metrics), then per model the
+AUC_sub and AP_sub, and its event metrics on the test set at the threshold of its own calibration
+(the 0.99 quantile of the training normals' scores; test.event_metrics): event recall, event IoU and,
+with --fps, false alarms per hour of normal video, as the mean and standard deviation over the
+seeds. Outputs in --output_dir (default outputs/compare_<dataset>):
+  comparison.csv   one row per model and seed (its best step and its metrics), then per model the
                    mean and the standard deviation over the seeds
-  comparison.md    the published-style table: model, AUC, AP, AUC_sub, AP_sub as mean +- std
+  comparison.md    the published-style table: model, AUC, AP, AUC_sub, AP_sub, then the event
+                   metrics, as mean +- std
   comparison.png   AUC and AP over training of both models (mean over seeds, +- std shaded)
   ckpts/, logs/    each run's checkpoints and log (main.py's own files, named by model and seed)
 """
@@ -25,16 +28,23 @@ import sys
 
 import numpy as np
 
+from checkpoints import load_model
+from dataset import load_test_set
 from model import MODELS
-from options import parse_main_args
+from options import NORMAL_QUANTILE, parse_main_args
 from plots import plot_comparison
 from runs import run_files
-from test import METRICS
-from utils import DefaultsFormatter, InputError, atomic_write, read_checkpoint, run_cli, run_folders, write_text
+from features import FRAMES_PER_SNIPPET
+from test import METRICS, event_metrics, score_batched
+from thresholds import checkpoint_calibration, choose_threshold
+from utils import (DefaultsFormatter, InputError, atomic_write, pick_device, read_checkpoint, run_cli, run_folders,
+                   write_text)
 
 MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "main.py")
 
 NAMES = {"bnwvad": "BN-WVAD", "urdmu": "UR-DMU"}
+EVENT_COLUMNS = {"event_recall": "event recall", "event_IoU": "event IoU", "false_alarms_per_hour": "FA/h"}
+COLUMNS = (*METRICS, *EVENT_COLUMNS)      # the table's metrics, in its order
 OWN_BY_MAIN = ("--model", "--seed", "--model_path", "--log_path", "--resume", "--stop_after")
 
 
@@ -73,14 +83,29 @@ def run_one(model, seed, rest, output_dir):
     _, record = read_checkpoint(best)
     with open(log) as f:
         history = [json.loads(line) for line in f if line.strip()]
-    return record["step"], record["metrics"], history
+    return record["step"], {**record["metrics"], **checkpoint_events(best, args)}, history
+
+
+def checkpoint_events(path, args):
+    """Event metrics (test.event_metrics) of a checkpoint on the test set of main.py's `args`, at the 0.99
+    quantile of its training normals' scores (its calibration); per hour only with --fps."""
+    model, record = load_model(path)
+    threshold, _, _ = choose_threshold(None, NORMAL_QUANTILE, checkpoint_calibration(record))
+    test_set = load_test_set(args)
+    device = pick_device(args.device)
+    scores = score_batched(model.to(device), test_set.features, device, args.eval_snippets)
+    gts = np.split(test_set.gt, np.cumsum(test_set.lengths * FRAMES_PER_SNIPPET)[:-1])
+    normal = [v.normal for v in test_set.videos]
+    seconds = sum(len(s) for s, n in zip(scores, normal) if n) * FRAMES_PER_SNIPPET / args.fps if args.fps else None
+    events = event_metrics(scores, gts, normal, threshold, seconds)
+    return {k: events[k] for k in EVENT_COLUMNS if k in events}
 
 
 def summary(runs, models):
     """Per model: (mean, std) of each metric over its seeds (std None for one seed: no spread exists)."""
     out = {}
     for m in models:
-        values = np.array([[r["metrics"][k] for k in METRICS] for r in runs if r["model"] == m])   # (seeds, 4)
+        values = np.array([[r["metrics"].get(k, np.nan) for k in COLUMNS] for r in runs if r["model"] == m])  # (seeds, 7)
         out[m] = (values.mean(0), values.std(0, ddof=1) if len(values) > 1 else None)
     return out
 
@@ -88,10 +113,12 @@ def summary(runs, models):
 def markdown_table(stats, n_seeds):
     """The published-style table: one row per model, each metric as mean +- std over the seeds (one seed:
     its value alone)."""
-    lines = [f"| model ({n_seeds} seed{'s' if n_seeds > 1 else ''}) | " + " | ".join(METRICS) + " |",
-             "| --- |" + " --- |" * len(METRICS)]
+    heads = [*METRICS, *EVENT_COLUMNS.values()]
+    lines = [f"| model ({n_seeds} seed{'s' if n_seeds > 1 else ''}) | " + " | ".join(heads) + " |",
+             "| --- |" + " --- |" * len(heads)]
     for m, (mean, std) in stats.items():
-        cells = [f"{a:.2f}" for a in mean] if std is None else [f"{a:.2f} ± {s:.2f}" for a, s in zip(mean, std)]
+        spread = std if std is not None else [None] * len(mean)
+        cells = ["–" if np.isnan(a) else f"{a:.2f}" if s is None else f"{a:.2f} ± {s:.2f}" for a, s in zip(mean, spread)]
         lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -100,13 +127,14 @@ def write_csv(path, runs, stats):
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["model", "seed", "best_step", *METRICS])
+            w.writerow(["model", "seed", "best_step", *COLUMNS])
+            cell = lambda x: "" if np.isnan(x) else f"{x:.4f}"
             for r in runs:
-                w.writerow([r["model"], r["seed"], r["step"], *(f"{r['metrics'][k]:.4f}" for k in METRICS)])
+                w.writerow([r["model"], r["seed"], r["step"], *(cell(r["metrics"].get(k, np.nan)) for k in COLUMNS)])
             for m, (mean, std) in stats.items():
-                w.writerow([m, "mean", "", *(f"{x:.4f}" for x in mean)])
+                w.writerow([m, "mean", "", *map(cell, mean)])
                 if std is not None:
-                    w.writerow([m, "std", "", *(f"{x:.4f}" for x in std)])
+                    w.writerow([m, "std", "", *map(cell, std)])
     atomic_write(path, write)
 
 

@@ -13,7 +13,7 @@ A list file names feature files relative to --root_dir, one per line (the releas
 dataset's name rule, never from its position in the list. Every text file is read by
 utils.read_text_lines (UTF-8, with or without a byte-order mark, any line ends).
 
-Ground truth (SPEC): per video T*16 frames, T from its feature file; a frame f is 1 iff s <= f < e
+Ground truth (docs/method.md, "Evaluation"): per video T*16 frames, T from its feature file; a frame f is 1 iff s <= f < e
 for an annotated interval (s, e); intervals are cut at T*16; videos in list order. A gt.npy has no
 names in it, so one built for another order of the same videos has the same length and would
 silently misalign: load_gt refuses a gt that marks a normal video's frames or leaves an abnormal
@@ -308,7 +308,7 @@ def frame_gt(lengths, intervals):
 def annotated_gt(videos, lengths, annotations, source):
     """Frame-level ground truth of `videos` (list order) with `lengths` T from an annotations dict.
 
-    -> (gt (sum 16 T,) uint8, notes). Intervals are cut at T*16 (SPEC). An annotation for a video not
+    -> (gt (sum 16 T,) uint8, notes). Intervals are cut at T*16 (docs/method.md). An annotation for a video not
     in the list is an error; abnormal videos without an interval, normal videos with one, and
     intervals that run past the video's T*16 frames are returned as notes to report.
     """

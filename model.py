@@ -9,7 +9,7 @@ Mode comes from `self.training`:
   train: model(x) -> dict with what the model's loss needs (BN-WVAD: the classifier scores and,
          per BatchNorm layer, the selected (positive, negative) feature pairs and the running
          statistics the loss measures them by; UR-DMU: see URDMU.forward).
-The losses themselves live in train.py. See ../shared/SPEC.md and ../shared/SPEC-URDMU.md for the
+The losses themselves live in train.py. See docs/method.md for the
 methods stated exactly.
 """
 import inspect
@@ -196,7 +196,7 @@ def divergence(feats, mean, var):
 
 
 def select_pairs(feats, dist, ratio_sample, ratio_batch):
-    """Sample- and batch-level selection of one BN layer (see SPEC "Selection of snippets").
+    """Sample- and batch-level selection of one BN layer (docs/method.md, BN-WVAD "Selection").
 
     feats: (B, T, C) crop-averaged features, dist: (B, T); rows [normal ; abnormal], B/2 each.
     Returns (positives, negatives), each (M, C): positive i (a normal snippet) is paired with
@@ -244,7 +244,7 @@ def fold_crops(x, mask, training):
 
 
 class BNWVAD(nn.Module):
-    """BN-WVAD (Zhou et al., arXiv 2311.15367) as its authors' release computes it (SPEC.md):
+    """BN-WVAD (Zhou et al., arXiv 2311.15367) as its authors' release computes it (docs/method.md):
     embedding, enhancer, normal head; anomaly score (d_1 + d_2) * s."""
 
     def __init__(self, len_feature=1024, ratios=(16, 32), kernel_sizes=(1, 1, 1), ratio_sample=0.2,
@@ -292,7 +292,7 @@ class BNWVAD(nn.Module):
 
 
 class MemoryUnit(nn.Module):
-    """K learned memory slots M (K, H) read by sigmoid attention (SPEC-URDMU Model 2; the release's
+    """K learned memory slots M (K, H) read by sigmoid attention (docs/method.md, UR-DMU 2; the release's
     Memory_Unit, initialised uniform in +-1/sqrt(H)).
 
     x (R, T, H) -> (temporal (R, T), augmented (R, T, H)) with a = sigmoid(x M^T / sqrt(H)) (R, T, K),
@@ -331,7 +331,7 @@ def top_mean(feats, index):
 
 
 class URDMU(nn.Module):
-    """UR-DMU (Zhou, Yu, Yang, AAAI 2023) as its authors' release computes it (SPEC-URDMU.md).
+    """UR-DMU (Zhou, Yu, Yang, AAAI 2023) as its authors' release computes it (docs/method.md).
 
     BN-WVAD's embedding and enhancer (with dropout), an anomaly memory (`Amemory`, a_nums slots)
     and a normal memory (`Nmemory`, n_nums slots), a Gaussian encoder of the memory read-outs
@@ -364,7 +364,7 @@ class URDMU(nn.Module):
                enhanced features, averaged over crops. mask (B, T) bool, optional, 3-D input only:
                rows zero-padded to a common T, each row's scores on its valid snippets are those of
                the row alone.
-        train: rows [B/2 normal ; B/2 abnormal] -> dict (SPEC-URDMU "Training forward"), k = T // 16 + 1:
+        train: rows [B/2 normal ; B/2 abnormal] -> dict (docs/method.md, UR-DMU "Training forward"), k = T // 16 + 1:
                scores (B, T) classifier scores, crop-averaged;
                A_att, N_Aatt (B/2, T) the anomaly / normal memory's attention on the abnormal videos,
                A_Natt, N_att (B/2, T) the same on the normal videos, each crop-averaged;

@@ -121,7 +121,7 @@ DATASETS = {
 # defaults (DATASETS, e.g. the short demo run) take precedence; a flag on the command line wins.
 MODEL_DEFAULTS = {
     "bnwvad": {},
-    # UR-DMU as released (SPEC-URDMU.md): [0.0001]*3000, no gradient clipping, evaluation before training
+    # UR-DMU as released (docs/method.md): [0.0001]*3000, no gradient clipping, evaluation before training
     # and then every 10 steps from step 20
     "urdmu": dict(lr="[0.0001]*3000", clip_norm="none", plot_freq=10, eval_before_training=True, eval_from=20),
 }

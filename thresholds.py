@@ -63,7 +63,8 @@ class Calibration:
         raw = np.asarray(raw, dtype=np.float64)
         u, beta = self.tail
         body = 1.0 - calibrate(raw, self.table)
-        return np.where(raw > u, TAIL * np.exp(-(raw - u) / beta), body)
+        tail = TAIL * np.exp(-(np.maximum(raw, u) - u) / beta)           # (evaluated only where raw > u)
+        return np.where(raw > u, tail, body)
 
     def per_hour(self, raw, snippet_seconds):
         """Expected snippets per hour of normal footage that score at least `raw`, for snippets of

@@ -1,11 +1,11 @@
 """The models' losses and one optimisation step (train_step serves both models).
 
-BN-WVAD (SPEC.md "Losses"):
+BN-WVAD (docs/method.md, "Losses"):
   normal loss: mean over the normal videos of the L2 norm over time of their classifier scores.
   MPP loss:    per BN layer, a triplet loss with margin 1 whose anchor is the layer's running mean,
                pulling selected normal snippets towards it and pushing selected abnormal ones away,
                weighted 5 (layer 1) and 20 (layer 2).
-UR-DMU (SPEC-URDMU.md "Loss"; the release's AD_Loss, with its log names), k = T // 16 + 1:
+UR-DMU (docs/method.md, UR-DMU "Loss"; the release's AD_Loss, with its log names), k = T // 16 + 1:
   att_loss  BCE of the mean top-k classifier score per video against its label;
   A_loss    BCE(mean top-k anomaly-memory attention of abnormal videos, 1);
   N_Aatt    BCE(mean top-k of 1 - normal-memory attention of abnormal videos, 1);

@@ -24,7 +24,10 @@ from test import METRICS
 from utils import InputError
 
 
-SUMMARY_KEYS = {"checkpoint", "step", "model", "settings", "threshold", "per_class", "videos", *METRICS}
+PAGE_METRICS = (*METRICS, "AP_sklearn")    # the frame metrics the page shows (AP_sklearn: step-wise, beside AP)
+EVENT_KEYS = ("event_recall", "event_IoU", "events", "detected", "alarms_normal", "false_alarms_per_hour")
+SUMMARY_KEYS = {"checkpoint", "step", "model", "settings", "threshold", "per_class", "videos", "events", "calibration",
+                *PAGE_METRICS}
 GT_PAIR = re.compile(r"(\d+)-(\d+)")
 
 
@@ -162,8 +165,8 @@ def read_threshold(value, path):
     if finite(value) is not None:
         return {"value": float(value)}
     if isinstance(value, dict) and finite(value.get("value")) is not None:
-        return {k: (finite(v) if k != "source" else str(v)) for k, v in value.items()
-                if k == "source" or finite(v) is not None}
+        return {k: (finite(v) if k not in ("source", "origin") else str(v)) for k, v in value.items()
+                if k in ("source", "origin") or finite(v) is not None}
     raise InputError(f"{path}: the threshold {json.dumps(value)[:80]} is neither a number nor an object with a "
                      f"numeric value")
 
@@ -187,10 +190,12 @@ def read_summary(folder):
     shown += [[k, portable(v)] for k, v in metrics.items()      # a key both places hold is shown once
               if k not in SUMMARY_KEYS and is_plain(v) and not (k in settings and settings[k] == v)]
     per_class = metrics.get("per_class") if isinstance(metrics.get("per_class"), dict) else {}
+    events = metrics.get("events") if isinstance(metrics.get("events"), dict) else {}
     plain = lambda key: portable(metrics.get(key)) if is_plain(metrics.get(key)) else None
     summary = dict(
         checkpoint=plain("checkpoint"), step=plain("step"), model=plain("model"),
-        metrics={k: finite(metrics[k]) for k in METRICS if k in metrics},
+        metrics={k: finite(metrics[k]) for k in PAGE_METRICS if k in metrics},
+        events={k: finite(events[k]) for k in EVENT_KEYS if k in events},
         per_class=[[str(c), finite(m.get("AUC")), finite(m.get("AP")), finite(m.get("videos"))]
                    for c, m in per_class.items() if isinstance(m, dict)],
         settings=shown, threshold=threshold)
@@ -199,7 +204,7 @@ def read_summary(folder):
 
 def read_scores(path):
     """scores.csv -> (video names in order of appearance, (N,) snippet counts, {column: (S,) float64}
-    with each video's rows together, in that order). Columns: score, calibrated, start_s, end_s
+    with each video's rows together, in that order). Columns: score, normal_per_hour, start_s, end_s
     (NaN where empty or absent), start_frame, end_frame (NaN in a stream's file, which has none);
     and wall_time: the first and last cell, when the file has that column (a stream's)."""
     table = read_csv(path, ["video", "score"])
@@ -212,7 +217,8 @@ def read_scores(path):
     blank = np.full(len(table), np.nan)
     values = dict(
         score=numbers(table, "score"),
-        calibrated=numbers(table, "calibrated", empty_ok=True) if "calibrated" in table.columns else blank,
+        normal_per_hour=numbers(table, "normal_per_hour", empty_ok=True) if "normal_per_hour" in table.columns
+        else blank,
         start_s=numbers(table, "start_s", empty_ok=True) if timed else blank,
         end_s=numbers(table, "end_s", empty_ok=True) if timed else blank,
         start_frame=numbers(table, "start_frame") if framed else blank,
@@ -290,7 +296,7 @@ def frames_to_axis(frames, timing):
 
 def segment_record(line, row, rank, timing, path):
     """One segments.csv row -> a segment on its video's axis: {rank, start, end, peak_at, peak_score,
-    peak_calibrated, mean}. InputError naming the file and line for a cell that is not a number."""
+    peak_normal_per_hour, mean}. InputError naming the file and line for a cell that is not a number."""
     def value(name, required=False):
         text = row.get(name, "").strip()
         if not text and not required:
@@ -305,7 +311,7 @@ def segment_record(line, row, rank, timing, path):
         start, end = (finite(x) for x in frames_to_axis([start_frame, end_frame], timing))
         peak = None
     return dict(rank=int(value("rank") or rank), start=start, end=end, peak_at=peak,
-                peak_score=value("peak_score", True), peak_calibrated=value("peak_calibrated"),
+                peak_score=value("peak_score", True), peak_normal_per_hour=value("peak_normal_per_hour"),
                 mean=value("mean_score"))
 
 
@@ -313,7 +319,8 @@ def event_record(event, rank, folder):
     """One stream event -> a segment in seconds, with its wall-clock times and its clip (or None)."""
     text = lambda key: str(event[key]) if event.get(key) is not None else None
     return dict(event=True, rank=rank, start=float(event["start_s"]), end=float(event["end_s"]), peak_at=None,
-                peak_score=finite(event.get("peak_score")), peak_calibrated=finite(event.get("peak_calibrated")),
+                peak_score=finite(event.get("peak_score")),
+                peak_normal_per_hour=finite(event.get("peak_normal_per_hour")),
                 mean=finite(event.get("mean_score")), wall_start=text("wall_start"), wall_end=text("wall_end"),
                 clip=media_path(event["clip"], folder) if isinstance(event.get("clip"), str) else None)
 
@@ -384,13 +391,13 @@ def scoring_data(folder):
     if "wall_time" in values:
         summary["stream"] = values["wall_time"]
     summary.update(videos=len(videos), files=files)
-    calibrated = values["calibrated"]
+    hourly = values["normal_per_hour"]
     return dict(kind="scores", title=folder_title(folder), summary=summary,
                 has_gt=any(v["gt"] is not None for v in listing.values()),
                 threshold=threshold["value"] if threshold else None, videos=videos,
                 arrays=dict(score=float32_base64(values["score"]), start=float32_base64(start),
                             end=float32_base64(end),
-                            calibrated=None if np.isnan(calibrated).all() else float32_base64(calibrated)))
+                            normal_per_hour=None if np.isnan(hourly).all() else float32_base64(hourly)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -97,21 +97,21 @@ def write_output(folder, videos, timed=True, metrics=None, files=True):
     times = ["start_s", "end_s"] if timed else []
     with open(folder / "scores.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["video", "snippet", "score", "calibrated", "start_frame", "end_frame"] + times)
+        w.writerow(["video", "snippet", "score", "exceedance", "normal_per_hour", "start_frame", "end_frame"] + times)
         for v in videos:
             for i, x in enumerate(v["scores"]):
                 a, b = i * SNIPPET, (i + 1) * SNIPPET
-                w.writerow([v["name"], i, f"{x:.6g}", f"{min(x, 1.0):.4f}", a, b]
+                w.writerow([v["name"], i, f"{x:.6g}", f"{np.exp(-x):.4g}", f"{5625 * np.exp(-x):.4g}", a, b]
                            + ([seconds(a), seconds(b)] if timed else []))
     with open(folder / "segments.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["video", "rank", "start_frame", "end_frame"] + (times + ["peak_s"] if timed else [])
-                   + ["peak_score", "peak_calibrated", "mean_score"])
+                   + ["peak_score", "peak_exceedance", "peak_normal_per_hour", "mean_score"])
         for v in videos:
             for rank, s in enumerate(find_segments(np.asarray(v["scores"]), REPORT_THRESHOLD, 5), 1):
                 a, b, peak = s["start"] * SNIPPET, s["end"] * SNIPPET, s["peak_snippet"] * SNIPPET
                 w.writerow([v["name"], rank, a, b] + ([seconds(a), seconds(b), seconds(peak)] if timed else [])
-                           + [f"{s['peak']:.6g}", "", f"{s['mean']:.6g}"])
+                           + [f"{s['peak']:.6g}", "", "", f"{s['mean']:.6g}"])
     with open(folder / "videos.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["video", "label", "snippets", "source", "gt"])
@@ -225,13 +225,13 @@ def write_stream(folder):
     scores = [0.1, 0.2, 0.8, 0.9, 0.3, 0.1, 0.7, 0.2]
     with open(folder / "scores.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["video", "snippet", "score", "calibrated", "start_s", "end_s", "wall_time"])
+        w.writerow(["video", "snippet", "score", "exceedance", "normal_per_hour", "start_s", "end_s", "wall_time"])
         for i, x in enumerate(scores):
-            w.writerow(["cam1", i, x, "", f"{100 + 0.64 * i:.3f}", f"{100 + 0.64 * (i + 1):.3f}",
+            w.writerow(["cam1", i, x, "", "", f"{100 + 0.64 * i:.3f}", f"{100 + 0.64 * (i + 1):.3f}",
                         f"2026-11-29T10:00:{i:02d}"])
-    events = [dict(start_s=101.28, end_s=102.56, peak_score=0.9, peak_calibrated=None, wall_start="2026-11-29T10:00:02",
+    events = [dict(start_s=101.28, end_s=102.56, peak_score=0.9, peak_normal_per_hour=None, wall_start="2026-11-29T10:00:02",
                    wall_end="2026-11-29T10:00:04", clip="clips/event1.webm"),
-              dict(start_s=103.84, end_s=104.48, peak_score=0.7, peak_calibrated=0.97,
+              dict(start_s=103.84, end_s=104.48, peak_score=0.7, peak_normal_per_hour=0.97,
                    wall_start="2026-11-29T10:00:06", wall_end="2026-11-29T10:00:07", clip=None)]
     (folder / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     (folder / "threshold.json").write_text(json.dumps({"value": REPORT_THRESHOLD, "source": "--threshold"}))

@@ -12,6 +12,7 @@ import compare
 import infer
 import main
 from conftest import data_args, run_script, shared_path, write_xd_dataset
+from helpers import call
 
 D = 32
 TRAIN = dict(lr="[0.001]*30", batch_size=4, num_segments=16, plot_freq=10)    # UR-DMU: steps 0, 20, 30
@@ -93,7 +94,7 @@ def test_flags_of_the_other_model_are_errors():
 def test_compare_trains_both_models_and_tables_them(tmp_path, capsys):
     ds = write_xd_dataset(tmp_path / "data", n_train=2, n_test=2, D=D)
     out = tmp_path / "cmp"
-    compare.compare(data_args(ds, tmp_path, lr="[0.001]*20", batch_size=4, num_segments=8, plot_freq=10)
+    compare.compare(data_args(ds, tmp_path, lr="[0.001]*20", batch_size=4, num_segments=8, plot_freq=10, fps=25)
                     + ["--seeds", "1", "2", "--output_dir", str(out)])
     printed = capsys.readouterr().out
     with open(out / "comparison.csv", newline="") as f:
@@ -108,12 +109,25 @@ def test_compare_trains_both_models_and_tables_them(tmp_path, capsys):
             assert float(mean[k]) == pytest.approx(np.mean([float(r[k]) for r in runs]), abs=1e-4)
         name = "xd" if model == "bnwvad" else "xd_urdmu"
         for r in runs:                                         # each row is that run's best checkpoint
-            record = torch.load(out / "ckpts" / f"{name}_best_{r['seed']}.pkl", weights_only=True)
+            path = out / "ckpts" / f"{name}_best_{r['seed']}.pkl"
+            record = torch.load(path, weights_only=True)
             assert float(r["AP"]) == pytest.approx(record["metrics"]["AP"], abs=1e-4)
+            if r["seed"] == "1":        # its event metrics at its calibration's 0.99 quantile, as infer.py's (25 fps)
+                events = json.loads((infer_metrics(path, ds, tmp_path / name, capsys)))["events"]
+                for k in ("event_recall", "event_IoU", "false_alarms_per_hour"):
+                    assert float(r[k]) == pytest.approx(events[k], abs=1e-4), k
     table = (out / "comparison.md").read_text()
-    assert table.splitlines()[0] == "| model (2 seeds) | AUC | AP | AUC_sub | AP_sub |"
+    assert table.splitlines()[0] == \
+        "| model (2 seeds) | AUC | AP | AUC_sub | AP_sub | event recall | event IoU | FA/h |"
     assert "| BN-WVAD |" in table and "| UR-DMU |" in table and table in printed
     assert (out / "comparison.png").read_bytes().startswith(b"\x89PNG")
+
+
+def infer_metrics(checkpoint, ds, out, capsys):
+    """infer.py's metrics.json text for a checkpoint on the dataset's test list, at 25 fps."""
+    r = call(infer.main, data_args(ds, out, model_path=checkpoint, output_dir=out, fps=25), capsys)
+    assert r.returncode == 0, r.stderr
+    return (out / "metrics.json").read_text()
 
 
 def test_compare_refuses_flags_it_sets_itself(capsys):

@@ -120,7 +120,7 @@ def test_stream_folder(tmp_path):
     assert [(s["start"], s["end"], s["clip"]) for s in video["segments"]] == [
         (e["start_s"], e["end_s"], e["clip"]) for e in events]
     assert video["segments"][0]["wall_start"] == "2026-11-29T10:00:02"
-    assert video["segments"][1]["peak_calibrated"] == 0.97
+    assert video["segments"][1]["peak_normal_per_hour"] == 0.97
 
 
 def test_training_logs(tmp_path):

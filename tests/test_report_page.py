@@ -273,14 +273,14 @@ def test_full_test_set_page_is_compact_and_complete(browser, tmp_path):
     out = tmp_path / "big"
     out.mkdir()
     (out / "metrics.json").write_text(json.dumps({"threshold": {"value": 0.9, "source": "test"}}))
-    lines, segments, listing = ["video,snippet,score,calibrated,start_frame,end_frame,start_s,end_s"], [], []
-    seg_header = "video,rank,start_frame,end_frame,start_s,end_s,peak_s,peak_score,peak_calibrated,mean_score"
+    lines, segments, listing = ["video,snippet,score,exceedance,normal_per_hour,start_frame,end_frame,start_s,end_s"], [], []
+    seg_header = "video,rank,start_frame,end_frame,start_s,end_s,peak_s,peak_score,peak_exceedance,peak_normal_per_hour,mean_score"
     for v, n in enumerate(counts):
         scores = rng.random(n)
-        lines += [f"v{v:03d},{i},{x:.6g},{x:.4f},{16 * i},{16 * i + 16},{16 * i / 25:.3f},{(16 * i + 16) / 25:.3f}"
+        lines += [f"v{v:03d},{i},{x:.6g},{1 - x:.4g},{5625 * (1 - x):.4g},{16 * i},{16 * i + 16},{16 * i / 25:.3f},{(16 * i + 16) / 25:.3f}"
                   for i, x in enumerate(scores)]
         segments += [f"v{v:03d},{r + 1},{16 * r},{16 * r + 16},{16 * r / 25:.3f},{(16 * r + 16) / 25:.3f},"
-                     f"{16 * r / 25:.3f},0.95,0.99,0.95" for r in range(3)]
+                     f"{16 * r / 25:.3f},0.95,0.01,56.25,0.95" for r in range(3)]
         listing.append(f"v{v:03d},{'abnormal' if v % 2 else 'normal'},{n},,{'32-96 160-320' if v % 2 else ''}")
     (out / "scores.csv").write_text("\n".join(lines) + "\n")
     (out / "segments.csv").write_text(seg_header + "\n" + "\n".join(segments) + "\n")

@@ -28,6 +28,7 @@ from live.scoring import causal_scores
 from live.settings import StreamSettings
 from model import BNWVAD
 from test import quantile_table, score_video
+from thresholds import Calibration
 from utils import InputError, run_cli, save_checkpoint
 from video.snippets import video_features
 
@@ -186,27 +187,32 @@ def test_live_tcp_scores_equal_offline_and_an_event_covers_the_anomaly(clip, tmp
     threshold = float(np.max(clean) + np.min(expected[BRIGHT[0]:BRIGHT[1]])) / 2
     try:
         summary = run_stream(f"tcp://127.0.0.1:{port}", clip["model"], GridProbe(), out, threshold,
-                             settings(save_clips=True, pre_roll=0.5, post_roll=0.5), table=clip["table"],
+                             settings(save_clips=True, pre_roll=0.5, post_roll=0.5), table=Calibration(clip["table"]),
                              name="cam", quiet=True)
     finally:
         server.kill()
     header, rows = read_scores(out)
-    assert header == ["video", "snippet", "score", "calibrated", "start_s", "end_s", "wall_time"]
+    assert header == ["video", "snippet", "score", "exceedance", "normal_per_hour", "start_s", "end_s", "wall_time"]
     assert [int(r[1]) for r in rows] == list(range(SNIPPETS)) and {r[0] for r in rows} == {"cam"}
     scores = np.array([float(r[2]) for r in rows])
     np.testing.assert_allclose(scores, expected, atol=1e-4, rtol=1e-5)
     # the window matters: scoring the whole video at once gives other numbers
     assert np.abs(score_video(clip["model"], clip["features"], "cpu") - expected).max() > 1e-2
-    np.testing.assert_allclose([float(r[4]) for r in rows], np.arange(SNIPPETS) * 16 / RATE, atol=1e-3)
-    np.testing.assert_allclose([float(r[5]) for r in rows], (np.arange(SNIPPETS) + 1) * 16 / RATE, atol=1e-3)
-    calibrated = np.array([float(r[3]) for r in rows])
-    assert calibrated.min() >= 0 and calibrated.max() == 1 and (calibrated[BRIGHT[0]:BRIGHT[1]] == 1).all()
+    np.testing.assert_allclose([float(r[5]) for r in rows], np.arange(SNIPPETS) * 16 / RATE, atol=1e-3)
+    np.testing.assert_allclose([float(r[6]) for r in rows], (np.arange(SNIPPETS) + 1) * 16 / RATE, atol=1e-3)
+    # the offline function of the same scores: the bright stretch, above every calibration score, stays ordered
+    exceedance, hourly = (np.array([float(r[k]) for r in rows]) for k in (3, 4))
+    np.testing.assert_allclose(exceedance, Calibration(clip["table"]).exceedance(scores), rtol=1e-3)
+    np.testing.assert_allclose(hourly, exceedance * 3600 / (16 / RATE), rtol=2e-3)
+    bright = slice(*BRIGHT)
+    assert exceedance.max() <= 1 and 0 < exceedance[bright].max() < exceedance[:BRIGHT[0]].min()
 
     [event] = read_events(out)
     assert event["video"] == "cam" and event["closed_by"] == "scores"
     assert event["start_s"] <= BRIGHT[0] * 16 / RATE and event["end_s"] >= BRIGHT[1] * 16 / RATE
     assert event["end_s"] <= (BRIGHT[1] + WINDOW) * 16 / RATE      # not beyond what the window carries along
-    assert event["peak_score"] == pytest.approx(expected.max(), abs=1e-4) and event["peak_calibrated"] == 1
+    assert event["peak_score"] == pytest.approx(expected.max(), abs=1e-4)
+    assert event["peak_exceedance"] == pytest.approx(float(Calibration(clip["table"]).exceedance(event["peak_score"])))
     assert event["wall_start"] <= event["wall_end"] and event["wall_start"] <= event["wall_alert"]
     assert event["clip"] == "clips/event_0001.mp4"
     with av.open(str(out / event["clip"])) as saved:

@@ -10,7 +10,7 @@ function floats(b64) {
   return new Float32Array(bytes.buffer);
 }
 const A = {score: floats(DATA.arrays.score), start: floats(DATA.arrays.start), end: floats(DATA.arrays.end),
-           calibrated: floats(DATA.arrays.calibrated)};
+           normal_per_hour: floats(DATA.arrays.normal_per_hour)};
 
 // Path relative to the page -> URL, each segment encoded (names may hold #, %, ? and spaces).
 function mediaUrl(path) { return path.split("/").map(encodeURIComponent).join("/"); }
@@ -32,8 +32,10 @@ function renderSummary() {
     if (!missing(t.false_alarm_rate)) rows.push(["false alarms, all normal frames", fixed(t.false_alarm_rate, 2) + " %"]);
     if (!missing(t.false_alarm_rate_normal_videos))
       rows.push(["false alarms, normal videos' frames", fixed(t.false_alarm_rate_normal_videos, 2) + " %"]);
-    for (const [k, v] of Object.entries(t))
-      if (!["value", "source", "false_alarm_rate", "false_alarm_rate_normal_videos"].includes(k)) rows.push([k, v]);
+    if (!missing(t.false_alarms_per_hour))
+      rows.push(["false alarms per hour of normal video", score(t.false_alarms_per_hour)]);
+    const shown = ["value", "source", "origin", "false_alarm_rate", "false_alarm_rate_normal_videos", "false_alarms_per_hour"];
+    for (const [k, v] of Object.entries(t)) if (!shown.includes(k)) rows.push([k, v]);
     cards.append(el("div", {class: "card"}, [el("h3", {text: "threshold"}), keyValues(rows)]));
   } else {
     cards.append(el("div", {class: "card"}, [el("h3", {text: "threshold"}), el("p", {class: "muted", text: "none given"})]));
@@ -43,6 +45,13 @@ function renderSummary() {
     cards.append(el("div", {class: "card"}, [el("h3", {text: "metrics (%)"}), el("table", {class: "kv"}, [
       el("thead", {}, [el("tr", {}, names.map(k => el("th", {class: "num", text: k})))]),
       el("tbody", {}, [el("tr", {}, names.map(k => el("td", {class: "num", text: fixed(S.metrics[k], 2)})))])])]));
+  }
+  const E = S.events || {};
+  if (!missing(E.event_recall)) {
+    cards.append(el("div", {class: "card"}, [el("h3", {text: "events at the threshold"}), keyValues([
+      ["detected", E.detected + " of " + E.events + " (recall " + fixed(E.event_recall, 2) + " %)"],
+      ["IoU with the ground-truth intervals", fixed(E.event_IoU, 2) + " %"],
+      ...(missing(E.alarms_normal) ? [] : [["alarms in normal videos", String(E.alarms_normal)]])])]));
   }
   if (S.per_class.length) {
     cards.append(el("div", {class: "card"}, [el("h3", {text: "per class (%), each class's videos with all normal ones"}),
@@ -165,7 +174,8 @@ function openVideo(i) {
     cursor.hidden = false;
     cursor.style.left = e.offsetX + "px";
     readout.textContent = time(t, v.unit) + (k < 0 ? "" : "   score " + score(A.score[k]) +
-      (A.calibrated && !missing(A.calibrated[k]) ? "   calibrated " + fixed(A.calibrated[k], 3) : ""));
+      (A.normal_per_hour && !missing(A.normal_per_hour[k]) ? "   normal footage scores as high " +
+       score(A.normal_per_hour[k]) + " times per hour" : ""));
   });
   canvas.addEventListener("mouseleave", () => { cursor.hidden = true; readout.textContent = summaryLine(v); });
   canvas.addEventListener("click", e => seek(state.frame.xAt(e.offsetX)));
@@ -222,11 +232,11 @@ function segmentTable(v, clipBox) {
   state.segmentRows = [];
   if (!v.segments.length) return el("p", {class: "muted", text: "no segments above the threshold"});
   const events = v.segments.some(s => s.event);
-  const heads = ["#", "start", "end", "peak at", "peak score", "calibrated", "mean"];
+  const heads = ["#", "start", "end", "peak at", "peak score", "normal per hour", "mean"];
   if (events) heads.splice(3, 1, "wall clock", "clip");
   const body = v.segments.map(s => {
     const cells = [String(s.rank), time(s.start, v.unit), time(s.end, v.unit), time(s.peak_at, v.unit),
-                   score(s.peak_score), fixed(s.peak_calibrated, 3), score(s.mean)];
+                   score(s.peak_score), score(s.peak_normal_per_hour), score(s.mean)];
     if (events) cells.splice(3, 1, (s.wall_start || DASH) + (s.wall_end ? " \u2192 " + s.wall_end : ""), s.clip ? "clip" : DASH);
     const row = el("tr", {title: "seek to " + time(s.start, v.unit), onclick: () => { seek(s.start); if (s.clip) showClip(s, clipBox); }},
                    cells.map((c, i) => el("td", {class: i > 0 && !(events && i === 3) ? "num" : "", text: c})));
