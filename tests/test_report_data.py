@@ -23,9 +23,13 @@ def full_metrics(tmp_path):
     """A metrics.json as infer.py writes it with a ground truth, holding absolute paths of this machine."""
     return {"checkpoint": str(tmp_path / "ckpts" / "xd_best_2022.pkl"), "step": 1200, "model": "bnwvad",
             "settings": {"root_dir": str(tmp_path / "data"), "normal_quantile": 0.99, "ratios": [16, 32]},
-            "threshold": {"value": THRESHOLD, "source": "quantile 0.99 of the test set's normal videos' scores",
-                          "false_alarm_rate": 1.25, "false_alarm_rate_normal_videos": 0.5},
-            "AUC": 91.5, "AP": 70.25, "AUC_sub": 80.0, "AP_sub": 65.5,
+            "threshold": {"value": THRESHOLD, "source": "quantile 0.99 of the training normals' scores",
+                          "origin": "calibration", "false_alarm_rate": 1.25, "false_alarm_rate_normal_videos": 0.5,
+                          "false_alarms_per_hour": 3.5},
+            "AUC": 91.5, "AP": 70.25, "AP_sklearn": 71.0, "AUC_sub": 80.0, "AP_sub": 65.5,
+            "events": {"events": 4, "detected": 3, "event_recall": 75.0, "event_IoU": 41.5, "alarms_normal": 2,
+                       "false_alarms_per_hour": 3.5, "threshold_origin": "calibration"},
+            "calibration": {"snippets": 5000, "tail_quantile": 0.99, "tail_from": 1.5, "tail_scale": 0.25},
             "per_class": {"B1": {"AUC": 90.0, "AP": 60.0, "videos": 3}, "G": {"AUC": float("nan"), "AP": 1.0,
                                                                                 "videos": 1}},
             "videos": 3, "note": "anything plain", "nested": {"not": "shown"}}
@@ -65,7 +69,12 @@ def test_scoring_folder_data(tmp_path):
         assert [s["peak_score"] for s in d["segments"]] == pytest.approx([e["peak"] for e in expected], rel=1e-5)
     s = data["summary"]
     assert s["checkpoint"] == "\u2026/xd_best_2022.pkl" and s["step"] == 1200 and s["model"] == "bnwvad"
-    assert s["metrics"] == {"AUC": 91.5, "AP": 70.25, "AUC_sub": 80.0, "AP_sub": 65.5}
+    assert s["metrics"] == {"AUC": 91.5, "AP": 70.25, "AUC_sub": 80.0, "AP_sub": 65.5, "AP_sklearn": 71.0}
+    assert s["events"] == {"events": 4, "detected": 3, "event_recall": 75.0, "event_IoU": 41.5, "alarms_normal": 2,
+                           "false_alarms_per_hour": 3.5}
+    assert s["threshold"]["origin"] == "calibration" and s["threshold"]["false_alarms_per_hour"] == 3.5
+    hourly = floats(data["arrays"]["normal_per_hour"])
+    np.testing.assert_allclose(hourly, 5625 * np.exp(-score), rtol=1e-3)     # the scores.csv column, in order
     assert s["per_class"] == [["B1", 90.0, 60.0, 3], ["G", None, 1.0, 1]]
     assert s["threshold"]["source"].startswith("quantile 0.99") and s["threshold"]["false_alarm_rate"] == 1.25
     settings = dict(s["settings"])

@@ -237,6 +237,21 @@ def test_pages_without_times_or_threshold_render(browser, tmp_path):
     assert not script_errors(browser)
 
 
+def test_event_metrics_both_aps_and_hourly_rates_on_the_page(browser, tmp_path):
+    metrics = {"threshold": {"value": THRESHOLD, "source": "quantile 0.99 of the training normals' scores",
+                             "origin": "calibration", "false_alarm_rate_normal_videos": 2.5,
+                             "false_alarms_per_hour": 3.5},
+               "AUC": 91.5, "AP": 70.25, "AP_sklearn": 71.0,
+               "events": {"events": 4, "detected": 3, "event_recall": 75.0, "event_IoU": 41.5, "alarms_normal": 2}}
+    out = write_output(tmp_path / "out", demo_videos()[:2], metrics=metrics)
+    open_page(browser, write_report(str(out)))
+    text = browser.execute_script("return document.body.textContent")
+    for shown in ("events at the threshold", "3 of 4 (recall 75.00 %)", "41.50 %", "AP_sklearn", "71.00",
+                  "false alarms per hour of normal video", "normal per hour"):
+        assert shown in text, shown
+    assert not script_errors(browser)
+
+
 def test_stream_page_embeds_event_clip(browser, tmp_path):
     from selenium.webdriver.common.by import By
     folder, events = write_stream(tmp_path / "stream")
