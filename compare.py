@@ -105,7 +105,8 @@ def summary(runs, models):
     """Per model: (mean, std) of each metric over its seeds (std None for one seed: no spread exists)."""
     out = {}
     for m in models:
-        values = np.array([[r["metrics"].get(k, np.nan) for k in COLUMNS] for r in runs if r["model"] == m])  # (seeds, 7)
+        values = np.array([[r["metrics"].get(k, np.nan) for k in COLUMNS]
+                           for r in runs if r["model"] == m])                                       # (seeds, 7)
         out[m] = (values.mean(0), values.std(0, ddof=1) if len(values) > 1 else None)
     return out
 
@@ -118,7 +119,8 @@ def markdown_table(stats, n_seeds):
              "| --- |" + " --- |" * len(heads)]
     for m, (mean, std) in stats.items():
         spread = std if std is not None else [None] * len(mean)
-        cells = ["–" if np.isnan(a) else f"{a:.2f}" if s is None else f"{a:.2f} ± {s:.2f}" for a, s in zip(mean, spread)]
+        cells = ["–" if np.isnan(a) else f"{a:.2f}" if s is None else f"{a:.2f} ± {s:.2f}"
+                 for a, s in zip(mean, spread)]
         lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -280,7 +280,8 @@ def evaluate_test_set(args, model, device, table, ranks):
         lines.append(f"threshold {threshold:.4g} ({source})" + (f": {', '.join(rates)}" if rates else ""))
         if "event_recall" in events:
             lines.append(f"events at this threshold: {events['detected']} of {events['events']} detected (recall "
-                         f"{events['event_recall']:.2f}%), IoU with the ground-truth intervals {events['event_IoU']:.2f}%")
+                         f"{events['event_recall']:.2f}%), IoU with the ground-truth intervals "
+                         f"{events['event_IoU']:.2f}%")
         if normal_frames.any() and normal_seconds is None:
             lines.append("no false alarms per hour: the frame rate of the test videos is unknown (give --fps; "
                          "extract.py's records give the times themselves)")

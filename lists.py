@@ -13,9 +13,9 @@ A list file names feature files relative to --root_dir, one per line (the releas
 dataset's name rule, never from its position in the list. Every text file is read by
 utils.read_text_lines (UTF-8, with or without a byte-order mark, any line ends).
 
-Ground truth (docs/method.md, "Evaluation"): per video T*16 frames, T from its feature file; a frame f is 1 iff s <= f < e
-for an annotated interval (s, e); intervals are cut at T*16; videos in list order. A gt.npy has no
-names in it, so one built for another order of the same videos has the same length and would
+Ground truth (docs/method.md, "Evaluation"): per video T*16 frames, T from its feature file; a frame
+f is 1 iff s <= f < e for an annotated interval (s, e); intervals are cut at T*16; videos in list
+order. A gt.npy has no names in it, so one built for another order of the same videos has the same length and would
 silently misalign: load_gt refuses a gt that marks a normal video's frames or leaves an abnormal
 video without any, and make-gt writes `<gt>.videos.tsv` (each video and its T, in order) that later
 runs check exactly. A gt without that sidecar (the real XD and UCF gts other repositories ship) is

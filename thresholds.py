@@ -108,8 +108,9 @@ def choose_threshold(threshold, normal_quantile, calibration, normal_scores=None
     if calibration is not None:
         return table_quantile(calibration.table, q), \
             f"quantile {q} of the training normals' scores (the checkpoint's calibration)", "calibration"
+    test = " or --threshold_from test" if normal_scores is not None else ""
     return None, ("this checkpoint holds no calibration (a bare state dict, or a run that did not finish): "
-                  "segments need --threshold" + (" or --threshold_from test" if normal_scores is not None else "")), None
+                  f"segments need --threshold{test}"), None
 
 
 def resolve_threshold(calibration, threshold=None, calibrated_threshold=None):

@@ -30,8 +30,9 @@ Outputs in --output_dir (an existing run's files are never overwritten):
                  snippet's last frame arrived (ISO 8601); exceedance and normal_per_hour as infer.py's
                  (thresholds.Calibration), empty without the checkpoint's calibration
   events.jsonl   one JSON object per event, appended when it closes: video, event, start_s, end_s,
-                 peak_score, peak_exceedance, peak_normal_per_hour, mean_score, wall_start, wall_end, wall_alert (when it
-                 was raised), first_snippet, last_snippet, clip (relative path or null), closed_by
+                 peak_score, peak_exceedance, peak_normal_per_hour, mean_score, wall_start, wall_end,
+                 wall_alert (when it was raised), first_snippet, last_snippet, clip (relative path or
+                 null), closed_by
   metrics.json   checkpoint, model, source, settings, threshold {value, source}: written at start;
                  the health below at every status line and at the end (atomically)
   stream.log     the status lines, alerts, reconnects, gaps and warnings, flushed per line

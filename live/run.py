@@ -272,7 +272,8 @@ class LiveRun:
             self.clips.close(event["event"], event["end_s"])
         record = dict(video=self.name, event=event["event"], start_s=round(event["start_s"], 3),
                       end_s=round(event["end_s"], 3), peak_score=event["peak_score"],
-                      **{f"peak_{k}": (event["peak_calibrated"] or {}).get(k) for k in ("exceedance", "normal_per_hour")},
+                      **{f"peak_{k}": (event["peak_calibrated"] or {}).get(k)
+                         for k in ("exceedance", "normal_per_hour")},
                       mean_score=event["mean_score"],
                       wall_start=iso(event["wall_start"]), wall_end=iso(event["wall_end"]),
                       wall_alert=iso(event["wall_alert"]), first_snippet=event["first_snippet"],
