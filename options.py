@@ -487,7 +487,7 @@ def parse_infer_args(argv=None):
     p.add_argument("--threshold_from", default="calibration", choices=["calibration", "test"],
                    help="without --threshold, whose normal scores give it: calibration (the training normals' "
                         "scores stored in the checkpoint), or test (the test set's own normal videos: their "
-                        "false-alarm rate is then 1 - --normal_quantile by construction; labelled so in "
+                        "false-alarm rate is then at most 1 - --normal_quantile by construction; labelled so in "
                         "metrics.json and the printout)")
     p.add_argument("--top_k", type=positive_int, default=5,
                    help="anomalous segments kept per video, highest peak first")

@@ -102,7 +102,7 @@ def choose_threshold(threshold, normal_quantile, calibration, normal_scores=None
         if normal_scores is not None and len(normal_scores):
             return float(np.quantile(normal_scores, q)), (
                 f"quantile {q} of the test set's own normal videos' scores (--threshold_from test: a false-alarm "
-                f"rate of about {100 * (1 - q):.3g}% on those videos by construction)"), TEST_DERIVED
+                f"rate of at most {100 * (1 - q):.3g}% on those videos by construction)"), TEST_DERIVED
         where = "the test set has no normal videos" if normal_scores is not None else "there is no test set"
         return None, f"--threshold_from test: {where}; give --threshold", None
     if calibration is not None:
