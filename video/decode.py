@@ -288,14 +288,15 @@ def _arrays(frames, decoding, resize, sar=None, originals=False):
         colour = colour_options(frame)       # read before turning: a filter graph may not carry the tags
         turns = display_turns(frame, decoding)
         decoding.rotation = 90 * turns
-        rgb = to_rgb.reformat(upright(frame, turns), format='rgb24', interpolation=CONVERT_FILTER, **colour)
-        size = (rgb.width, rgb.height)
+        frame = upright(frame, turns)
+        size = (frame.width, frame.height)
         if target is None:
             shown = display_size(*size, (1 / sar if turns % 2 else sar) if sar else None)  # turned: SAR turns too
             target, first = tuple(resized_size(*shown, resize)), size
             decoding.size = shown
         elif size != first:
             _note_size_change(decoding, first, size, stamp, target)
+        rgb = to_rgb.reformat(frame, format='rgb24', interpolation=CONVERT_FILTER, **colour)
         image = rgb if size == target else to_size.reformat(rgb, *target, interpolation=RESIZE_FILTER)
         original = None
         if originals:
