@@ -300,7 +300,8 @@ def _arrays(frames, decoding, resize, sar=None, originals=False):
         image = rgb if size == target else to_size.reformat(rgb, *target, interpolation=RESIZE_FILTER)
         original = None
         if originals:
-            original = (rgb if size == first else to_first.reformat(rgb, *first, interpolation=RESIZE_FILTER)).to_ndarray()
+            kept = rgb if size == first else to_first.reformat(rgb, *first, interpolation=RESIZE_FILTER)
+            original = kept.to_ndarray()
         yield stamp, duration, arrival, (duration, (image.to_ndarray(), original))
 
 
