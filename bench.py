@@ -21,7 +21,8 @@ Sections (each prints fast, reference and their ratio; e to k are in bench_video
      copies fit in --ref_memory
   e  I3D feature extraction (extract.py) on a generated 320x256 video of --extract_frames frames:
      snippets per second per crop for 1 and 10 crops, on --device (random weights: the speed does
-     not depend on them), and decoding alone
+     not depend on them), and decoding alone; decoding 1280x720 to 455x256 by the frame contract
+     (RGB at its own size, then an RGB resize) beside a one-step YUV scale
   f  extraction over processes: extract.py under torchrun on --dist_videos generated videos (1 crop,
      random weights), 2 processes against 1 on this CPU (torchrun gives each of 2 processes one
      thread, the one process all of them), and all GPUs against 1 when there are any; each rate is

@@ -19,14 +19,14 @@ from test import score_batched, snippet_metrics
 from utils import one_line
 
 
-def write_clip(path, frames, rng):
-    """A 320x256, 25 fps video of random frames."""
+def write_clip(path, frames, rng, width=320, height=256):
+    """A width x height (320x256), 25 fps video of random frames."""
     import av
     with av.open(path, "w") as container:
         stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 320, 256, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for _ in range(frames):
-            image = rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)
+            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode())
 
@@ -44,10 +44,27 @@ def section_extract(args, work, rng, results):
     model = InceptionI3d().to(device).eval()
     _, t_decode = timed(lambda: sum(1 for _ in decode_frames(path)))
     row(results, "e", "decode + resize, frames/s", args.extract_frames / t_decode, None, "frames/s", True)
+    # the frame contract (RGB at the frame's own size, then an RGB resize) beside PyAV's one-step
+    # conversion that resizes in YUV while converting (what decoding did before the contract)
+    hd = os.path.join(work, "clip_720p.mp4")
+    write_clip(hd, 32, rng, 1280, 720)
+    _, t_contract = timed(lambda: sum(1 for _ in decode_frames(hd)))
+    _, t_one_step = timed(lambda: sum(1 for _ in one_step_frames(hd)))
+    row(results, "e", "decode 1280x720 -> 455x256, frames/s", 32 / t_contract, 32 / t_one_step, "frames/s", True)
     video_features(path, model, crops=1, batch_size=1)          # warm-up
     for crops, batch in ((1, 4), (10, 1)):
         _, t = timed(lambda: video_features(path, model, crops=crops, batch_size=batch))
         row(results, "e", f"{crops:2d} crops: snippets/s per crop", T * crops / t, None, "snippets/s", True)
+
+
+def one_step_frames(path, size=(455, 256)):
+    """The frames of `path` converted and resized in one swscale call (in YUV, by PyAV's default colour
+    handling): the reference path for the decoding contract's speed."""
+    import av
+    with av.open(path) as container:
+        container.streams.video[0].thread_type = "AUTO"      # as decode_frames decodes
+        for frame in container.decode(video=0):
+            yield frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="BILINEAR")
 
 
 def section_causal(args, work, rng, results):

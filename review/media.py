@@ -35,9 +35,10 @@ def playback_problem(path):
         return f"its container ({ext or 'no extension'}) is not one browsers play"
     try:
         import av
+        from video.decode import select_stream     # the stream the features came from, not a thumbnail before it
         with av.open(path) as container:
-            codec = container.streams.video[0].codec_context.name if container.streams.video else None
-    except Exception:   # unreadable here: nothing to say about it (the page shows what the browser does)
+            codec = select_stream(container, path).codec_context.name
+    except Exception:   # unreadable here, or no video: nothing to say about it (the page shows what the browser does)
         return None
     if codec is not None and codec not in BROWSER_CODECS:
         return f"its video is {CODEC_NAMES.get(codec, codec)}, which browsers do not decode"

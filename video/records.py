@@ -25,7 +25,7 @@ def output_paths(video, out_dir, crops=10):
     return [Path(out_dir) / f'{Path(video).stem}__{k}.npy' for k in range(crops)]
 
 
-FEATURE_VERSION = 2     # bump when a change to decoding or the network changes the features' numbers
+FEATURE_VERSION = 3     # bump when a change to decoding or the network changes the features' numbers
 
 
 def file_identity(path):
