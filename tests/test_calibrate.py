@@ -143,3 +143,32 @@ def test_calibration_file_errors_are_one_line(footage, tmp_path):
     with pytest.raises(SystemExit) as e:                 # neither recordings nor --features
         calibrate.main(["--model_path", str(footage["ckpt"]), "--alarms_per_hour", "1"])
     assert e.value.code == 2
+
+
+def test_on_a_video_target_zero_leaves_stream_without_alarms(tmp_path, monkeypatch, capsys):
+    """calibrate.py on a normal recording (its I3D path, a stand-in I3D) at 0 per hour: stream.py's run on that
+    recording raises no alarm at the threshold, and one as soon as the threshold is under its highest score."""
+    import video.weights
+    from helpers import GridProbe, write_webm
+    from live.run import run_stream
+    from live.settings import StreamSettings
+    monkeypatch.setattr(video.weights, "load_i3d", lambda path, device: GridProbe().to(device))
+    weights = tmp_path / "standin.pt"
+    weights.write_bytes(b"stand-in")                 # named in the calibration; the stand-in never reads it
+    clip = tmp_path / "normal.webm"
+    write_webm(clip, 16 * 12)
+    torch.manual_seed(0)
+    model = BNWVAD(1024).eval()
+    ckpt = tmp_path / "ckpt.pkl"
+    save_checkpoint(ckpt, model, 5, {"AP": 50.0})
+    out = tmp_path / "cal"
+    result = calibrate.main(["--model_path", str(ckpt), str(clip), "--alarms_per_hour", "0", "--window", str(WINDOW),
+                             "--min_snippets", "1", "--i3d_weights", str(weights), "--device", "cpu",
+                             "--output_dir", str(out)])
+    settings = dict(crops=1, window=WINDOW, min_snippets=1, reconnect=(0, None), status_every=60.0)
+    peak = json.loads((out / "calibration.json").read_text())["recordings"][0]["peak_score"]
+    for threshold, alarms in ((result["threshold"], 0), (peak - 1e-4 * max(1.0, abs(peak)), 1)):
+        folder = tmp_path / f"stream{alarms}"
+        run_stream(str(clip), model, GridProbe(), folder, threshold, StreamSettings(**settings), quiet=True)
+        assert len((folder / "events.jsonl").read_text().splitlines()) == alarms
+    assert result["alarms"] == 0
