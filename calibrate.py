@@ -18,17 +18,15 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from checkpoints import load_model
 from live.calibration import FORMAT, MAX_RATE, calibrate, footage_warnings, recording_scores
 from live.settings import StreamSettings, extraction_defaults
 from model import model_name
 from options import (BACKENDS, BACKEND_HELP, PRECISIONS, PRECISION_HELP, Parser, flags_text, given_flags,
                      parse_resize, positive_float, positive_int)
-from video.records import file_sha256
 from utils import InputError, atomic_write, check_inputs, one_line, pick_device, refuse_to_replace, run_cli, \
     run_folders, write_text
+from video.records import file_sha256
 
 OUTPUTS = ("calibration.json", "alarms_per_hour.csv", "alarms_per_hour.png")
 
