@@ -251,6 +251,7 @@ class Mqtt(Sink):
             self.ack.notify_all()
 
     def shutdown(self):
+        self.connected.clear()          # our own disconnection is not a lost broker
         self.client.disconnect()
         self.client.loop_stop()
 

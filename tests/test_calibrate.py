@@ -53,7 +53,7 @@ def test_counting_agrees_with_alarm_on_generated_scores():
 
 def test_steps_choose_the_lowest_threshold_no_higher_one_exceeds():
     rng = np.random.default_rng(1)
-    for _ in range(60):
+    for _ in range(30):
         recordings = [rng.normal(size=rng.integers(5, 50)).round(1) for _ in range(3)]
         m = int(rng.integers(1, 4))
         steps = calibration_steps(recordings, m, 10 ** 6)
