@@ -334,7 +334,7 @@ def check_finite(state, path):
     """An InputError naming the first tensor of a state dict that holds NaN or inf values (the
     weights of a run that diverged: every score would be NaN)."""
     for name, tensor in state.items():
-        if tensor.is_floating_point() or tensor.is_complex():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             if bad:
                 raise InputError(f"checkpoint {path}: tensor {name} holds {bad} NaN or inf value(s) of "
