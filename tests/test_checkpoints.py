@@ -212,3 +212,194 @@ def test_two_keys_that_unwrap_to_one_name_are_not_merged(tmp_path, models):
     torch.save(both, tmp_path / "twice.pth")
     with pytest.raises(InputError, match="neither a BN-WVAD checkpoint nor a state dict"):
         read_checkpoint(str(tmp_path / "twice.pth"))
+
+
+# ---- a checkpoint and its input: crop count, the features' origin, non-finite scores ----
+
+def our_checkpoint(path, D=D, model=None, **meta):
+    """A checkpoint as main.py writes it (save_checkpoint), with the training features' meta."""
+    from utils import save_checkpoint
+    torch.manual_seed(0)
+    save_checkpoint(path, model or BNWVAD(D), 10, {"AP": 50.0}, **{"dataset": "xd", "len_feature": D, **meta})
+    return str(path)
+
+
+def feature_folder(folder, crops, names=("a_label_A", "b_label_B1-0-0"), T=6, D=D, suffix=True, bad=None):
+    """Feature files of `crops` crops per video (`<video>__<k>.npy`, or one suffix-less `<video>.npy`
+    for a 1-crop video with suffix=False); bad: a value written into the first file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for i, name in enumerate(names):
+        for k in range(crops):
+            x = rng.normal(0.5, 0.2, (T, D)).astype(np.float32)
+            if bad is not None and i == 0 and k == 0:
+                x[2, 5] = bad
+            np.save(folder / (f"{name}__{k}.npy" if suffix else f"{name}.npy"), x)
+    return folder
+
+
+def infer_run(argv, capsys, tmp_path):
+    import infer
+    from helpers import call
+    return call(infer.main, argv + ["--device", "cpu", "--output_dir", str(tmp_path / "out")], capsys)
+
+
+def one_line_error(r, *words):
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr and "\x1b" not in r.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("trained,given,suffix", [(5, 1, True), (5, 1, False), (1, 5, True), (10, 5, True),
+                                                  (5, 10, True)])
+def test_features_of_another_crop_count_are_refused_as_a_test_list_refuses_them(tmp_path, capsys, trained, given,
+                                                                              suffix):
+    ckpt = our_checkpoint(tmp_path / "c.pkl", crops=trained)
+    features = feature_folder(tmp_path / "f", given, suffix=suffix)
+    said = f"checkpoint {ckpt} was trained on {trained}-crop features, but these have {given} crop(s) per video"
+    one_line_error(infer_run(["--model_path", ckpt, "--features", str(features)], capsys, tmp_path), said,
+                   f"give --crops {given}")
+    assert not (tmp_path / "out").exists()
+    # the test-list path says the same, through the same check
+    (tmp_path / "test.list").write_text("".join(f"{p.name}\n" for p in sorted(features.iterdir())))
+    r = infer_run(["--model_path", ckpt, "--root_dir", str(features), "--test_list", str(tmp_path / "test.list"),
+                   "--gt", str(tmp_path / "none.npy")], capsys, tmp_path)
+    one_line_error(r, said)
+    # the count they have, given on the command line, scores them
+    r = infer_run(["--model_path", ckpt, "--features", str(features), "--crops", str(given)], capsys, tmp_path)
+    assert r.returncode == 0 and "scored 2 videos" in r.stdout, r.stderr
+
+
+def test_a_bare_state_dict_scores_features_of_any_crop_count(tmp_path, capsys):
+    """A release's state dict records no crop count: nothing to check against."""
+    torch.save(BNWVAD(D).state_dict(), tmp_path / "bare.pkl")
+    r = infer_run(["--model_path", str(tmp_path / "bare.pkl"), "--features", str(feature_folder(tmp_path / "f", 1))],
+                  capsys, tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture
+def probe_i3d(monkeypatch, tmp_path):
+    """infer.py --video with the GridProbe stand-in for I3D (cheap) and a weights file to name."""
+    from helpers import GridProbe
+    monkeypatch.setattr("video.weights.load_i3d", lambda *a, **k: GridProbe())
+    weights = tmp_path / "other_i3d.pt"
+    weights.write_bytes(b"weights B")
+    return weights
+
+
+def test_a_demo_checkpoint_on_video_names_both_sides(tmp_path, capsys, probe_i3d):
+    from helpers import write_video
+    ckpt = our_checkpoint(tmp_path / "demo_best_2022.pkl", D=1024, dataset="demo", crops=1, extraction=None)
+    video = write_video(tmp_path / "real.mp4", 20)
+    r = infer_run(["--model_path", ckpt, "--video", str(video), "--i3d_weights", str(probe_i3d)], capsys, tmp_path)
+    assert r.returncode == 0, r.stderr
+    warning = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and f"checkpoint {ckpt} was trained on synthetic demo features" in warning[0]
+    assert "these videos' features are I3D features of video" in warning[0]
+
+
+def test_features_of_other_i3d_weights_or_extractor_name_both_sides(tmp_path, capsys, probe_i3d):
+    """--features with extract.py's records beside them: a demo checkpoint, one trained on features of
+    other I3D weights, and one of another extractor version each get a warning naming both."""
+    from helpers import GridProbe, write_video
+    from video.extraction import extract_videos
+    from video.records import FEATURE_VERSION, extraction_settings, weights_identity
+    videos = [write_video(tmp_path / f"v{i}.mp4", 20) for i in range(2)]
+    assert extract_videos(videos, GridProbe(), tmp_path / "f", crops=1, progress=False,
+                          weights=weights_identity(probe_i3d)) == {}
+    theirs = tmp_path / "kinetics.pt"
+    theirs.write_bytes(b"weights A")
+    cases = {"demo": (dict(dataset="demo", extraction=None), ["synthetic demo features", "v0"]),
+             "weights": (dict(extraction=extraction_settings(1, weights=weights_identity(theirs))),
+                         [str(theirs.resolve()), str(probe_i3d.resolve()), "the features of v0", "(and 1 more"]),
+             "version": (dict(extraction=extraction_settings(1, weights=weights_identity(probe_i3d)) |
+                              dict(version=FEATURE_VERSION - 1)),
+                         [f"extractor version {FEATURE_VERSION - 1}", f"are of version {FEATURE_VERSION}"]),
+             "same": (dict(extraction=extraction_settings(1, weights=weights_identity(probe_i3d))), None)}
+    for name, (meta, words) in cases.items():
+        ckpt = our_checkpoint(tmp_path / f"{name}.pkl", D=1024, crops=1, **meta)
+        r = infer_run(["--model_path", ckpt, "--features", str(tmp_path / "f"), "--overwrite"], capsys, tmp_path)
+        assert r.returncode == 0, r.stderr
+        warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+        if words is None:
+            assert warnings == []
+            continue
+        assert len(warnings) == 1 and f"checkpoint {ckpt}" in warnings[0], warnings
+        assert all(w in warnings[0] for w in words), warnings[0]
+
+
+def test_a_checkpoint_of_another_width_on_video_names_both(tmp_path, capsys, probe_i3d):
+    from helpers import write_video
+    ckpt = our_checkpoint(tmp_path / "clip512.pkl", D=512, crops=1)
+    r = infer_run(["--model_path", ckpt, "--video", str(write_video(tmp_path / "v.mp4", 20))], capsys, tmp_path)
+    one_line_error(r, f"checkpoint {ckpt} takes 512-d features; I3D gives 1024-d")
+
+
+def test_a_diverged_checkpoint_is_refused_before_scoring(tmp_path, capsys):
+    """Every weight NaN: refused by the reader, with --threshold 0 and with a ground truth (no '0 segments',
+    no scikit-learn traceback), and nothing is written."""
+    model = BNWVAD(D)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    ckpt = our_checkpoint(tmp_path / "nan.pkl", model=model, crops=1)
+    features = feature_folder(tmp_path / "f", 1)
+    r = infer_run(["--model_path", ckpt, "--features", str(features), "--threshold", "0"], capsys, tmp_path)
+    one_line_error(r, f"checkpoint {ckpt}: tensor embedding.conv_1.0.weight holds")
+    (tmp_path / "test.list").write_text("".join(f"{p.name}\n" for p in sorted(features.iterdir())))
+    np.save(tmp_path / "gt.npy", np.r_[np.zeros(6 * 16), np.ones(6 * 16)].astype(np.uint8))
+    r = infer_run(["--model_path", ckpt, "--root_dir", str(features), "--test_list", str(tmp_path / "test.list"),
+                   "--gt", str(tmp_path / "gt.npy")], capsys, tmp_path)
+    one_line_error(r, "holds", "NaN or inf")
+    assert not (tmp_path / "out").exists()
+
+
+def nan_model():
+    """Finite weights that still give NaN scores: a batch-norm running variance below zero."""
+    model = BNWVAD(D).eval()
+    with torch.no_grad():
+        model.normal_head.bn1.running_var.fill_(-1.0)
+    return model
+
+
+def test_non_finite_scores_of_finite_weights_name_the_video_on_every_path(tmp_path, capsys):
+    from dataset import TestSet
+    from features import find_videos
+    from live.scoring import CausalScorer
+    from test import evaluate
+    ckpt = our_checkpoint(tmp_path / "bn.pkl", model=nan_model(), crops=1)
+    features = feature_folder(tmp_path / "f", 1)
+    r = infer_run(["--model_path", ckpt, "--features", str(features), "--threshold", "0"], capsys, tmp_path)
+    one_line_error(r, "video a_label_A: 6 of its 6 snippet scores are NaN or inf (the first at snippet 0)",
+                   "its features are finite")
+    assert not (tmp_path / "out").exists()
+    videos = find_videos([str(features)], D)
+    for v in videos:
+        v.normal = v.name.endswith("_A")
+    test_set = TestSet(videos, D, annotations=None)
+    test_set.gt = np.r_[np.zeros(6 * 16), np.ones(6 * 16)]
+    with pytest.raises(InputError, match="video a_label_A: 6 of its 6 snippet scores are NaN"):
+        evaluate(nan_model(), test_set, torch.device("cpu"))
+    scorer = CausalScorer(nan_model(), torch.device("cpu"), window=4, name="cam1")
+    with pytest.raises(InputError, match="video cam1: 1 of its 1 snippet scores are NaN"):
+        scorer.push(0, np.ones((1, D), np.float32))
+
+
+def test_non_finite_features_are_named(tmp_path, capsys):
+    """In a feature file: refused naming the file. Reaching the scorer (features of a stream): named as
+    the cause."""
+    from live.scoring import CausalScorer
+    ckpt = our_checkpoint(tmp_path / "c.pkl", crops=1)
+    for value in (float("nan"), float("inf")):
+        features = feature_folder(tmp_path / f"f{value}", 1, bad=value)
+        r = infer_run(["--model_path", ckpt, "--features", str(features)], capsys, tmp_path)
+        one_line_error(r, f"feature file {features / 'a_label_A__0.npy'} contains NaN or Inf values")
+    scorer = CausalScorer(BNWVAD(D).eval(), torch.device("cpu"), window=4, name="cam2")
+    x = np.ones((2, D), np.float32)
+    x[1, 3] = np.nan
+    with pytest.raises(InputError, match=r"video cam2: .* NaN or inf .*: its features hold 1 NaN or inf value"):
+        scorer.push(0, x)
