@@ -5,7 +5,8 @@ read with torch.load(weights_only=True). Ours hold plain types:
   {"format": "bn-wvad", "model": "bnwvad" | "urdmu", "model_config": {...}, "state_dict": {...},
    "step": int, "metrics": {...}, "meta": {...}}
 (a checkpoint written before "model" existed holds BN-WVAD).
-The authors' release saves a bare state dict; `load_checkpoint` accepts both.
+The authors' release saves a bare state dict; `read_checkpoint`, the one reader, accepts both, and
+the state dicts other training code saves (wrapped, prefixed, with numpy and argparse metadata).
 """
 import argparse
 import contextlib
