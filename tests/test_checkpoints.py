@@ -104,6 +104,28 @@ def test_a_checkpoint_pickled_under_numpy_1_loads(tmp_path, models):
         assert torch.equal(loaded(x), expected)
 
 
+
+def test_the_reported_checkpoints_of_other_code_score_through_infer(tmp_path, capsys, models):
+    """The reported three: torch.compile's `_orig_mod.` (nanoGPT#325), VadCLIP's {'model_state_dict',
+    'ap': numpy.float64}, and {'state_dict', 'args': Namespace}: each scores as the bare state dict does."""
+    model = models["bnwvad"][0]
+    state = model.state_dict()
+    features = feature_folder(tmp_path / "f", 1)
+    torch.save(state, tmp_path / "bare.pth")
+    assert infer_run(["--model_path", str(tmp_path / "bare.pth"), "--features", str(features)], capsys,
+                     tmp_path).returncode == 0
+    expected = (tmp_path / "out" / "scores.csv").read_text()
+    reported = {"compiled.pth": {f"_orig_mod.{k}": v for k, v in state.items()},
+                "vadclip.pth": {"model_state_dict": state, "ap": np.float64(0.8412)},
+                "args.pth": {"state_dict": state, "args": argparse.Namespace(lr=0.0005, dataset="xd")}}
+    for name, obj in reported.items():
+        torch.save(obj, tmp_path / name)
+        r = infer_run(["--model_path", str(tmp_path / name), "--features", str(features), "--overwrite"], capsys,
+                      tmp_path)
+        assert r.returncode == 0 and f"note: checkpoint {tmp_path / name}: unwrapped" in r.stderr, r.stderr
+        assert (tmp_path / "out" / "scores.csv").read_text() == expected
+
+
 # ---- refusals: one line, no terminal codes, the file named, what blocked it said ----
 
 def refused(path, *words):
