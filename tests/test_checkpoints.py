@@ -324,6 +324,18 @@ def test_a_demo_checkpoint_on_video_names_both_sides(tmp_path, capsys, probe_i3d
     assert "these videos' features are I3D features of video" in warning[0]
 
 
+
+def test_a_demo_checkpoint_on_a_stream_names_both_sides(tmp_path, capsys, monkeypatch):
+    import stream
+    from helpers import GridProbe, write_video
+    monkeypatch.setattr(stream, "load_i3d", lambda path, device: GridProbe().to(device))
+    ckpt = our_checkpoint(tmp_path / "demo_best_2022.pkl", D=1024, dataset="demo", crops=1, extraction=None)
+    stream.main([str(write_video(tmp_path / "cam.mp4", 20)), "--model_path", ckpt, "--i3d_weights", "x.pt",
+                 "--threshold", "1e9", "--window", "4", "--output_dir", str(tmp_path / "out"), "--device", "cpu"])
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and f"checkpoint {ckpt} was trained on synthetic demo features" in warning[0]
+    assert "the stream's features are I3D features of video" in warning[0]
+
 def test_features_of_other_i3d_weights_or_extractor_name_both_sides(tmp_path, capsys, probe_i3d):
     """--features with extract.py's records beside them: a demo checkpoint, one trained on features of
     other I3D weights, and one of another extractor version each get a warning naming both."""
