@@ -4,6 +4,7 @@ Ours is rebuilt from its stored model name and config; a release's bare state di
 xd_best.pkl, UR-DMU's xd_trans_2022.pkl) from its keys and tensor shapes (model.config_from_state_dict),
 so no configuration flag is needed. Reading itself (weights_only, the formats) is utils.read_checkpoint's.
 """
+from features import read_record
 from model import MODELS, config_from_state_dict
 from utils import InputError, load_state, read_checkpoint
 
@@ -40,3 +41,60 @@ def load_model(path, asked=None):
     model = MODELS[name](**config)
     load_state(model, state, path)
     return model.eval(), record
+
+
+def trained_on(record):
+    """What a checkpoint's training features were, from its record: 'synthetic' (the demo dataset's
+    generated features, dataset.make_demo: no video behind them), 'extracted' (extract.py's I3D
+    features of video; the record's meta.extraction holds their settings), or None when it is not
+    known (a bare state dict; feature files without extraction records, as a dataset's published
+    features come)."""
+    meta = (record or {}).get("meta") or {}
+    if meta.get("dataset") == "demo":
+        return "synthetic"
+    return "extracted" if meta.get("extraction") else None
+
+
+def origin_warning(record, path, settings, what):
+    """A one-line warning naming both sides when the checkpoint at `path` (its `record`) was trained
+    on another kind of features than those about to be scored; None when they agree or either side
+    is not known. settings: the extraction settings of the features to score (what --video and
+    stream.py extract with now, or the record extract.py left beside feature files; the I3D weights
+    are compared only when given, video.records.other_weights), None when not known; what: names them.
+    Compared: synthetic demo features against I3D features of video; the extractor's version
+    (video.records.FEATURE_VERSION: decoding or the network changed between them); the I3D weights."""
+    if settings is None:
+        return None
+    kind = trained_on(record)
+    if kind == "synthetic":
+        return (f"checkpoint {path} was trained on synthetic demo features (--dataset demo: generated, not extracted "
+                f"from any video), and {what} are I3D features of video: its scores on them mean nothing; train on "
+                f"features of your own videos (extract.py) to score video")
+    if kind != "extracted":
+        return None
+    trained = record["meta"]["extraction"]
+    if trained.get("version") != settings.get("version"):
+        return (f"checkpoint {path} was trained on features of extractor version {trained.get('version')}, and "
+                f"{what} are of version {settings.get('version')} (decoding or the I3D network changed between "
+                f"them): scores may be wrong; extract its training features again, or these with that version")
+    if "weights" in settings:
+        from video.records import other_weights
+        differ = other_weights(trained.get("weights"), settings["weights"])
+        if differ:
+            return f"checkpoint {path} was trained on other features than {what}: {differ}"
+    return None
+
+
+def feature_files_warnings(record, path, videos):
+    """origin_warning of each distinct kind of the feature files of `videos` against the checkpoint,
+    from the extraction records extract.py left beside them (files without one are not known); each
+    names the first video it applies to and how many more."""
+    found = {}
+    for video in videos:
+        settings = (read_record(video) or {}).get("settings")
+        warning = origin_warning(record, path, settings, f"the features of {video.name} ({video.paths[0]})") \
+            if isinstance(settings, dict) else None
+        if warning:
+            key = origin_warning(record, path, settings, "these")
+            found.setdefault(key, [warning, 0])[1] += 1
+    return [w + (f" (and {n - 1} more videos so)" if n > 1 else "") for w, n in found.values()]

@@ -45,6 +45,7 @@ class Video:
     normal: bool | None         # None: not known (features scored without a list)
     crops: int | None = None    # the crops this video must have (None: any count); also the N of a
                                 # one-file (T, N, D) / (N, T, D) video
+    crops_from: str | None = None   # the checkpoint `crops` came from, named when the count differs
 
 
 def split_crop(path):
@@ -69,13 +70,21 @@ def check_crops(name, ks, places, n_crops, source, crops_from=None):
             raise InputError(f"{source}: video {name} appears more than once ({places[j - 1]} and {places[j]})")
     n = n_crops if n_crops is not None else ks[-1] + 1
     if crops_from and ks != list(range(n)) and ks == list(range(len(ks))):
-        raise InputError(f"{crops_from} was trained on {n}-crop features, but these have {len(ks)} crop(s) per video "
-                         f"({source}: video {name}, {places[0]}): give --crops {len(ks)} to score them with it")
+        raise other_crop_count(name, len(ks), n, crops_from, f"{source}: video {name}, {places[0]}")
     missing = [k for k in range(n) if k not in ks]
     if missing:
         raise InputError(f"{source}: video {name} is missing crop(s) {missing} of its {n} ({places[0]})")
     if ks[-1] >= n:
         raise InputError(f"{source}: video {name} has crop {ks[-1]}, but videos have {n} crops (--crops)")
+
+
+def other_crop_count(name, found, n, crops_from, where):
+    """The error for a video of `found` crops where the checkpoint `crops_from` was trained on n-crop
+    features, the same on every path that scores features (a test list, --features): each crop of a
+    feature set is a differently cropped view, and a detector scores the mean over the crops it was
+    trained with. where: the video's list line or file."""
+    return InputError(f"{crops_from} was trained on {n}-crop features, but these have {found} crop(s) per video "
+                      f"({where}): give --crops {found} to score them with it")
 
 
 def group_videos(files, source, n_crops=None, same_count=False, crops_from=None):
@@ -166,6 +175,8 @@ def video_shape(video, len_feature):
     if len(lengths) != 1:
         raise InputError(f"video {video.name}: its crop files have different numbers of snippets {sorted(lengths)}")
     n = sum(N for N, _, _, _ in layouts)
+    if video.crops is not None and n != video.crops and video.crops_from:
+        raise other_crop_count(video.name, n, video.crops, video.crops_from, f"video {video.name}, {video.paths[0]}")
     if video.crops is not None and n != video.crops:
         raise InputError(f"video {video.name} has {n} crop ({video.paths[0]} holds (snippets, D)), but videos have "
                          f"{video.crops} crops: name crop files <video>__<k>.npy, or give --crops {n}")
@@ -231,12 +242,13 @@ def scan_features(root_dir):
     return sorted(found)
 
 
-def find_videos(paths, len_feature, crops=None):
+def find_videos(paths, len_feature, crops=None, n_crops=None, crops_from=None):
     """Feature files and folders (searched recursively for .npy) -> [Video], labels unknown (normal None).
 
-    Crops are grouped by group_videos, each video with its own crop count. A one-file video is (T, D),
-    or (T, N, D) / (N, T, D) with N = crops. Every file's header is checked here, before anything is
-    scored.
+    Crops are grouped by group_videos, each video with its own crop count, or with n_crops (--crops,
+    or the count the checkpoint `crops_from` was trained on) when given, checked as a test list's are.
+    A one-file video is (T, D), or (T, N, D) / (N, T, D) with N = crops. Every file's header is
+    checked here, before anything is scored.
     """
     files = []
     for path in paths:
@@ -247,10 +259,10 @@ def find_videos(paths, len_feature, crops=None):
         else:
             raise InputError(f"--features path {path} does not exist")
     videos = []
-    for name, group in group_videos([(f, f) for f in files], "--features"):
+    for name, group in group_videos([(f, f) for f in files], "--features", n_crops, crops_from=crops_from):
         own = [path for _, path, _ in group]
         whole = len(own) == 1 and len(header_shape(own[0])) == 3        # one (T, N, D) / (N, T, D) file
-        video = Video(name, own, None, crops if whole else None)
+        video = Video(name, own, None, crops if whole else n_crops, crops_from if n_crops else None)
         video_shape(video, len_feature)
         videos.append(video)
     return videos

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from checkpoints import load_model
+from checkpoints import feature_files_warnings, load_model, origin_warning
 from dataset import dataset_info, ensure_lists, load_test_set, make_demo
 from distributed import start
 from features import FRAMES_PER_SNIPPET, FeatureWidth, Video, find_videos, load_video, read_record
@@ -66,7 +66,7 @@ def score_features(model, videos, device):
     produced them (feature files, a test list, features extracted from a video).
     """
     model.eval()
-    return [(name, score_video(model, features, device)) for name, features in videos]
+    return [(name, score_video(model, features, device, name)) for name, features in videos]
 
 
 def score_shards(ranks, model, videos, device, len_feature):
@@ -236,8 +236,8 @@ def evaluate_test_set(args, model, device, table, ranks):
     mine = ranks.shard([sum(os.path.getsize(p) for p in v.paths) for v in videos])
     features = [test_set.features[i] for i in mine] if ranks.first else \
         [load_video(videos[i], args.len_feature) for i in mine]
-    scores = ranks.gather_in_order(mine, score_batched(model, features, device, args.eval_snippets, args.amp),
-                                   len(videos))
+    scores = ranks.gather_in_order(mine, score_batched(model, features, device, args.eval_snippets, args.amp,
+                                                       [videos[i].name for i in mine]), len(videos))
     if not ranks.first:
         return Evaluation(scored=False)
     metrics, lines = {}, []
@@ -310,6 +310,10 @@ def extract_videos_for_scoring(args, device, ranks, record=None):
     from video.backends import i3d_backend
     if args.len_feature != 1024:
         raise InputError(f"checkpoint {args.model_path} takes {args.len_feature}-d features; I3D gives 1024-d")
+    from video.records import FEATURE_VERSION
+    warning = origin_warning(record, args.model_path, dict(version=FEATURE_VERSION), "these videos' features")
+    if warning and ranks.first:
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         paths, sizes = plan_videos(ranks, args.video)
         with ranks.together():
@@ -420,7 +424,10 @@ def main(argv=None):
             if args.video:
                 videos, sources = extract_videos_for_scoring(args, device, ranks, record)
             else:
-                videos = find_videos(args.features, args.len_feature, dataset_info(args).crops)
+                info = dataset_info(args)     # the crop count is checked as on a test list (when known)
+                videos = find_videos(args.features, args.len_feature, info.crops, args.crops, info.crops_from)
+                for warning in feature_files_warnings(record, args.model_path, videos) if ranks.first else []:
+                    print(f"warning: {warning}", file=sys.stderr)
             results = score_shards(ranks, run_model, videos, device, args.len_feature)
             if results is None:         # ranks other than 0: rank 0 has every score and writes the outputs
                 return

@@ -93,7 +93,7 @@ def read_list(list_file, root_dir, info):
         if len({label for label, _ in labels[name]}) > 1:
             raise InputError(f"{list_file}: the crops of video {name} have different labels (line "
                              f"{labels[name][0][1]})")
-        videos.append(Video(name, [path for _, path, _ in crops], False, info.crops))
+        videos.append(Video(name, [path for _, path, _ in crops], False, info.crops, info.crops_from))
     label_videos(videos, [labels[v.name][0][0] for v in videos], info, f"list file {list_file}")
     return videos
 
@@ -178,7 +178,7 @@ def make_lists(root_dir, dataset, info, list_dir="list", test_videos=None, label
     videos, own = [], {}
     for name, crops in group_videos(files, source, info.crops, same_count=True, crops_from=info.crops_from):
         own[name] = [rel for _, _, rel in crops]
-        videos.append(Video(name, [path for _, path, _ in crops], False, info.crops))
+        videos.append(Video(name, [path for _, path, _ in crops], False, info.crops, info.crops_from))
 
     widths = {}
     for v in videos:

@@ -13,7 +13,7 @@ earlier run's, in --output_dir: scores.csv, events.jsonl, metrics.json, stream.l
 """
 import sys
 
-from checkpoints import load_model
+from checkpoints import load_model, origin_warning
 from live.reader import format_reconnect, parse_option, parse_reconnect, source_name
 from live.run import run_stream, stop_on_signals, stream_output_dir
 from live.settings import StreamSettings, extraction_defaults
@@ -23,7 +23,7 @@ from options import (BACKENDS, BACKEND_HELP, PRECISIONS, PRECISION_HELP, Parser,
 from thresholds import checkpoint_calibration, resolve_threshold
 from utils import InputError, check_inputs, one_line, pick_device, run_cli
 from video.backends import i3d_backend
-from video.records import checkpoint_weights_warning
+from video.records import FEATURE_VERSION, checkpoint_weights_warning
 from video.weights import load_i3d
 
 
@@ -145,6 +145,9 @@ def main(argv=None):
         raise InputError(one_line(e)) from None
     if warning:             # the training features came from other weights than these
         print(f"warning: checkpoint {args.model_path}: {warning}", file=sys.stderr)
+    warning = origin_warning(record, args.model_path, dict(version=FEATURE_VERSION), "the stream's features")
+    if warning:             # the training features were synthetic, or of another extractor version
+        print(f"warning: {warning}", file=sys.stderr)
     stop_on_signals()
     info = dict(checkpoint=args.model_path, model=model_name(model), step=record["step"] if record else None,
                 threshold_source=source)

@@ -30,22 +30,42 @@ from sklearn.metrics import auc, average_precision_score, precision_recall_curve
 
 from features import FRAMES_PER_SNIPPET
 from options import EVAL_SNIPPETS
+from utils import InputError
 
 METRICS = ("AUC", "AP", "AUC_sub", "AP_sub")   # snippet_metrics' keys, in the published tables' order
 MIN_FILL = 0.8          # a video joins a batch only if it is at least this fraction of its padded length
 
 
+def finite_scores(scores, name, features):
+    """`scores` (T,) of video `name`, unchanged when all are finite; else an InputError naming the
+    video and the cause: NaN or inf in its features (N, T, D), or, with finite features, in what the
+    model made of them (weights that overflow or diverged). Every scoring path ends here (score_video,
+    score_batched: infer.py, test-set evaluation, stream.py), so a NaN score never reads as "not
+    anomalous": NaN > threshold is False, and a threshold of NaN scores finds no segment."""
+    bad = ~np.isfinite(scores)
+    if not bad.any():
+        return scores
+    x = np.asarray(features[0]) if len(features) == 1 else np.stack([np.asarray(f) for f in features])
+    inputs = int((~np.isfinite(x)).sum())
+    cause = f"its features hold {inputs} NaN or inf value(s)" if inputs else \
+        "its features are finite, so the model's weights give them (weights that overflow or diverged)"
+    raise InputError(f"video {name}: {int(bad.sum())} of its {len(scores)} snippet scores are NaN or inf (the "
+                     f"first at snippet {int(np.argmax(bad))}): {cause}")
+
+
 @torch.no_grad()
-def score_video(model, features, device):
-    """features: (N, T, D) array -> (T,) snippet scores, the mean over crops of each crop's score."""
+def score_video(model, features, device, name="?"):
+    """features: (N, T, D) array -> (T,) snippet scores, the mean over crops of each crop's score.
+    name: the video's, for the error when a score is not finite (finite_scores)."""
     x = torch.as_tensor(features, dtype=torch.float32, device=device)
-    return model(x).mean(0).float().cpu().numpy()                 # model(x): (N, T), one row per crop
+    scores = model(x).mean(0).float().cpu().numpy()               # model(x): (N, T), one row per crop
+    return finite_scores(scores, name, features)
 
 
 def score_test_set(model, test_set, device):
     """Snippet scores of every test video, list order."""
     model.eval()
-    return [score_video(model, f, device) for f in test_set.features]
+    return [score_video(model, f, device, v.name) for f, v in zip(test_set.features, test_set.videos)]
 
 
 def to_frames(snippet_scores):
@@ -104,10 +124,11 @@ def autocast(device, amp):
 
 
 @torch.no_grad()
-def score_batched(model, features, device, max_snippets=EVAL_SNIPPETS, amp=False):
+def score_batched(model, features, device, max_snippets=EVAL_SNIPPETS, amp=False, names=None):
     """The same scores as [score_video(model, f, device) for f in features], in packed passes.
 
-    features: per video an (N, T, D) array (or a list of N (T, D) arrays, e.g. memory-mapped).
+    features: per video an (N, T, D) array (or a list of N (T, D) arrays, e.g. memory-mapped);
+    names: the videos', for the error when a score is not finite (finite_scores).
     """
     model.eval()
     lengths = [len(f[0]) for f in features]
@@ -126,7 +147,9 @@ def score_batched(model, features, device, max_snippets=EVAL_SNIPPETS, amp=False
             s = model(torch.from_numpy(x).to(device), mask).float().cpu().numpy()   # (R, L), one row per crop
         for r, (i, k) in enumerate(rows):
             sums[i] += s[r, :lengths[i]]
-    return [(total / n).astype(np.float32) for total, n in zip(sums, crops)]
+    names = names or [f"{i + 1} of {len(features)}" for i in range(len(features))]
+    return [finite_scores((total / n).astype(np.float32), name, f)
+            for total, n, name, f in zip(sums, crops, names, features)]
 
 
 def weighted_auc_ap(scores, positives, negatives):
@@ -168,7 +191,7 @@ def snippet_metrics(snippet_scores, gt, abnormal_frames):
 
 def evaluate(model, test_set, device, max_snippets=EVAL_SNIPPETS, amp=False):
     """-> (metrics in percent, per-video snippet scores), by the fast path."""
-    scores = score_batched(model, test_set.features, device, max_snippets, amp)
+    scores = score_batched(model, test_set.features, device, max_snippets, amp, [v.name for v in test_set.videos])
     return snippet_metrics(scores, test_set.gt, test_set.abnormal_frames), scores
 
 

@@ -5,15 +5,18 @@ read with torch.load(weights_only=True). Ours hold plain types:
   {"format": "bn-wvad", "model": "bnwvad" | "urdmu", "model_config": {...}, "state_dict": {...},
    "step": int, "metrics": {...}, "meta": {...}}
 (a checkpoint written before "model" existed holds BN-WVAD).
-The authors' release saves a bare state dict; `load_checkpoint` accepts both.
+The authors' release saves a bare state dict; `read_checkpoint`, the one reader, accepts both, and
+the state dicts other training code saves (wrapped, prefixed, with numpy and argparse metadata).
 """
 import argparse
 import contextlib
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
+import warnings
 
 import numpy as np
 import torch
@@ -214,7 +217,75 @@ def save_checkpoint(path, model, step, metrics, model_name="bnwvad", **meta):
 
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights")  # where other code keeps it
+WRAPPER_PREFIXES = ("module", "_orig_mod")  # DataParallel / DistributedDataParallel, torch.compile: never our names
 _noted = set()   # checkpoints whose unwrapping was already said in this process
+
+
+def checkpoint_globals():
+    """What torch.load(weights_only=True) may build besides tensors and plain types, for the metadata
+    other training code saves beside a state dict: numpy scalars, arrays and dtypes (an 'ap' of
+    numpy.float64, an 'epoch' of numpy.int64) and argparse.Namespace ('args'). Each is data: a class
+    made empty and given its fields, never a function that runs. numpy 2 moved numpy.core to
+    numpy._core; a file pickled under numpy 1 names the old module, admitted under that name too."""
+    core = getattr(np, "_core", None) or np.core
+    dtypes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
+    return [argparse.Namespace, np.ndarray, np.dtype, *dtypes, core.multiarray.scalar, core.multiarray._reconstruct,
+            (core.multiarray.scalar, "numpy.core.multiarray.scalar"),
+            (core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]
+
+
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def plain_text(text):
+    """A library's message as plain one-line text: terminal codes removed, lines joined."""
+    return " ".join(_TERMINAL_CODES.sub("", str(text)).split())
+
+
+def load_failure(path, error):
+    """Why torch.load(weights_only=True) could not read `path`, as the rest of one line ("... is cut
+    short"), translated from torch's message (several lines, with terminal codes and advice to load
+    without weights_only, which would run the file's code)."""
+    text = _TERMINAL_CODES.sub("", str(error))
+    blocked = re.findall(r"GLOBAL ([\w.]+)", text)
+    if blocked:
+        with contextlib.suppress(Exception), torch.serialization.safe_globals(checkpoint_globals()):
+            blocked = torch.serialization.get_unsafe_globals_in_checkpoint(path) or blocked   # all, not the first
+        hint = " (a whole pickled model: save its state_dict() instead)" if any(b.startswith("torch.nn.")
+                                                                               for b in blocked) else ""
+        blocked = sorted(dict.fromkeys(blocked), key=lambda b: (b.startswith("torch."), b))
+        shown = ", ".join(blocked[:4]) + (f" and {len(blocked) - 4} more" if len(blocked) > 4 else "")
+        return (f"holds {shown}{hint}, which is not data: a checkpoint is read as "
+                f"tensors, numbers, strings, numpy scalars and arrays and argparse.Namespace, and nothing in it is "
+                f"run")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "is not a readable PyTorch checkpoint: it is empty"
+    if isinstance(error, EOFError) or "central directory" in text:
+        return "is not a readable PyTorch checkpoint: it ends early (cut short while it was written or copied?)"
+    if head[:2] != b"PK" and head[:1] != b"\x80":
+        return (f"is not a readable PyTorch checkpoint: torch.save writes a zip archive or a pickle, and this file "
+                f"starts {head!r}")
+    operand = re.search(r"Unsupported operand (\d+)", text)
+    if operand:
+        return (f"is not a readable PyTorch checkpoint: its pickle uses operation {operand.group(1)}, which the "
+                f"weights-only reader does not take (a pickle that torch.save did not write?)")
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, re.S)
+    return f"is not a readable PyTorch checkpoint: {plain_text(found.group(1) if found else text.split('. ')[0])}"
+
+
+def read_torch_file(path):
+    """torch.load(path, weights_only=True) with checkpoint_globals admitted: data, never code. A
+    file that cannot be read so is an InputError naming it and what blocked it (load_failure)."""
+    if not os.path.isfile(path):
+        raise InputError(f"checkpoint {path} does not exist")
+    try:
+        with torch.serialization.safe_globals(checkpoint_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # torch's note on a pickle protocol it did not write
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and weights-only errors all mean "not a checkpoint we can read"
+        raise InputError(f"checkpoint {path} {load_failure(path, e)}") from None
 
 
 def is_state_dict(obj):
@@ -222,40 +293,67 @@ def is_state_dict(obj):
     return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())
 
 
+def strip_wrapper_prefixes(name):
+    """'module._orig_mod.embedding.x' -> 'embedding.x': the `module.` (DataParallel,
+    DistributedDataParallel) and `_orig_mod.` (torch.compile) parts wrappers add, in any order and
+    any number, before the name; `_orig_mod.` also inside it (a compiled submodule)."""
+    parts = name.split(".")
+    while len(parts) > 1 and parts[0] in WRAPPER_PREFIXES:
+        parts = parts[1:]
+    return ".".join(p for p in parts[:-1] if p != "_orig_mod") + ("." if len(parts) > 1 else "") + parts[-1]
+
+
 def unwrap_state_dict(obj):
     """(state dict, what was unwrapped or None) from a bare state dict or one that other training code
     wrapped: {'epoch', 'state_dict', 'optimizer', ...} (or 'model_state_dict', 'model', 'net', 'network',
-    'weights'), and/or keys all prefixed 'module.' (nn.DataParallel, DistributedDataParallel). None
-    when it is neither."""
+    'weights', one inside another too), and/or keys prefixed by wrappers (strip_wrapper_prefixes).
+    None when it is neither."""
     done = []
     if not is_state_dict(obj) and isinstance(obj, dict):
-        key = next((k for k in WRAPPER_KEYS if is_state_dict(obj.get(k))), None)
-        if key is None:
-            return None, None
-        others = sorted(str(k) for k in obj if k != key)
-        done.append(f"the state dict under {key!r}" + (f" (the other keys, {others[:6]}, are ignored)" if others else ""))
-        obj = obj[key]
+        for key in WRAPPER_KEYS:
+            inner, said = unwrap_state_dict(obj.get(key)) if isinstance(obj.get(key), dict) else (None, None)
+            if inner is not None:
+                others = sorted(str(k) for k in obj if k != key)
+                done.append(f"the state dict under {key!r}" + (f" (the other keys, {others[:6]}, are ignored)"
+                                                               if others else ""))
+                return inner, "; ".join(done + ([said] if said else []))
+        return None, None
     if not is_state_dict(obj):
         return None, None
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-        done.append("the 'module.' prefix of every key (a DataParallel / DistributedDataParallel model)")
+    names = {k: strip_wrapper_prefixes(k) for k in obj}
+    if len(set(names.values())) < len(names):
+        return None, None
+    if any(k != n for k, n in names.items()):
+        obj = {names[k]: v for k, v in obj.items()}
+        found = [p for p in WRAPPER_PREFIXES if any(p in k.split(".")[:-1] for k in names)]
+        done.append(f"the {' and '.join(repr(p + '.') for p in found)} prefixes of the keys (a DataParallel / "
+                    f"DistributedDataParallel or torch.compile model)")
     return obj, ("; ".join(done) or None)
 
 
-def read_checkpoint(path):
-    """torch.load(weights_only=True) with one-line errors. Returns (state_dict, our record or None).
+def check_finite(state, path):
+    """An InputError naming the first tensor of a state dict that holds NaN or inf values (the
+    weights of a run that diverged: every score would be NaN)."""
+    for name, tensor in state.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise InputError(f"checkpoint {path}: tensor {name} holds {bad} NaN or inf value(s) of "
+                                 f"{tensor.numel()} (the training run that saved it diverged; use an earlier "
+                                 f"checkpoint)")
 
-    A state dict other training code saved is unwrapped (unwrap_state_dict), with a note on stderr
-    saying what was; anything else is an InputError naming the top-level keys found."""
-    if not os.path.isfile(path):
-        raise InputError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and weights-only errors all mean "not a checkpoint we can read"
-        reason = one_line(e)
-        raise InputError(f"{path} is not a readable PyTorch checkpoint ({reason[:200]})") from None
+
+def read_checkpoint(path):
+    """The one checkpoint reader: (state_dict, our record or None).
+
+    The file is read as data (read_torch_file: torch.load(weights_only=True) with numpy scalars and
+    argparse.Namespace admitted). A state dict other training code saved is unwrapped
+    (unwrap_state_dict), with a note on stderr saying what was; weights that are not finite are
+    refused (check_finite); anything else is an InputError naming the file and the top-level keys
+    found. Every error is one line."""
+    obj = read_torch_file(path)
     if isinstance(obj, dict) and obj.get("format") == CKPT_FORMAT:
+        check_finite(obj["state_dict"], path)
         return obj["state_dict"], obj
     state, unwrapped = unwrap_state_dict(obj)
     if state is None:
@@ -263,6 +361,7 @@ def read_checkpoint(path):
             else f"a {type(obj).__name__}" + (" (empty)" if isinstance(obj, dict) else "")
         raise InputError(f"{path} is neither a BN-WVAD checkpoint nor a state dict: it holds {found}, and none of "
                          f"{list(WRAPPER_KEYS)} holds a state dict")
+    check_finite(state, path)
     if unwrapped and path not in _noted:
         _noted.add(path)
         print(f"note: checkpoint {path}: unwrapped {unwrapped}", file=sys.stderr)

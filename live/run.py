@@ -156,7 +156,7 @@ class LiveRun:
         self.paced = reader.live or s.realtime            # a clock to lag behind
         self.out = Outputs(output_dir, name, quiet)
         self.health = Health()
-        self.scorer = CausalScorer(model, next(model.parameters()).device, s.window, s.delay)
+        self.scorer = CausalScorer(model, next(model.parameters()).device, s.window, s.delay, name)
         self.alarm = Alarm(threshold, s.min_snippets)
         # the clip buffer holds what an event that has not opened yet may need (see ClipRecorder.trim)
         ring = CLIP_FPS_BOUND * s.pre_roll + SNIPPET * (s.min_snippets + s.delay + s.batch_size + 2)

@@ -21,8 +21,8 @@ class CausalScorer:
     features alone. Only the last W snippets' features are kept (all of them with window None).
     """
 
-    def __init__(self, model, device, window, delay=0):
-        self.model, self.device, self.delay = model, device, delay
+    def __init__(self, model, device, window, delay=0, name="the stream"):
+        self.model, self.device, self.delay, self.name = model, device, delay, name
         self.features = deque(maxlen=window)   # (crops, D) per snippet, the newest last
         self.pending = deque()                  # snippets received, not yet scored (at most delay + 1)
 
@@ -39,7 +39,7 @@ class CausalScorer:
     def _score(self):
         item = self.pending.popleft()
         window = np.stack(self.features, axis=1)                                   # (crops, w, D)
-        return item, float(score_video(self.model, window, self.device)[-1 - len(self.pending)])
+        return item, float(score_video(self.model, window, self.device, self.name)[-1 - len(self.pending)])
 
 
 def causal_scores(model, features, window, delay=0, device="cpu", max_snippets=EVAL_SNIPPETS):

@@ -343,7 +343,7 @@ def test_checkpoints_other_code_saved_are_unwrapped_with_a_note(tmp_path, capsys
     torch.manual_seed(0)
     state = BNWVAD(1024).state_dict()
     module = {f"module.{k}": v for k, v in state.items()}
-    cases = {"ddp.pt": (module, "the 'module.' prefix of every key"),                       # OpenTAD#44
+    cases = {"ddp.pt": (module, "the 'module.' prefixes of the keys"),                       # OpenTAD#44
              "wrapped.pt": ({"epoch": 7, "state_dict": state, "optimizer": {"state": {}, "param_groups": []}},
                             "the state dict under 'state_dict' (the other keys, ['epoch', 'optimizer'], are ignored)"),
              "both.pt": ({"model_state_dict": module, "step": 3}, "the state dict under 'model_state_dict'")}

@@ -8,6 +8,7 @@ import torch
 from conftest import shared_path
 from model import BNWVAD
 from train import train_step
+from utils import read_checkpoint
 
 TOL = 1e-4
 
@@ -20,7 +21,7 @@ def fixture_dir():
 def release_model(fixture_dir):
     cfg = json.loads((fixture_dir / "expected.json").read_text())["config"]
     model = BNWVAD(**cfg)
-    model.load_state_dict(torch.load(fixture_dir / "state_dict.pkl", weights_only=True), strict=True)
+    model.load_state_dict(read_checkpoint(str(fixture_dir / "state_dict.pkl"))[0], strict=True)
     return model
 
 

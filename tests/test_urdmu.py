@@ -12,6 +12,7 @@ from model import BNWVAD, LOCAL_REACH, MODELS, URDMU, config_from_state_dict
 from reference import release_model
 from test import score_batched, score_video
 from train import train_step
+from utils import read_checkpoint
 
 TOL = 1e-4
 CPU = torch.device("cpu")
@@ -27,7 +28,7 @@ def fixture_dir():
 def release_urdmu(fixture_dir):
     cfg = json.loads((fixture_dir / "expected.json").read_text())["config"]
     model = URDMU(**cfg)
-    model.load_state_dict(torch.load(fixture_dir / "state_dict.pkl", weights_only=True), strict=True)
+    model.load_state_dict(read_checkpoint(str(fixture_dir / "state_dict.pkl"))[0], strict=True)
     return model
 
 
@@ -70,10 +71,10 @@ def test_three_training_steps_match_release(fixture_dir):
 
 def test_release_state_dicts_are_recognised(fixture_dir):
     exp = json.loads((fixture_dir / "expected.json").read_text())
-    state = torch.load(fixture_dir / "state_dict.pkl", weights_only=True)
+    state = read_checkpoint(str(fixture_dir / "state_dict.pkl"))[0]
     assert config_from_state_dict(state) == ("urdmu", exp["config"])
     parity = shared_path("fixtures", "parity")
-    state = torch.load(parity / "state_dict.pkl", weights_only=True)
+    state = read_checkpoint(str(parity / "state_dict.pkl"))[0]
     assert config_from_state_dict(state) == ("bnwvad", json.loads((parity / "expected.json").read_text())["config"])
 
 
