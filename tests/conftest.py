@@ -5,9 +5,16 @@ summary at the end of every run of which of the README's claims this run checked
 The fixtures (outputs of the authors' releases, real dataset metadata) sit in ../shared beside the
 repository where the project is developed and in CI; a user's clone has none, unless they point
 BNWVAD_SHARED at a copy."""
+import importlib.util
+import json
 import os
+import pwd
+import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +79,129 @@ def i3d_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BNWVAD_CACHE", str(path))
         yield path
+
+
+class Broker:
+    """A real MQTT broker: Debian's mosquitto on a free loopback port, its configuration generated in a
+    temporary folder; stop() and start() restart it on the same port (as a broker restart in the field),
+    keeping its sessions on disk, so a subscriber's QoS 1 messages wait for it across the restart."""
+
+    def __init__(self, exe, folder):
+        self.exe, self.folder = exe, Path(folder) / "mosquitto"
+        self.folder.mkdir(exist_ok=True)
+        self.port = free_port()
+        self.config = self.folder / "mosquitto.conf"
+        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                               f"persistence true\npersistence_location {self.folder}/\n"
+                               f"user {pwd.getpwuid(os.getuid()).pw_name}\n")   # as root, it would become 'mosquitto'
+
+        self.process = None
+        self.start()
+
+    def url(self, prefix="bnwvad"):
+        return f"mqtt://127.0.0.1:{self.port}/{prefix}"
+
+    def start(self):
+        log = open(self.folder / "mosquitto.log", "ab")
+        self.process = subprocess.Popen([self.exe, "-c", str(self.config)], stdout=log, stderr=log)
+        log.close()
+        wait_for_port(self.port, self.process, self.folder / "mosquitto.log")
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+    def subscribe(self, topic):
+        """A paho client subscribed to `topic` (QoS 1, a session the broker keeps): returns (client, queue of
+        (topic, JSON payload))."""
+        import queue
+        import paho.mqtt.client as paho
+        got, ready = queue.Queue(), threading.Event()
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{os.getpid()}-{id(got):x}",
+                             clean_session=False)
+        client.reconnect_delay_set(0.1, 1)
+        client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        client.on_subscribe = lambda c, u, mid, rcs, p: ready.set()
+        client.on_message = lambda c, u, m: got.put((m.topic, json.loads(m.payload)))
+        client.connect("127.0.0.1", self.port)
+        client.loop_start()
+        assert ready.wait(10), "the test subscriber could not subscribe"
+        return client, got
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, process, log, seconds=10):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mosquitto exited at start: {Path(log).read_text()[-500:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"mosquitto did not listen on port {port} within {seconds} s")
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """A running Broker (mosquitto, started here on loopback), or skip, saying how to install it."""
+    if importlib.util.find_spec("paho") is None:
+        pytest.skip("paho-mqtt is not installed: pip install -r requirements-test.txt (CI installs it)")
+    exe = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+    if exe is None:
+        pytest.skip("mosquitto not found: the MQTT tests need Debian's broker, apt-get install mosquitto "
+                    "(CI installs it)")
+    broker = Broker(exe, tmp_path)
+    yield broker
+    broker.stop()
+
+
+class HookServer:
+    """A real local HTTP server on loopback recording each POST's JSON body; it answers the statuses in
+    `answers` in turn (then 200), and after `wait` seconds when that is set (a slow receiver)."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.bodies, self.times, self.answers, self.wait = [], [], [], 0.0
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.times.append(time.monotonic())
+                status = hook.answers.pop(0) if hook.answers else 200
+                time.sleep(hook.wait)
+                if status == 200:
+                    hook.bodies.append(json.loads(body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def hook_server():
+    server = HookServer()
+    yield server
+    server.close()
 
 
 @pytest.hookimpl(hookwrapper=True)
