@@ -440,3 +440,68 @@ def section_backends(args, work, rng, results):
         f"{errors[key][1]:.1e}" for key in columns) + " |")
     print("  | fraction of the GEMM peak | " + " | ".join(
         f"{max(got.values()) * gflop / peaks[(key[0], key[2])]:.0%}" for key, got in columns.items()) + " |", flush=True)
+
+
+# stream.py as its command line runs, with the I3D replaced (bench_video.stand_in_i3d): sections l and m
+STREAM_RUNNER = ("import sys; sys.path.insert(0, sys.argv.pop(1)); kind = sys.argv.pop(1); import stream, bench_video; "
+                 "stream.load_i3d = lambda path, device: bench_video.stand_in_i3d(kind).to(device); "
+                 "stream.run_cli(stream.main)")
+
+
+def stand_in_i3d(kind):
+    """The network stream.py runs in sections l and m instead of the Kinetics I3D: 'standin' (PoolProbe, next to
+    free: the plumbing is timed) or 'random' (InceptionI3d with random weights: I3D's real cost)."""
+    return PoolProbe() if kind == "standin" else random_i3d()
+
+
+def stream_command(kind, *argv):
+    return [sys.executable, "-c", STREAM_RUNNER, str(Path(__file__).resolve().parent), kind, *argv]
+
+
+def score_span(folders):
+    """(snippets, seconds from the first snippet's arrival to the last's) over the scores.csv of `folders`."""
+    import csv
+    import datetime
+    walls = []
+    for folder in folders:
+        with open(os.path.join(folder, "scores.csv"), newline="") as f:
+            walls += [datetime.datetime.fromisoformat(r[6]).timestamp() for r in list(csv.reader(f))[1:]]
+    return len(walls), max(walls) - min(walls)
+
+
+def section_site(args, work, rng, results):
+    from utils import save_checkpoint
+    n, kind = args.site_cameras, args.site_i3d
+    checkpoint = os.path.join(work, "site.pkl")
+    torch.manual_seed(0)
+    save_checkpoint(checkpoint, BNWVAD(1024).eval(), 1, {"AP": 0.0})
+    videos = [write_pattern_video(os.path.join(work, f"cam{i}.mp4"), 16 * args.site_snippets, 25, rng)
+              for i in range(n)]
+    common = ["--device", args.device, "--backend", "torch", "--threshold", "1e9", "--crops", "1", "--queue", "2",
+              "--i3d_batch", str(max(n, 2)), "--i3d_weights", "unused", "--status_every", "1e9"]
+    what = "PoolProbe stand-in for I3D (plumbing only)" if kind == "standin" else "random-weight I3D, torch fp32"
+    print(f"(l) {n} cameras in one process (stream.py --config) against {n} processes (stream.py each): "
+          f"{args.site_snippets} snippets of a 320x256 file per camera, read as fast as they go, 1 crop, {what}, "
+          f"on {args.device}")
+    site = os.path.join(work, "site.toml")
+    Path(site).write_text(f'model_path = "{checkpoint}"\noutput_dir = "{os.path.join(work, "site")}"\n' + "".join(
+        f'[cameras.cam{i}]\nsource = "{video}"\n' for i, video in enumerate(videos)))
+    _, t_one = timed(lambda: subprocess.run(stream_command(kind, "--config", site, *common), check=True,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    one = score_span([os.path.join(work, "site", f"cam{i}") for i in range(n)])
+
+    def separate():
+        processes = [subprocess.Popen(stream_command(kind, video, "--model_path", checkpoint, "--output_dir",
+                                                     os.path.join(work, f"proc{i}"), *common),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     for i, video in enumerate(videos)]
+        if any(p.wait() for p in processes):
+            raise RuntimeError("a stream.py process failed")
+    _, t_many = timed(separate)
+    many = score_span([os.path.join(work, f"proc{i}") for i in range(n)])
+    rate_one, rate_many = one[0] / one[1], many[0] / many[1]
+    row(results, "l", f"{n} cameras: snippets/s scored, one process vs {n} processes ({kind})", rate_one, rate_many,
+        "snippets/s", True)
+    results[-1].update(i3d=kind, cameras=n, wall_one_s=t_one, wall_many_s=t_many)
+    print(f"    whole commands (start-up and model loading included): one process {t_one:.1f} s, {n} processes "
+          f"{t_many:.1f} s (x{t_many / t_one:.2f})", flush=True)

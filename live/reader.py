@@ -212,7 +212,7 @@ class Reader:
             buffer.append(frame)
             if len(buffer) < SNIPPET:
                 continue
-            shapes = {f.shape for f in buffer}
+            shapes = list(dict.fromkeys(f.shape for f in buffer))      # in the order they came
             if len(shapes) > 1 and not self.said_shape:     # once per run: it is not a fault
                 self.said_shape = True
                 self._put(Notice("warning", f"{redact(self.source)}: the source changed its frame size mid-stream "
@@ -261,7 +261,7 @@ class Reader:
                 self.anchor = now
                 return 0.0
             # an earlier run's stream time goes on: its last snippet's end, plus the time since, as an outage
-            since = max(0.0, time.time() - (now - time.monotonic()) - self.resume.wall) if self.live else 0.0
+            since = max(0.0, time.time() - (time.monotonic() - now) - self.resume.wall) if self.live else 0.0
             offset = self.resume.end_s + since
             self.anchor, self.last_arrival = now - offset, now - since
             self.outage_s += since
