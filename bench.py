@@ -58,6 +58,12 @@ Live video and I3D backends (not in the default run: `python bench.py --sections
      through one stream.py per camera at once; snippets per second over the span of their arrivals (from
      scores.csv), and the whole commands' times. --site_i3d standin (default; a stand-in that costs next
      to nothing, so the plumbing is what is timed) or random (I3D with random weights)
+  m  a soak of the site service: 2 cameras of --soak_minutes of testsrc2 each, served over TCP faster than real
+     time and dropped every --soak_minutes / --soak_segments minutes, through stream.py --config with a
+     stand-in for I3D (the plumbing is under test), clips on, rollover, a webhook and (with mosquitto and
+     paho-mqtt) an MQTT broker restarted a third of the way, and a kill -9 and restart half way; reports the
+     site process's resident memory against video time, snippets sent against scored, events written against
+     delivered per sink, and whether every file parses
 Sections i and k end with their results as a markdown table, to paste into README.md.
 Feature files are written to a temporary folder (in the OS page cache, so "from disk" reads are
 mostly memory reads) and removed at the end.
@@ -74,7 +80,7 @@ import numpy as np
 import torch
 
 from bench_video import (section_backends, section_causal, section_distributed, section_extract, section_memory,
-                         section_review, section_site, section_stream)
+                         section_review, section_site, section_soak, section_stream)
 from benchtools import peak_rss, row, timed
 from dataset import TestSet, TrainItems
 from features import Video
@@ -129,6 +135,8 @@ def parse_args(argv=None):
     p.add_argument("--site_snippets", type=int, default=24, help="(l) snippets of each camera's video")
     p.add_argument("--site_i3d", default="standin", choices=("standin", "random"),
                    help="(l) the network: a stand-in that costs next to nothing, or I3D with random weights")
+    p.add_argument("--soak_minutes", type=float, default=120.0, help="(m) minutes of video per camera")
+    p.add_argument("--soak_segments", type=int, default=8, help="(m) connections per camera (each dropped at its end)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--score_one", type=int, nargs=3, metavar=("T", "CROPS", "REF"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -302,7 +310,7 @@ def main():
     results = []
     sections = dict(a=section_items, b=section_eval, c=section_train, d=section_long, e=section_extract,
                     f=section_distributed, g=section_causal, h=section_review, i=section_stream,
-                    j=section_memory, k=section_backends, l=section_site)
+                    j=section_memory, k=section_backends, l=section_site, m=section_soak)
     with tempfile.TemporaryDirectory(prefix="bench-") as work:
         for s in args.sections:
             sections[s](args, work, rng, results)

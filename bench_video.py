@@ -505,3 +505,211 @@ def section_site(args, work, rng, results):
     results[-1].update(i3d=kind, cameras=n, wall_one_s=t_one, wall_many_s=t_many)
     print(f"    whole commands (start-up and model loading included): one process {t_one:.1f} s, {n} processes "
           f"{t_many:.1f} s (x{t_many / t_one:.2f})", flush=True)
+
+
+def serve_segments(port, seconds, segments, log):
+    """A camera that drops: `segments` times, ffmpeg's testsrc2 (320x256, 25 fps, `seconds` long, MPEG-4 in
+    MPEG-TS) sent to the one client of tcp://127.0.0.1:port as fast as it takes it, then the connection closed;
+    log gets each segment's exit status (0: all of it sent)."""
+    for _ in range(segments):
+        server = subprocess.run(["ffmpeg", "-v", "quiet", "-f", "lavfi", "-i",
+                                 f"testsrc2=size=320x256:rate=25:duration={seconds}", "-c:v", "mpeg4", "-q:v", "5",
+                                 "-g", "25", "-f", "mpegts", f"tcp://127.0.0.1:{port}?listen=1"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log.append(server.returncode)
+
+
+def soak_threshold(checkpoint, work, seconds=60):
+    """The 0.95 quantile of the stand-in's live scores over a minute of testsrc2 (run_stream, as stream.py
+    scores it): events now and then."""
+    from checkpoints import load_model
+    from live.run import run_stream
+    from live.settings import StreamSettings
+    model, _ = load_model(checkpoint)
+    scores = []
+    run_stream(f"testsrc2=size=320x256:rate=25:duration={seconds}", model, PoolProbe(), os.path.join(work, "pre"),
+               float("inf"), StreamSettings(input_format="lavfi", live=False, status_every=1e9),
+               on_score=lambda row: scores.append(row["score"]), quiet=True)
+    return float(np.quantile(scores, 0.95))
+
+
+def start_broker(work):
+    """Debian's mosquitto on a free loopback port, or None when it or paho-mqtt is missing: (process, port, conf)."""
+    import importlib.util
+    import shutil
+    exe = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+    if exe is None or importlib.util.find_spec("paho") is None:
+        return None
+    import pwd
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = os.path.join(work, "mosquitto.conf")
+    Path(conf).write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                          f"persistence_location {work}/\nuser {pwd.getpwuid(os.getuid()).pw_name}\n")
+    return [subprocess.Popen([exe, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port, conf]
+
+
+def section_soak(args, work, rng, results):
+    import csv
+    import signal
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from live.outputs import last_line
+    from utils import save_checkpoint
+    segments, seconds = args.soak_segments, args.soak_minutes * 60 / args.soak_segments
+    checkpoint = os.path.join(work, "soak.pkl")
+    torch.manual_seed(0)
+    save_checkpoint(checkpoint, BNWVAD(1024).eval(), 1, {"AP": 0.0})
+    threshold = soak_threshold(checkpoint, work)
+    delivered = {}
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            key = ("webhook", body["camera"], body["state"])
+            delivered[key] = delivered.get(key, 0) + 1
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    broker = start_broker(work)
+    alerts = f'[alerts]\nwebhook = "http://127.0.0.1:{hook.server_address[1]}/hook"\n'
+    if broker is not None:
+        import paho.mqtt.client as paho
+        time.sleep(0.5)
+        alerts += f'mqtt = "mqtt://127.0.0.1:{broker[1]}/soak"\n'
+        subscriber = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="soak-counter", clean_session=False)
+        subscriber.reconnect_delay_set(0.1, 1)
+        subscriber.on_connect = lambda c, u, f, rc, p: c.subscribe("soak/#", qos=1)
+
+        def on_message(c, u, m):
+            body = json.loads(m.payload)
+            key = ("mqtt", body["camera"], body["state"])
+            delivered[key] = delivered.get(key, 0) + 1
+        subscriber.on_message = on_message
+        subscriber.connect("127.0.0.1", broker[1])
+        subscriber.loop_start()
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    out = os.path.join(work, "soak")
+    site = os.path.join(work, "soak.toml")
+    Path(site).write_text(f'model_path = "{checkpoint}"\noutput_dir = "{out}"\nrollover = "100KB"\n'
+                          f'reconnect = "forever"\nstatus_every = 5\nsave_clips = true\npre_roll = 1.0\n'
+                          f'post_roll = 1.0\nthreshold = {threshold}\n{alerts}'
+                          + "".join(f'[cameras.cam{i}]\nsource = "tcp://127.0.0.1:{p}"\n' for i, p in enumerate(ports)))
+    print(f"(m) soak: 2 cameras of {args.soak_minutes:g} min of testsrc2 each (320x256, 25 fps), served over TCP as "
+          f"fast as taken, the connection dropped every {seconds:.0f} s of video; stream.py --config with the "
+          f"PoolProbe stand-in for I3D, clips on, rollover at 100 KB; a kill -9 and restart half way"
+          + (", a broker restart a third of the way" if broker else " (no mosquitto or paho-mqtt: webhook only)"),
+          flush=True)
+    served = [[], []]
+    feeders = [threading.Thread(target=serve_segments, args=(p, seconds, segments, log), daemon=True)
+               for p, log in zip(ports, served)]
+    stderr = open(os.path.join(work, "soak.err"), "ab")
+    command = stream_command("standin", "--config", site, "--device", "cpu", "--i3d_weights", "unused")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+    for feeder in feeders:
+        feeder.start()
+    start, samples, killed, restarted_broker = time.monotonic(), [], False, broker is None
+    last_growth, last_end = time.monotonic(), None
+    while True:
+        time.sleep(2.0)
+        done = sum(map(len, served))
+        if not killed and done >= segments:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+            killed = True
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        if not restarted_broker and done >= 2 * segments / 3:
+            broker[0].terminate()
+            broker[0].wait()
+            time.sleep(1.0)
+            broker[0] = subprocess.Popen([broker[0].args[0], "-c", broker[2]], stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+            restarted_broker = True
+        ends = []
+        for i in range(2):
+            line = last_line(os.path.join(out, f"cam{i}", "scores.csv"))
+            try:
+                ends.append(float(line.split(",")[5]))
+            except (IndexError, ValueError):
+                ends.append(0.0)
+        samples.append((time.monotonic() - start, sum(ends) / 60, proc_status_of(process.pid, "VmRSS") >> 20))
+        if ends != last_end:
+            last_growth, last_end = time.monotonic(), ends
+        if not any(f.is_alive() for f in feeders) and time.monotonic() - last_growth > 8:
+            break
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(60)
+    time.sleep(1.0)
+    if broker is not None:
+        subscriber.loop_stop()
+        broker[0].terminate()
+    hook.shutdown()
+    # every file parseable; snippets and events counted
+    report, bad = {}, []
+    per_segment = int(seconds * 25) // 16
+    for i in range(2):
+        folder = Path(out) / f"cam{i}"
+        rows = []
+        for path in sorted(folder.glob("scores*.csv")):
+            with open(path, newline="") as f:
+                for r in list(csv.reader(f))[1:]:
+                    try:
+                        rows.append((int(r[1]), float(r[2]), float(r[4]), float(r[5])))
+                    except (ValueError, IndexError):
+                        bad.append(f"{path.name}: {r}")
+        events = []
+        for path in sorted(folder.glob("events*.jsonl")):
+            for line in path.read_text().splitlines():
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    bad.append(f"{path.name}: {line[:40]}")
+        for path in [*folder.glob("stream*.log"), folder / "metrics.json"]:
+            try:
+                json.loads(path.read_text()) if path.suffix == ".json" else path.read_text(encoding="utf-8")
+            except (ValueError, OSError):
+                bad.append(path.name)
+        indices = sorted(r[0] for r in rows)
+        complete = served[i].count(0)
+        report[f"cam{i}"] = dict(segments_complete=complete, segments_cut=len(served[i]) - complete,
+                                 snippets_in_complete_segments=complete * per_segment, snippets_scored=len(rows),
+                                 numbered_without_gap_or_repeat=indices == list(range(len(indices))),
+                                 events_written=len(events), clips=len(list((folder / "clips").glob("*.mp4"))),
+                                 rolled_files=len(list(folder.glob("*.20*"))),
+                                 delivered={sink: {state: delivered.get((sink, f"cam{i}", state), 0)
+                                                   for state in ("start", "end")}
+                                            for sink in (["webhook"] + (["mqtt"] if broker else []))})
+    print(f"  exit status after SIGTERM {code}; every file parseable: {not bad}" + (f" ({bad[:3]})" if bad else ""))
+    for name, r in report.items():
+        print(f"  {name}: {r['snippets_scored']} snippets scored, {r['snippets_in_complete_segments']} in the "
+              f"{r['segments_complete']} segments sent whole (+{r['segments_cut']} cut by the kill); numbered without "
+              f"a gap or repeat: {r['numbered_without_gap_or_repeat']}; {r['events_written']} events written, "
+              f"delivered {r['delivered']}; {r['clips']} clips; {r['rolled_files']} rolled files", flush=True)
+    step = max(1, len(samples) // 8)
+    print("  resident memory of the site process (MB) against video minutes scored (both cameras): "
+          + ", ".join(f"{v:.0f} min {rss}" for _, v, rss in samples[::step] + samples[-1:]), flush=True)
+    results.append(dict(section="m", minutes_per_camera=args.soak_minutes, segments=segments, exit_status=code,
+                        parseable=not bad, cameras=report, rss=[list(s) for s in samples]))
+
+
+def proc_status_of(pid, field):
+    """A field of /proc/<pid>/status in bytes (0 when the process is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -57,11 +57,19 @@ def standin(monkeypatch):
     monkeypatch.setattr(stream, "load_i3d", lambda path, device: GridProbe().to(device))
 
 
+def toml_value(value):
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
+
+
 def site_file(path, checkpoint, out, cameras, top="", tables=""):
     lines = [f'model_path = "{checkpoint}"', f'output_dir = "{out}"', top, tables]
     for name, keys in cameras.items():
         lines.append(f"[cameras.{name}]")
-        lines += [f"{k} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}" for k, v in keys.items()]
+        lines += [f"{k} = {toml_value(v)}" for k, v in keys.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -281,3 +289,22 @@ def test_site_file_errors_are_one_line_before_any_camera_starts(sources, tmp_pat
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.startswith(f"error: {config}: ") and message in err, err
     assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_site_values_come_from_flags_then_camera_then_site_then_checkpoint(tmp_path):
+    config = site_file(tmp_path / "site.toml", "ckpt.pkl", tmp_path / "out", {
+        "a": dict(source="tcp://h:1", min_snippets=4, threshold=2.0, input_options={"rtsp_transport": "tcp"}),
+        "b": dict(source="tcp://h:2", alarms_per_hour=0.5, calibration="cal.csv")},
+        top='min_snippets = 3\nthreshold = 1.0\nwindow = 16\nrollover = "day"\nreconnect = "forever"')
+    recorded = lambda path: dict(crops=5, resize=(320, 256)) if path == "ckpt.pkl" else {}
+    site = live.site.read_site(config, {"window": 6, "config": str(config)}, recorded)
+    a, b = site.cameras
+    assert (a.settings.min_snippets, b.settings.min_snippets) == (4, 3)                 # camera, then site
+    assert a.settings.window == b.settings.window == 6                                  # a flag: every camera
+    assert (a.threshold, b.threshold, b.alarms_per_hour) == (2.0, None, 0.5)            # b's own choice wins
+    assert a.settings.crops == 5 and a.settings.resize == (320, 256)                    # from the checkpoint
+    assert a.settings.reconnect == (None, None) and a.settings.rollover == "day"
+    assert a.settings.input_options == {"rtsp_transport": "tcp"} and a.folder == tmp_path / "out" / "a"
+    site = live.site.read_site(config, {"threshold": 9.0, "crops": 1}, recorded)
+    assert [(c.threshold, c.alarms_per_hour) for c in site.cameras] == [(9.0, None), (9.0, None)]
+    assert site.cameras[0].settings.crops == 1
