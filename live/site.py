@@ -252,14 +252,22 @@ def camera_threshold(camera, table, site_path):
     where = f"{site_path}: cameras.{camera.name}"
     if camera.alarms_per_hour is not None:
         try:
-            from live.calibration import threshold_for_rate
+            from live.calibration import read_calibration, threshold_for_rate
         except ImportError:
             raise InputError(f"{where}.alarms_per_hour: this installation has no calibration support "
                              f"(live/calibration.py)") from None
         try:
             value = threshold_for_rate(camera.calibration, camera.alarms_per_hour)
+            made_with = read_calibration(camera.calibration).get("settings") or {}
         except InputError as e:
             raise InputError(f"{where}.calibration: {e}") from None
+        # its alarm counts hold for the scoring and alarm settings it was made with, not others
+        differ = [f"{key} {made_with[key]} (this camera: {getattr(camera.settings, key)})"
+                  for key in ("window", "delay", "min_snippets", "crops")
+                  if key in made_with and made_with[key] != getattr(camera.settings, key)]
+        if differ:
+            raise InputError(f"{where}.calibration: {camera.calibration} was made with {', '.join(differ)}; its "
+                             f"alarm rates hold only for those settings")
         return float(value), f"{camera.alarms_per_hour:g} false alarms per hour on {camera.calibration}"
     try:
         return resolve_threshold(table, camera.threshold, camera.calibrated_threshold)
