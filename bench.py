@@ -137,6 +137,7 @@ def parse_args(argv=None):
                    help="(l) the network: a stand-in that costs next to nothing, or I3D with random weights")
     p.add_argument("--soak_minutes", type=float, default=120.0, help="(m) minutes of video per camera")
     p.add_argument("--soak_segments", type=int, default=8, help="(m) connections per camera (each dropped at its end)")
+    p.add_argument("--soak_rollover", default="100KB", help="(m) the cameras' --rollover (small: rolls in a short soak)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--score_one", type=int, nargs=3, metavar=("T", "CROPS", "REF"), help=argparse.SUPPRESS)
     return p.parse_args(argv)

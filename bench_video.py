@@ -603,13 +603,13 @@ def section_soak(args, work, rng, results):
             ports.append(s.getsockname()[1])
     out = os.path.join(work, "soak")
     site = os.path.join(work, "soak.toml")
-    Path(site).write_text(f'model_path = "{checkpoint}"\noutput_dir = "{out}"\nrollover = "100KB"\n'
+    Path(site).write_text(f'model_path = "{checkpoint}"\noutput_dir = "{out}"\nrollover = "{args.soak_rollover}"\n'
                           f'reconnect = "forever"\nstatus_every = 5\nsave_clips = true\npre_roll = 1.0\n'
                           f'post_roll = 1.0\nthreshold = {threshold}\n{alerts}'
                           + "".join(f'[cameras.cam{i}]\nsource = "tcp://127.0.0.1:{p}"\n' for i, p in enumerate(ports)))
     print(f"(m) soak: 2 cameras of {args.soak_minutes:g} min of testsrc2 each (320x256, 25 fps), served over TCP as "
           f"fast as taken, the connection dropped every {seconds:.0f} s of video; stream.py --config with the "
-          f"PoolProbe stand-in for I3D, clips on, rollover at 100 KB; a kill -9 and restart half way"
+          f"PoolProbe stand-in for I3D, clips on, rollover at {args.soak_rollover}; a kill -9 and restart half way"
           + (", a broker restart a third of the way" if broker else " (no mosquitto or paho-mqtt: webhook only)"),
           flush=True)
     served = [[], []]
@@ -682,10 +682,31 @@ def section_soak(args, work, rng, results):
             except (ValueError, OSError):
                 bad.append(path.name)
         indices = sorted(r[0] for r in rows)
+        # the snippets of each connection: stream.log says where each ended ("source lost at T s") and
+        # where a restart took over ("continuing the earlier run's outputs at snippet N")
+        import re
+        cuts = []
+        for path in sorted(folder.glob("stream*.log"), key=lambda p: p.stat().st_mtime):
+            for line in path.read_text().splitlines():
+                lost = re.search(r"source lost at ([\d.]+) s", line)
+                resumed = re.search(r"outputs at snippet (\d+)", line)
+                if lost:
+                    cuts.append(("t", float(lost[1])))
+                elif resumed:
+                    cuts.append(("n", int(resumed[1])))
+        ordered, connections, start = sorted(rows), [], 0
+        for kind, value in cuts + [("n", len(rows))]:
+            end = start
+            while end < len(ordered) and (ordered[end][3] <= value + 1e-6 if kind == "t" else ordered[end][0] < value):
+                end += 1
+            connections.append(end - start if kind == "t" else f"{end - start} (killed)" if end < len(rows)
+                               else end - start)
+            start = end
         complete = served[i].count(0)
         report[f"cam{i}"] = dict(segments_complete=complete, segments_cut=len(served[i]) - complete,
                                  snippets_in_complete_segments=complete * per_segment, snippets_scored=len(rows),
                                  numbered_without_gap_or_repeat=indices == list(range(len(indices))),
+                                 snippets_per_connection=connections, snippets_per_whole_segment=per_segment,
                                  events_written=len(events), clips=len(list((folder / "clips").glob("*.mp4"))),
                                  rolled_files=len(list(folder.glob("*.20*"))),
                                  delivered={sink: {state: delivered.get((sink, f"cam{i}", state), 0)
@@ -695,7 +716,8 @@ def section_soak(args, work, rng, results):
     for name, r in report.items():
         print(f"  {name}: {r['snippets_scored']} snippets scored, {r['snippets_in_complete_segments']} in the "
               f"{r['segments_complete']} segments sent whole (+{r['segments_cut']} cut by the kill); numbered without "
-              f"a gap or repeat: {r['numbered_without_gap_or_repeat']}; {r['events_written']} events written, "
+              f"a gap or repeat: {r['numbered_without_gap_or_repeat']}; per connection {r['snippets_per_connection']} "
+              f"(a whole segment is {per_segment}); {r['events_written']} events written, "
               f"delivered {r['delivered']}; {r['clips']} clips; {r['rolled_files']} rolled files", flush=True)
     step = max(1, len(samples) // 8)
     print("  resident memory of the site process (MB) against video minutes scored (both cameras): "
