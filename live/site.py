@@ -432,7 +432,7 @@ def run_site(site, model, i3d, table, info=None, quiet=False):
     try:
         for config in site.cameras:
             cameras.append(SiteCamera(config, *thresholds[config.name], shared, quiet))
-        SiteRun(cameras, shared, site).loop()
+        SiteRun(cameras, shared).loop()
     except KeyboardInterrupt:
         for camera in cameras:
             _guarded(camera, lambda c: c.finish("interrupted"))
@@ -470,7 +470,7 @@ def _guarded(camera, action):
 class SiteRun:
     """The site's loop: the snippets waiting from every camera, in turn, in shared I3D batches."""
 
-    def __init__(self, cameras, shared, site):
+    def __init__(self, cameras, shared):
         self.cameras, self.shared = cameras, shared
         s = cameras[0].config.settings
         self.batch_size, self.crops, self.amp = s.batch_size, s.crops, s.amp

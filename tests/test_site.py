@@ -22,10 +22,10 @@ import torch
 import live.site
 import stream
 from conftest import ROOT, free_port
-from helpers import GridProbe, serve_ts, write_sized_ts, write_video
+from helpers import GridProbe, serve_ts, write_sized_ts
 from live.outputs import AppendedFile, Outputs, resume_point, rolled_files, trim_torn_line
 from model import BNWVAD
-from utils import InputError, run_cli, save_checkpoint
+from utils import run_cli, save_checkpoint
 
 STANDIN = ("import sys; sys.path[:0] = [sys.argv.pop(1), sys.argv.pop(1)]; import stream, helpers; "
            "stream.load_i3d = lambda path, device: helpers.GridProbe().to(device); stream.run_cli(stream.main)")
