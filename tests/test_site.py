@@ -92,7 +92,7 @@ def test_site_cameras_share_batches_survive_each_other_and_alert(sources, tmp_pa
     metrics_port = free_port()
     out = tmp_path / "site"
     config = site_file(tmp_path / "site.toml", sources["checkpoint"], out, {
-        "yard": dict(source=f"tcp://127.0.0.1:{ports['yard']}", threshold=-1e9, reconnect="2"),
+        "yard": dict(source=f"tcp://127.0.0.1:{ports['yard']}", threshold=-1e9, reconnect="4s"),
         "lobby": dict(source=f"tcp://127.0.0.1:{ports['lobby']}", threshold=-1e9, save_clips=True, pre_roll=0.5,
                       post_roll=0.5),
         "gate": dict(source=f"tcp://127.0.0.1:{ports['gate']}", reconnect="1"),
@@ -101,8 +101,16 @@ def test_site_cameras_share_batches_survive_each_other_and_alert(sources, tmp_pa
     # which cameras' snippets each I3D pass held
     passes, seen = [0], []
     features = live.site.snippet_features
-    monkeypatch.setattr(live.site, "snippet_features", lambda *a: (passes.__setitem__(0, passes[0] + 1),
-                                                                   features(*a))[1])
+
+    def counted(*a):
+        if passes[0] == 0:      # the first pass waits for yard to be up, so both have snippets waiting after it
+            deadline = time.monotonic() + 30
+            while not (out / "yard" / "stream.log").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)
+        passes[0] += 1
+        return features(*a)
+    monkeypatch.setattr(live.site, "snippet_features", counted)
     process = live.site.SiteCamera.process
     monkeypatch.setattr(live.site.SiteCamera, "process",
                         lambda self, *a: (seen.append((passes[0], self.name)), process(self, *a))[1])
