@@ -316,3 +316,17 @@ def test_site_values_come_from_flags_then_camera_then_site_then_checkpoint(tmp_p
     site = live.site.read_site(config, {"threshold": 9.0, "crops": 1}, recorded)
     assert [(c.threshold, c.alarms_per_hour) for c in site.cameras] == [(9.0, None), (9.0, None)]
     assert site.cameras[0].settings.crops == 1
+
+
+def test_a_source_down_at_start_is_retried_under_the_reconnect_policy(tmp_path, capsys):
+    """stream.py's single camera: each failed opening is said, and the policy's end is one error naming it."""
+    from live.run import run_stream
+    from live.settings import StreamSettings
+    from utils import InputError
+    url = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(InputError, match=r"cannot open .*; gave up after 3 attempts"):
+        run_stream(url, BNWVAD(1024), GridProbe(), tmp_path / "out", 0.0,
+                   StreamSettings(reconnect=(3, None), backoff=(0.01, 0.02), timeout=2.0))
+    err = capsys.readouterr().err
+    assert err.count(f"{url}: opening attempt") == 2 and "opening attempt 2 failed" in err
+    assert not (tmp_path / "out").exists()
