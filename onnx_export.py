@@ -22,6 +22,7 @@ missing package, a checkpoint that does not load or export, or an export that do
 """
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -146,10 +147,40 @@ def detector_gaps(run, model, what, runtime, check_t=CHECK_T):
     return gaps
 
 
-def export_detector(model, path, what, check_t=CHECK_T, xml_path=None):
+def detector_metadata(record, model, threshold=None, threshold_source=None, alarm_calibration=None):
+    """{key: JSON text} for detector.onnx's metadata_props (ONNX Runtime: get_modelmeta().custom_metadata_map), so
+    that a machine with the file alone scores and alerts as stream.py would. Every value is JSON (null: unknown):
+      format            "bn-wvad-detector"
+      model             "bnwvad" or "urdmu"; len_feature: D
+      threshold         the raw alert threshold (null without one); threshold_source: how it was chosen
+      calibration       the checkpoint's (Q,) quantile table of training-normal scores (test.calibrate: a raw score
+                        s maps to np.interp(s, table, np.linspace(0, 1, Q))); null for a bare state dict
+      alarm_calibration calibrate.py's calibration.json without its curve (hours, settings, steps), or null
+      crops, resize, resample_fps, pad_last   how the training features were cut (main.py's record), null unknown
+      frame_rate        the frame rate snippets are cut at: resample_fps, or "source" (every frame)
+      i3d_weights_sha256   SHA-256 of the I3D weights the training features came from, null unknown
+    record: the checkpoint's record (None for a bare state dict)."""
+    from model import model_name
+    meta = (record or {}).get("meta") or {}
+    extraction = meta.get("extraction") or {}
+    table = None if record is None or "calibration" not in record else \
+        [float(x) for x in record["calibration"].double().numpy()]
+    weights = extraction.get("weights")
+    known = record is not None and "extraction" in meta
+    values = dict(format="bn-wvad-detector", model=model_name(model), len_feature=model.len_feature,
+                  threshold=threshold, threshold_source=threshold_source, calibration=table,
+                  alarm_calibration=alarm_calibration, crops=meta.get("crops"), resize=extraction.get("resize"),
+                  resample_fps=extraction.get("fps"), pad_last=extraction.get("pad_last"),
+                  frame_rate=(extraction.get("fps") or "source") if known else None,
+                  i3d_weights_sha256=weights.get("sha256") if isinstance(weights, dict) else None)
+    return {key: json.dumps(value) for key, value in values.items()}
+
+
+def export_detector(model, path, what, check_t=CHECK_T, xml_path=None, metadata=None):
     """Export a BNWVAD or URDMU (eval mode) to path and return {runtime: largest relative gap to torch
     over check_t} ('onnxruntime', with `xml_path` also 'openvino': OpenVINO IR there, export_openvino,
-    checked at the same lengths).
+    checked at the same lengths). metadata: {key: text} written into the file's metadata_props
+    (detector_metadata).
 
     Raises InputError when it does not export or any gap is above TOL (that file is not written then).
     """
@@ -160,6 +191,7 @@ def export_detector(model, path, what, check_t=CHECK_T, xml_path=None):
     ir_model = capture(model, example, ["features", "scores"], {0: "N", 1: "T"}, what)
     attentions = sum(isinstance(m, Attention) for m in model.modules())
     ir_model = fuse_attention(ir_model, attentions, what)
+    ir_model.metadata_props.update(metadata or {})
     gaps = {}
 
     def check(run, runtime):

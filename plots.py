@@ -138,3 +138,19 @@ def plot_comparison(path, curves):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9)
     _save(fig, path)
+
+
+def plot_alarm_rate(path, curve, threshold, target, hours):
+    """A camera's false alarms per hour against the raw threshold (calibrate.py: curve {threshold, alarms_per_hour}),
+    the chosen threshold and the target rate dashed; the y axis is linear up to 1 per hour, logarithmic above."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.step(curve["threshold"], curve["alarms_per_hour"], where="post", lw=1.5)
+    ax.axvline(threshold, color="tab:red", ls="--", lw=1, label=f"threshold {threshold:.4g}")
+    ax.axhline(target, color="gray", ls=":", lw=1, label=f"target {target:g} per hour")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set(xlabel="threshold (raw score)", ylabel="alarms per hour",
+           title=f"false alarms per hour over {hours:.2f} hours of normal footage")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    _save(fig, path)

@@ -263,3 +263,54 @@ def test_a_failed_run_leaves_no_new_folder(tmp_path, monkeypatch):
         export.main(["--model_path", str(shared_path("fixtures", "parity", "state_dict.pkl")),
                      "--out", str(tmp_path / "new" / "out")])
     assert list(tmp_path.iterdir()) == []
+
+
+def export_doc_snippet():
+    """The python block of docs/export.md's section on the settings inside detector.onnx."""
+    section = (ROOT / "docs" / "export.md").read_text().split("## Settings inside detector.onnx", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_detector_onnx_carries_threshold_calibration_and_feature_settings(tmp_path):
+    import json
+    import export
+    from live.calibration import FORMAT
+    from video.records import file_sha256
+    torch.manual_seed(0)
+    model = BNWVAD(len_feature=16).eval()
+    ckpt = tmp_path / "ckpt.pkl"
+    weights = dict(path="/models/rgb_imagenet.pt", size=50_000_000, sha256="ab" * 32)
+    from utils import save_checkpoint
+    save_checkpoint(ckpt, model, 3, {"AP": 50.0}, crops=5, extraction=dict(resize=[320, 240], fps=12.5,
+                                                                         pad_last=False, weights=weights))
+    record = torch.load(ckpt, weights_only=True)
+    table = np.sort(np.random.default_rng(0).normal(size=101))
+    record["calibration"] = torch.from_numpy(table)
+    torch.save(record, ckpt)
+    calibration = tmp_path / "calibration.json"      # a camera's, as calibrate.py writes it
+    calibration.write_text(json.dumps(dict(format=FORMAT, checkpoint=str(ckpt), checkpoint_sha256=file_sha256(ckpt),
+                                           hours=30.0, alarms_per_hour=0.5, covers_alarms_per_hour=60.0,
+                                           settings=dict(window=8, delay=0, min_snippets=2),
+                                           steps=[[3.0, 0], [2.5, 3], [2.0, 15], [1.0, 40]],
+                                           curve=dict(threshold=[1.0], alarms_per_hour=[2.0]))))
+    out = tmp_path / "exported"
+    export.main(["--model_path", str(ckpt), "--out", str(out), "--calibration", str(calibration),
+                 "--alarms_per_hour", "0.1"])
+    code = "import sys; sys.modules['torch'] = None\n" + export_doc_snippet()     # onnxruntime alone
+    said = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          check=True).stdout
+    assert said.splitlines() == [f"threshold 2.5 (0.1 false alarms per hour ({calibration}))",
+                                 "crops 5, resize [320, 240], frame rate 12.5", f"I3D weights SHA-256 {'ab' * 32}"]
+    meta = {k: json.loads(v) for k, v in session(out / "detector.onnx").get_modelmeta().custom_metadata_map.items()}
+    assert np.array_equal(meta["calibration"], table) and meta["resample_fps"] == 12.5 and meta["len_feature"] == 16
+    assert meta["alarm_calibration"]["steps"][1] == [2.5, 3] and "curve" not in meta["alarm_calibration"]
+    # the default: the checkpoint calibration's 0.99 quantile, as stream.py; a calibration of another checkpoint
+    # is refused
+    threshold, source, _ = export.chosen_threshold(export.parse_args(["--model_path", str(ckpt), "--out", "x"]),
+                                                   record)
+    assert threshold == pytest.approx(np.interp(0.99, np.linspace(0, 1, 101), table)) and "0.99" in source
+    other = tmp_path / "other.pkl"
+    save_checkpoint(other, model, 4, {"AP": 51.0})
+    with pytest.raises(InputError, match="was made with another checkpoint"):
+        export.chosen_threshold(export.parse_args(["--model_path", str(other), "--out", "x", "--calibration",
+                                                   str(calibration)]), None)
