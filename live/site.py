@@ -244,10 +244,11 @@ def _settings(values):
     return StreamSettings(**chosen)
 
 
-def camera_threshold(camera, table, site_path):
+def camera_threshold(camera, table, site_path, checkpoint=None):
     """(raw threshold, how it was chosen) of a camera: its threshold, its calibrated_threshold, or the
     threshold whose false alarms per hour on its calibration file are at most alarms_per_hour
-    (live.calibration.threshold_for_rate); else the checkpoint calibration's default."""
+    (live.calibration.threshold_for_rate; a file made with another `checkpoint`, or with other scoring
+    or alarm settings than the camera's, is refused); else the checkpoint calibration's default."""
     from thresholds import resolve_threshold
     where = f"{site_path}: cameras.{camera.name}"
     if camera.alarms_per_hour is not None:
@@ -257,7 +258,7 @@ def camera_threshold(camera, table, site_path):
             raise InputError(f"{where}.alarms_per_hour: this installation has no calibration support "
                              f"(live/calibration.py)") from None
         try:
-            value = threshold_for_rate(camera.calibration, camera.alarms_per_hour)
+            value = threshold_for_rate(camera.calibration, camera.alarms_per_hour, checkpoint)
             made_with = read_calibration(camera.calibration).get("settings") or {}
         except InputError as e:
             raise InputError(f"{where}.calibration: {e}") from None
@@ -410,7 +411,7 @@ def run_site(site, model, i3d, table, info=None, quiet=False):
     ([alerts], live.sinks) and the metrics server ([metrics], live.metrics) first; thresholds and
     sinks are checked before any camera starts (InputError, one line). Returns {camera: why it ended}.
     """
-    thresholds = {c.name: camera_threshold(c, table, site.path) for c in site.cameras}
+    thresholds = {c.name: camera_threshold(c, table, site.path, site.model_path) for c in site.cameras}
     shared = dict(model=model.eval(), i3d=i3d.eval(), table=table, info=info or {}, path=site.path,
                   sinks=None, metrics=None)
     try:

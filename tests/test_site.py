@@ -25,7 +25,7 @@ from conftest import ROOT, free_port
 from helpers import GridProbe, serve_ts, write_sized_ts
 from live.outputs import AppendedFile, Outputs, resume_point, rolled_files, trim_torn_line
 from model import BNWVAD
-from utils import run_cli, save_checkpoint
+from utils import InputError, run_cli, save_checkpoint
 
 STANDIN = ("import sys; sys.path[:0] = [sys.argv.pop(1), sys.argv.pop(1)]; import stream, helpers; "
            "stream.load_i3d = lambda path, device: helpers.GridProbe().to(device); stream.run_cli(stream.main)")
@@ -330,3 +330,29 @@ def test_a_source_down_at_start_is_retried_under_the_reconnect_policy(tmp_path, 
     err = capsys.readouterr().err
     assert err.count(f"{url}: opening attempt") == 2 and "opening attempt 2 failed" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_alarms_per_hour_takes_the_calibrations_threshold_for_this_camera(sources, tmp_path):
+    """A camera's alarms_per_hour reads its calibration file (calibrate.py's) for the threshold; a file made
+    with other alarm settings, or with another checkpoint, is one line naming the key."""
+    from live.calibration import FORMAT
+    from video.records import file_sha256
+    record = dict(format=FORMAT, checkpoint=str(sources["checkpoint"]),
+                  checkpoint_sha256=file_sha256(sources["checkpoint"]), settings=dict(window=4, delay=0,
+                                                                                        min_snippets=2, crops=1),
+                  hours=2.0, covers_alarms_per_hour=60, steps=[[1.0, 9], [2.0, 3], [3.0, 1], [4.0, 0]])
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text(json.dumps(record))
+    config = site_file(tmp_path / "site.toml", sources["checkpoint"], tmp_path / "out",
+                       {"a": dict(source="x.ts", alarms_per_hour=0.5, calibration=str(calibration))},
+                       top="window = 4\ncrops = 1")
+    site = live.site.read_site(config)
+    (a,) = site.cameras
+    value, how = live.site.camera_threshold(a, None, site.path, site.model_path)
+    assert value == 3.0 and "0.5 false alarms per hour" in how          # at most 1 alarm over the 2 hours
+    a.settings.min_snippets = 3
+    with pytest.raises(InputError, match=r"cameras\.a\.calibration: .* was made with min_snippets 2 \(this camera: 3\)"):
+        live.site.camera_threshold(a, None, site.path, site.model_path)
+    a.settings.min_snippets = 2
+    with pytest.raises(InputError, match=r"cameras\.a\.calibration: .*another checkpoint"):
+        live.site.camera_threshold(a, None, site.path, calibration)
