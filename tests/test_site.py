@@ -356,3 +356,28 @@ def test_alarms_per_hour_takes_the_calibrations_threshold_for_this_camera(source
     a.settings.min_snippets = 2
     with pytest.raises(InputError, match=r"cameras\.a\.calibration: .*another checkpoint"):
         live.site.camera_threshold(a, None, site.path, calibration)
+
+
+def test_site_events_reach_a_real_mqtt_broker_and_the_webhook(sources, tmp_path, mosquitto, hook_server):
+    """Two cameras of one site file: each event's start and end arrive at mosquitto (started here on
+    loopback) under <prefix>/<camera>/events and at the webhook, the same records."""
+    client, got = mosquitto.subscribe("site/+/events")
+    config = site_file(tmp_path / "site.toml", sources["checkpoint"], tmp_path / "out",
+                       {"east": dict(source=str(sources["plain"]), threshold=-1e9),
+                        "west": dict(source=str(sources["plain"]), threshold=-1e9)}, top="window = 4",
+                       tables=f'[alerts]\nwebhook = "{hook_server.url}"\nmqtt = "{mosquitto.url("site")}"')
+    try:
+        stream.main(["--config", str(config), "--i3d_weights", "x.pt", "--device", "cpu"])
+        messages = [got.get(timeout=10) for _ in range(4)]
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert sorted((topic, body["state"]) for topic, body in messages) == [
+        ("site/east/events", "end"), ("site/east/events", "start"), ("site/west/events", "end"),
+        ("site/west/events", "start")]
+    for topic, body in messages:
+        camera = topic.split("/")[1]
+        assert body["camera"] == camera and body in hook_server.bodies
+        if body["state"] == "end":
+            (written,) = lines_json(tmp_path / "out" / camera / "events.jsonl")
+            assert body == {**written, "camera": camera, "state": "end"}
