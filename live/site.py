@@ -31,6 +31,7 @@ cannot be opened (after its --reconnect policy), is lost for good or fails is en
 others go on. The run ends when every camera has ended, or at Ctrl-C / SIGTERM (every output closed).
 """
 import math
+import os
 import re
 import sys
 import time
@@ -213,6 +214,9 @@ def read_site(path, flags=None, recorded=None):
         own = checked(table, CAMERA_KEYS, where)
         if "source" not in own:
             fail(where + "source", "missing (the camera's URL, device or file)")
+        if "://" not in own["source"] and "format" not in {**site, **own, **flags} and \
+                not os.path.exists(own["source"]):            # a file or a device: it must be there, as for one camera
+            fail(where + "source", f"{own['source']} does not exist")
         chosen = [k for k in THRESHOLD_KEYS if k in own]
         if len(chosen) > 1:
             fail(where + chosen[1], f"give one of {', '.join(THRESHOLD_KEYS)}, not {' and '.join(chosen)}")

@@ -274,16 +274,17 @@ def test_size_change_keeps_a_single_camera_run_going_with_clips(sources, tmp_pat
 
 
 @pytest.mark.parametrize("text, message", [
-    ('[cameras.a]\nsource = "x.mp4"\nthreshhold = 3', "cameras.a.threshhold: unknown key"),
+    ('[cameras.a]\nsource = "tcp://h:1"\nthreshhold = 3', "cameras.a.threshhold: unknown key"),
     ('[cameras.a]\nthreshold = 3', "cameras.a.source: missing"),
-    ('[cameras.a]\nsource = "x.mp4"\nthreshold = "high"', "cameras.a.threshold: expected a number, got 'high'"),
-    ('[cameras.a]\nsource = "x.mp4"\nthreshold = 1\nalarms_per_hour = 2', "give one of"),
-    ('[cameras.a]\nsource = "x.mp4"\nalarms_per_hour = 2', "cameras.a.alarms_per_hour: needs a calibration"),
-    ('[cameras."a b"]\nsource = "x.mp4"', "a camera's name is its folder's"),
-    ('crops = 3\n[cameras.a]\nsource = "x.mp4"', "crops: expected one of 1, 5, 10, got 3"),
-    ('reconnect = "soon"\n[cameras.a]\nsource = "x.mp4"', "reconnect: expected a number of attempts"),
-    ('[metrics]\nport = 9108\n[cameras.a]\nsource = "x.mp4"', "metrics.port: unknown key"),
-    ('[cameras.a]\nsource = "x.mp4"\nthreshold = 1\n[alerts]\nwebhook = "ftp://x"', "[alerts] webhook"),
+    ('[cameras.a]\nsource = "no/such.mp4"\nthreshold = 3', "cameras.a.source: no/such.mp4 does not exist"),
+    ('[cameras.a]\nsource = "tcp://h:1"\nthreshold = "high"', "cameras.a.threshold: expected a number, got 'high'"),
+    ('[cameras.a]\nsource = "tcp://h:1"\nthreshold = 1\nalarms_per_hour = 2', "give one of"),
+    ('[cameras.a]\nsource = "tcp://h:1"\nalarms_per_hour = 2', "cameras.a.alarms_per_hour: needs a calibration"),
+    ('[cameras."a b"]\nsource = "tcp://h:1"', "a camera's name is its folder's"),
+    ('crops = 3\n[cameras.a]\nsource = "tcp://h:1"', "crops: expected one of 1, 5, 10, got 3"),
+    ('reconnect = "soon"\n[cameras.a]\nsource = "tcp://h:1"', "reconnect: expected a number of attempts"),
+    ('[metrics]\nport = 9108\n[cameras.a]\nsource = "tcp://h:1"', "metrics.port: unknown key"),
+    ('[cameras.a]\nsource = "tcp://h:1"\nthreshold = 1\n[alerts]\nwebhook = "ftp://x"', "[alerts] webhook"),
     ("[cameras.a\n", "not a valid TOML file"),
     ('', "cameras: no camera"),
 ])
@@ -344,7 +345,7 @@ def test_alarms_per_hour_takes_the_calibrations_threshold_for_this_camera(source
     calibration = tmp_path / "calibration.json"
     calibration.write_text(json.dumps(record))
     config = site_file(tmp_path / "site.toml", sources["checkpoint"], tmp_path / "out",
-                       {"a": dict(source="x.ts", alarms_per_hour=0.5, calibration=str(calibration))},
+                       {"a": dict(source="tcp://h:1", alarms_per_hour=0.5, calibration=str(calibration))},
                        top="window = 4\ncrops = 1")
     site = live.site.read_site(config)
     (a,) = site.cameras
