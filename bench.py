@@ -31,7 +31,7 @@ Sections (each prints fast, reference and their ratio; e to k are in bench_video
   h  the review page (report.py) of an 800-video, 150,000-snippet output folder: time to build it
      against writing one PNG plot per video, and, with Chromium and selenium installed, its load
      time and the time to open a video in the browser
-Live video and I3D backends (not in the default run: `python bench.py --sections gijk`):
+Live video and I3D backends (not in the default run: `python bench.py --sections gijkl`):
   g  what causal scoring costs: AUC/AP of a test set (by default the demo's, with the checkpoint
      `python main.py --dataset demo` trains; --causal_dataset/--causal_root_dir/--causal_checkpoint
      for your own) scored offline (whole videos) and as stream.py scores it, each snippet over the
@@ -54,6 +54,17 @@ Live video and I3D backends (not in the default run: `python bench.py --sections
   j  memory over a long stream: --stream_hours of FFmpeg's testsrc2 pattern (25 fps) through
      run_stream as fast as it goes, with a cheap stand-in for I3D (the stream code's memory does not
      depend on the network), events and clips on; resident memory after 1, 10, 30, 60... minutes and at the end
+  l  N cameras in one process against N processes: --site_cameras files of --site_snippets snippets, read
+     as fast as they go, through `stream.py --config` (one process, the cameras sharing I3D passes) and
+     through one stream.py per camera at once; snippets per second over the span of their arrivals (from
+     scores.csv), and the whole commands' times. --site_i3d standin (default; a stand-in that costs next
+     to nothing, so the plumbing is what is timed) or random (I3D with random weights)
+  m  a soak of the site service: 2 cameras of --soak_minutes of testsrc2 each, served over TCP faster than real
+     time and dropped every --soak_minutes / --soak_segments minutes, through stream.py --config with a
+     stand-in for I3D (the plumbing is under test), clips on, rollover, a webhook and (with mosquitto and
+     paho-mqtt) an MQTT broker restarted a third of the way, and a kill -9 and restart half way; reports the
+     site process's resident memory against video time, snippets sent against scored, events written against
+     delivered per sink, and whether every file parses
 Sections i and k end with their results as a markdown table, to paste into README.md.
 Feature files are written to a temporary folder (in the OS page cache, so "from disk" reads are
 mostly memory reads) and removed at the end.
@@ -70,7 +81,7 @@ import numpy as np
 import torch
 
 from bench_video import (section_backends, section_causal, section_distributed, section_extract, section_memory,
-                         section_review, section_stream)
+                         section_review, section_site, section_soak, section_stream)
 from benchtools import peak_rss, row, timed
 from dataset import TestSet, TrainItems
 from features import Video
@@ -121,6 +132,13 @@ def parse_args(argv=None):
     p.add_argument("--review_videos", type=int, default=800, help="(h) videos on the review page")
     p.add_argument("--i3d_batches", type=int, nargs="+", default=[1, 2, 4],
                    help="(k) snippets per pass, each with all its crops (extract.py's --batch_size is 4)")
+    p.add_argument("--site_cameras", type=int, default=2, help="(l) cameras in the site")
+    p.add_argument("--site_snippets", type=int, default=24, help="(l) snippets of each camera's video")
+    p.add_argument("--site_i3d", default="standin", choices=("standin", "random"),
+                   help="(l) the network: a stand-in that costs next to nothing, or I3D with random weights")
+    p.add_argument("--soak_minutes", type=float, default=120.0, help="(m) minutes of video per camera")
+    p.add_argument("--soak_segments", type=int, default=8, help="(m) connections per camera (each dropped at its end)")
+    p.add_argument("--soak_rollover", default="100KB", help="(m) the cameras' --rollover (small: rolls in a short soak)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--score_one", type=int, nargs=3, metavar=("T", "CROPS", "REF"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -294,7 +312,7 @@ def main():
     results = []
     sections = dict(a=section_items, b=section_eval, c=section_train, d=section_long, e=section_extract,
                     f=section_distributed, g=section_causal, h=section_review, i=section_stream,
-                    j=section_memory, k=section_backends)
+                    j=section_memory, k=section_backends, l=section_site, m=section_soak)
     with tempfile.TemporaryDirectory(prefix="bench-") as work:
         for s in args.sections:
             sections[s](args, work, rng, results)

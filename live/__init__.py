@@ -1,7 +1,8 @@
 """The live subsystem: scoring a video while it plays, with alerts (stream.py is its command).
 
 reader (the source, in a thread), scoring (causal scores), alarms (events), clips (event clips),
-health (rates, latency, memory), settings (StreamSettings), run (the loop and its outputs).
+health (rates, latency, memory), settings (StreamSettings), run (the loop), outputs (restart-safe
+files), site (many cameras in one process), sinks (alerts sent on), metrics (/metrics, /healthz).
 
 How a snippet is scored. A reader thread decodes frames with video.decode.decode_frames (the resize and
 upright turns of extract.py, times from video.clock.Clock: the frames' own timestamps, made monotonic, or
@@ -24,7 +25,8 @@ spans its first to its last snippet above the threshold. The threshold is --thre
 or --calibrated_threshold q (the raw score the checkpoint's calibration maps to q), by default the
 0.99 quantile of the training normals' scores stored in the checkpoint (thresholds.resolve_threshold).
 
-Outputs in --output_dir (an existing run's files are never overwritten):
+Outputs in --output_dir (live.outputs: a folder with an earlier run's outputs is continued, appended, never
+truncated; rolled over by day or size with --rollover, old files removed with --keep_days):
   scores.csv     video,snippet,score,exceedance,normal_per_hour,start_s,end_s,wall_time: one row per
                  snippet, flushed as written; start_s/end_s are stream seconds, wall_time when the
                  snippet's last frame arrived (ISO 8601); exceedance and normal_per_hour as infer.py's
@@ -51,7 +53,13 @@ scoring context are bounded, and scores are written out, not kept.
 Faults. A live source that drops is reopened with exponential backoff (--reconnect: a number of
 attempts, or seconds); the gap is logged and stream time goes on by the wall-clock time it lasted.
 End of stream, Ctrl-C and SIGTERM close every output complete (an open event is closed and
-written). A source that cannot be opened is a one-line error (exit status 2).
+written). A live source that cannot be opened at the start is retried under the same --reconnect
+policy, then (like a file that cannot be read) a one-line error (exit status 2). A source that changes
+its frame size mid-stream goes on: each frame is resized from its own size, a snippet of mixed shapes
+cropped frame by frame (live.run.crop_snippet), clips keep their first size.
+
+Sites (live.site, stream.py --config): every camera of a site file in one process, their snippets in
+shared I3D batches, each camera's outputs in <output_dir>/<camera>/, one camera's failure ending it alone.
 
 Python API (tests and other programs can pass any network with `.features(x)` as the I3D):
   from live.run import run_stream; from live.settings import StreamSettings; from live.scoring import causal_scores

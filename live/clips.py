@@ -100,6 +100,7 @@ class ClipRecorder:
         self.writers = {}                      # event number -> ClipWriter
 
     def add(self, snippet):
+        """A snippet's frames (the source's own, each at the size it came in, with --save_clips)."""
         frames = snippet.originals if snippet.originals is not None else snippet.frames
         for t, frame in zip(snippet.frame_times, frames):
             self.ring.append((float(t), frame))
@@ -115,7 +116,10 @@ class ClipRecorder:
     def open(self, number, start_s):
         """Start event `number`'s clip; returns its path relative to the output folder."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"event_{number:04d}.mp4"
+        name, n = f"event_{number:04d}.mp4", 1
+        while (self.folder / name).exists():       # never over an earlier run's clip
+            n += 1
+            name = f"event_{number:04d}-{n}.mp4"
         writer = ClipWriter(self.folder / name, start_s - self.pre_roll, self.log)
         for t, frame in self.ring:
             writer.write(t, frame)

@@ -23,7 +23,7 @@ import numpy as np
 from utils import one_line
 from video import VideoError
 from video.decode import Decoding, decode_frames
-from video.snippets import SNIPPET, snippets
+from video.snippets import SNIPPET
 
 
 GAP_S = 0.5             # a frame lasting longer than this and GAP_FACTOR x the usual is a gap in the source
@@ -34,17 +34,28 @@ class Snippet:
     index: int                  # 0, 1, ... over the whole run, reconnections included
     start_s: float              # start of its first frame
     end_s: float                # end of its last frame
-    frames: np.ndarray          # (16, H, W, 3) uint8 RGB, resized and upright
+    frames: np.ndarray | list   # (16, H, W, 3) uint8 RGB, resized and upright; a list of 16 (H, W, 3) when
+                                # the source changed shape within the snippet (live.run.crop_snippet crops each)
     frame_times: np.ndarray     # (16,) float64 start of each frame
     arrival: float              # time.monotonic() when its last frame came out of the decoder
     wall: float                 # time.time() at the same moment
-    originals: np.ndarray | None = None     # (16, H0, W0, 3) the source's own frames, upright (--save_clips)
+    originals: list | None = None           # 16 (H0, W0, 3) the source's own frames, upright, each at the
+                                            # size it came in (--save_clips)
+
+
+@dataclass
+class Resume:
+    """Where an earlier run into the same outputs stopped: the next snippet's index, its last snippet's end
+    (stream seconds) and when that snippet arrived (time.time())."""
+    index: int
+    end_s: float
+    wall: float
 
 
 @dataclass
 class Notice:
-    """Something the reader has to say. kind: opened, open_failed, lost, retry, reconnected, gap, warning,
-    end, error."""
+    """Something the reader has to say. kind: opened, resumed, open_failed, lost, retry, reconnected, gap,
+    warning, end, error."""
     kind: str
     message: str = ""
     seconds: float = 0.0        # the length of a gap or an outage
@@ -76,22 +87,27 @@ class Reader:
     Nothing is dropped here: when the queue is full the thread waits (blocked_s counts it; a live
     source may lose frames upstream meanwhile, which then show as gaps). Stream time starts at 0 at
     the first frame; a reconnected live source continues at the wall-clock time elapsed since then
-    (never before the previous end), so an outage shows as a gap of its length.
+    (never before the previous end), so an outage shows as a gap of its length. A source that cannot
+    be opened at the start is retried under the same --reconnect policy as one that drops (a regular
+    file is not: it fails at once). `resume` (Resume) continues an earlier run's snippet numbers and
+    stream time, the time between that run's last snippet and this first frame counted as an outage.
     """
 
-    def __init__(self, source, settings, live):
+    def __init__(self, source, settings, live, resume=None, name="stream-reader"):
         self.source, self.settings, self.live = str(source), settings, live
         self.options = open_options(source, settings)
         self.items = queue.Queue(maxsize=settings.queue)
         self.stop = threading.Event()
-        self.index = 0                  # next snippet's index
+        self.resume = resume
+        self.index = resume.index if resume else 0      # next snippet's index
         self.end_s = 0.0                # stream time of the end of the last frame read
         self.anchor = None              # monotonic time at stream time 0
         self.last_arrival = None        # monotonic time of the last frame read
         self.frames = self.damaged = self.reconnects = self.gaps = 0
         self.gap_s = self.outage_s = self.blocked_s = 0.0
         self.connected = False
-        self.thread = threading.Thread(target=self._run, name="stream-reader", daemon=True)
+        self.said_shape = False
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self):
         self.thread.start()
@@ -151,7 +167,8 @@ class Reader:
                 reason = one_line(error.__cause__) if error.__cause__ else str(error)
             else:
                 reason = "end of stream" if self.connected else "no frames"
-            if lost is None and not self.connected:       # never opened
+            never_opened = self.anchor is None and not self.connected
+            if never_opened and not self.live:          # a file that cannot be read: no retrying helps
                 self._put(Notice("open_failed", reason))
                 return
             if not self.live:
@@ -162,13 +179,18 @@ class Reader:
                 failures, lost = 0, now
                 self._put(Notice("lost", f"source lost at {self.end_s:.2f} s ({reason})"))
             else:
+                # down at the start counts from the first attempt, as a drop counts from the loss
+                lost = now if lost is None else lost
                 failures += 1
-                self._put(Notice("retry", f"reconnection attempt {failures} failed ({reason})"))
             if (attempts is not None and failures >= attempts) or (seconds is not None and now - lost >= seconds):
                 tried = f"gave up after {failures} attempt{'s' if failures != 1 else ''} in {now - lost:.1f} s" \
-                    if failures else "reconnection is off"
-                self._put(Notice("end", f"source lost; {tried}"))
+                    if attempts != 0 else "not retried (--reconnect 0)" if never_opened else "reconnection is off"
+                self._put(Notice("open_failed", f"{reason}; {tried}") if never_opened
+                          else Notice("end", f"source lost; {tried}"))
                 return
+            if not self.connected:
+                what = "opening" if never_opened else "reconnection"
+                self._put(Notice("retry", f"{what} attempt {failures} failed ({reason})"))
             wait = min(longest_wait, first_wait * 2 ** failures)
             if seconds is not None:
                 wait = max(0.0, min(wait, lost + seconds - now))
@@ -180,16 +202,27 @@ class Reader:
 
     def _connection(self, decoding):
         """Read one connection's frames into snippets until it ends (VideoError when it fails)."""
-        starts, times = deque(maxlen=SNIPPET), deque(maxlen=1)   # the current snippet's frames, its times
+        starts = deque(maxlen=SNIPPET)       # the current snippet's frames' start times
         # clips keep the source's own frames: the analysis resize is for the network only
         originals = deque(maxlen=SNIPPET) if self.settings.save_clips else None
         frames = decode_frames(self.source, self.settings.resize, self.settings.fps, decoding, self.options, self.live,
                                originals)
-        for clip in snippets(self._timed(frames, starts, decoding), False, times):
-            start_s, end_s = times[-1]
-            self._put(Snippet(self.index, start_s, end_s, clip, np.array(starts), time.monotonic(), time.time(),
-                              np.stack(originals) if originals is not None else None))
+        buffer = []
+        for start, end, frame in self._timed(frames, starts, decoding):
+            buffer.append(frame)
+            if len(buffer) < SNIPPET:
+                continue
+            shapes = list(dict.fromkeys(f.shape for f in buffer))      # in the order they came
+            if len(shapes) > 1 and not self.said_shape:     # once per run: it is not a fault
+                self.said_shape = True
+                self._put(Notice("warning", f"{redact(self.source)}: the source changed its frame size mid-stream "
+                                            f"({' -> '.join('x'.join(map(str, s[1::-1])) for s in shapes)} after "
+                                            f"the resize); each frame is cropped from its own size"))
+            clip = np.stack(buffer) if len(shapes) == 1 else list(buffer)
+            self._put(Snippet(self.index, starts[0], end, clip, np.array(starts), time.monotonic(), time.time(),
+                              list(originals) if originals is not None else None))
             self.index += 1
+            buffer = []
 
     def _timed(self, frames, starts, decoding):
         """decode_frames' frames on the stream's clock, paced with --realtime, gaps reported."""
@@ -223,9 +256,18 @@ class Reader:
         checked the source's stamps): its offset on the stream's clock."""
         self.connected = True
         if self.anchor is None:
-            self.anchor = now
             self._put(Notice("opened", f"opened {redact(self.source)}"))
-            return 0.0
+            if self.resume is None:
+                self.anchor = now
+                return 0.0
+            # an earlier run's stream time goes on: its last snippet's end, plus the time since, as an outage
+            since = max(0.0, time.time() - (time.monotonic() - now) - self.resume.wall) if self.live else 0.0
+            offset = self.resume.end_s + since
+            self.anchor, self.last_arrival = now - offset, now - since
+            self.outage_s += since
+            self._put(Notice("resumed", f"continuing the earlier run's outputs at snippet {self.index}, "
+                                        f"{offset:.2f} s of stream time ({since:.1f} s since its last snippet)"))
+            return offset
         outage = now - self.last_arrival
         self.reconnects += 1
         self.outage_s += outage

@@ -1,14 +1,13 @@
-"""A live run: the loop that scores a source's snippets as they arrive (LiveRun, run_stream) and its
-outputs in the output folder (scores.csv, events.jsonl, metrics.json, stream.log; Outputs).
+"""A live run: the loop that scores a source's snippets as they arrive (LiveRun, run_stream); its outputs
+in the output folder (scores.csv, events.jsonl, metrics.json, stream.log) are live.outputs.Outputs.
 
 The main thread crops the snippets that are waiting (video.crops.crop_frames), runs up to
 batch_size of them through I3D in one pass (video.snippets.snippet_features), scores each causally
 (scoring.CausalScorer) and feeds the Alarm; Ctrl-C, SIGTERM and the end of the stream close every
 output complete (an open event is closed and written).
 """
-import csv
 import datetime
-import json
+import itertools
 import os
 import signal
 import sys
@@ -21,15 +20,15 @@ import numpy as np
 from live.alarms import Alarm, iso
 from live.clips import CLIP_FPS_BOUND, ClipRecorder
 from live.health import Health, health_record, release_memory
+from live.outputs import Outputs, format_rollover, resume_point
 from live.reader import Notice, Reader, Snippet, format_reconnect, is_live, redact, source_name
 from live.scoring import CausalScorer
 from live.settings import StreamSettings
-from utils import InputError, make_dir, one_line, write_text
+from utils import InputError, one_line
 from video.crops import crop_frames
 from video.snippets import SNIPPET, snippet_features
 
 
-SCORES_HEADER = ["video", "snippet", "score", "exceedance", "normal_per_hour", "start_s", "end_s", "wall_time"]
 # The checkpoint's calibration is the quantile table of the training normals' scores over whole videos.
 # A score over a causal window sees less context and is on another scale (bench.py g measures by how
 # much: on the demo, about 8 lower in the median at window 8, from a median of 25), so calibrated values,
@@ -40,70 +39,23 @@ CALIBRATION_NOTE = ("the calibration (and a threshold taken from it) comes from 
                     "normal footage")     # the clip buffer holds --pre_roll s of frames at up to this frame rate
 
 
-class Outputs:
-    """scores.csv, events.jsonl and stream.log (appended, flushed per line) and metrics.json (atomic)."""
-
-    def __init__(self, folder, video, quiet=False):
-        self.folder, self.video, self.quiet = Path(folder), video, quiet
-        make_dir(folder, "output")
-        self.scores_file = open(self.folder / "scores.csv", "w", newline="", encoding="utf-8")
-        self.scores = csv.writer(self.scores_file)
-        self.scores.writerow(SCORES_HEADER)
-        self.scores_file.flush()
-        self.events = open(self.folder / "events.jsonl", "w", encoding="utf-8")
-        self.log_file = open(self.folder / "stream.log", "w", encoding="utf-8")
-
-    def score(self, snippet, score, calibrated):
-        """calibrated: {exceedance, normal_per_hour} (thresholds.Calibration) or None."""
-        cal = ["", ""] if calibrated is None else [f"{calibrated['exceedance']:.4g}",
-                                                   f"{calibrated['normal_per_hour']:.4g}"]
-        self.scores.writerow([self.video, snippet.index, f"{score:.6g}", *cal, f"{snippet.start_s:.3f}",
-                              f"{snippet.end_s:.3f}", iso(snippet.wall)])
-        self.scores_file.flush()
-
-    def event(self, record):
-        self.events.write(json.dumps(record) + "\n")
-        self.events.flush()
-
-    def log(self, message, stdout=False):
-        """A line for the user (stderr, or stdout for alerts) and stream.log, with the time."""
-        line = f"[{datetime.datetime.now().strftime('%Y-%m-%d %H:%M:%S')}] {message}"
-        if not self.quiet:
-            print(line, file=sys.stdout if stdout else sys.stderr, flush=True)
-        self.log_file.write(line + "\n")
-        self.log_file.flush()
-
-    def metrics(self, record):
-        write_text(self.folder / "metrics.json", json.dumps(record, indent=2) + "\n")
-
-    def close(self):
-        for f in (self.scores_file, self.events, self.log_file):
-            f.close()
-
-
-def existing_outputs(folder):
-    """The files of an earlier run in folder (a new run would overwrite them)."""
-    names = ("scores.csv", "events.jsonl", "metrics.json", "stream.log")
-    return [n for n in names if (Path(folder) / n).exists()]
-
-
-def refuse_earlier_outputs(folder):
-    """InputError (one line) when `folder` holds an earlier run's outputs: no run overwrites another's."""
-    found = existing_outputs(folder)
-    if found:
-        raise InputError(f"{folder} holds an earlier run's {', '.join(found)}; choose another --output_dir")
-
-
 def stream_output_dir(output_dir, name):
-    """The run's output folder: `output_dir` (--output_dir), else outputs/stream/<name>_<start time>;
-    refused (refuse_earlier_outputs) when it holds an earlier run's outputs."""
-    folder = output_dir or os.path.join("outputs", "stream", f"{name}_{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    refuse_earlier_outputs(folder)
-    return folder
+    """The run's output folder: `output_dir` (--output_dir), else outputs/stream/<name>_<start time>. A
+    folder that holds an earlier run's outputs is continued (live.outputs)."""
+    return output_dir or os.path.join("outputs", "stream", f"{name}_{datetime.datetime.now():%Y%m%d-%H%M%S}")
+
+
+def crop_snippet(frames, crops):
+    """A snippet's (16, H, W, 3) frames, or its 16 frames as a list when the source changed size within
+    it -> (crops, 16, 224, 224, 3): every crop of each frame, each frame cropped from its own size."""
+    if isinstance(frames, np.ndarray):
+        return crop_frames(frames, crops)
+    groups = [np.stack(list(group)) for _, group in itertools.groupby(frames, key=lambda f: f.shape)]
+    return np.concatenate([crop_frames(group, crops) for group in groups], axis=1)
 
 
 def run_stream(source, model, i3d, output_dir, threshold, settings=None, *, table=None, name=None, info=None,
-               on_score=None, on_event=None, quiet=False, overwrite=False):
+               on_score=None, on_event=None, quiet=False):
     """
     Score `source` while it plays until it ends (a file's end, or a live source lost for good) or
     KeyboardInterrupt (re-raised once every output is complete). Returns the run's health summary
@@ -115,23 +67,26 @@ def run_stream(source, model, i3d, output_dir, threshold, settings=None, *, tabl
     StreamSettings; table: the checkpoint's thresholds.Calibration (None: no calibrated scores); name: the video
     name in the outputs (default from the source); info: more fields for metrics.json (checkpoint,
     model, step, threshold_source); on_score(row dict) and on_event(kind 'open' | 'close', event dict)
-    are called in this thread as they happen. Raises InputError (one line) when the source cannot be
-    opened or the output folder holds an earlier run's outputs (unless overwrite), ValueError for
-    settings that cannot work together.
+    are called in this thread as they happen. A folder that holds an earlier run's outputs is
+    continued (live.outputs: appended, snippet and event numbers going on). A live source that cannot
+    be opened is retried under settings.reconnect, each failed attempt said on stderr. Raises
+    InputError (one line) when the source cannot be opened, ValueError for settings that cannot work
+    together.
     """
     s = settings or StreamSettings()
     s.check()
     if s.amp and next(i3d.parameters()).device.type != "cuda":
         raise ValueError("amp needs the I3D on a CUDA device")
-    if not overwrite:
-        refuse_earlier_outputs(output_dir)
     live = is_live(source) if s.live is None else s.live
-    reader = Reader(source, s, live).start()
-    early = []              # warnings before the first frame (the clock used, a discontinuity), logged once open
+    resume, last_event = resume_point(output_dir)
+    reader = Reader(source, s, live, resume).start()
+    early = []              # notes before the first frame (the clock used, failed attempts), logged once open
     try:
         first = reader.get()
-        while first.kind == "warning":
+        while first.kind in ("warning", "retry"):
             early.append(first.message)
+            if first.kind == "retry" and not quiet:
+                print(f"{redact(source)}: {first.message}", file=sys.stderr, flush=True)
             first = reader.get()
     except BaseException:
         reader.close()
@@ -142,22 +97,24 @@ def run_stream(source, model, i3d, output_dir, threshold, settings=None, *, tabl
             raise first.error
         raise InputError(f"cannot open {redact(source)}: {first.message}")
     session = LiveRun(reader, model.eval(), i3d.eval(), output_dir, threshold, s, table,
-                      name or source_name(source), on_score, on_event, quiet)
+                      name or source_name(source), on_score, on_event, quiet, last_event)
     return session.run(first.message, info or {}, early)
 
 
 class LiveRun:
     """One run of run_stream once its source is open: snippets in, scores, events and health out."""
 
-    def __init__(self, reader, model, i3d, output_dir, threshold, settings, table, name, on_score, on_event, quiet):
+    def __init__(self, reader, model, i3d, output_dir, threshold, settings, table, name, on_score, on_event, quiet,
+                 last_event=0, prefix=""):
         s = self.settings = settings
         self.reader, self.i3d, self.threshold, self.table, self.name = reader, i3d, threshold, table, name
         self.on_score, self.on_event = on_score, on_event
         self.paced = reader.live or s.realtime            # a clock to lag behind
-        self.out = Outputs(output_dir, name, quiet)
+        self.out = Outputs(output_dir, name, quiet, s.rollover, s.keep_days, prefix)
         self.health = Health()
         self.scorer = CausalScorer(model, next(model.parameters()).device, s.window, s.delay, name)
         self.alarm = Alarm(threshold, s.min_snippets)
+        self.alarm.count = last_event                     # an earlier run's events keep their numbers
         # the clip buffer holds what an event that has not opened yet may need (see ClipRecorder.trim)
         ring = CLIP_FPS_BOUND * s.pre_roll + SNIPPET * (s.min_snippets + s.delay + s.batch_size + 2)
         self.clips = ClipRecorder(Path(output_dir) / "clips", s.pre_roll, s.post_roll, int(ring), self.out.log) \
@@ -168,6 +125,22 @@ class LiveRun:
 
     def run(self, opened, info, early=()):
         """Read, score and alert until the end; every output complete however it ends."""
+        self.start(opened, info, early)
+        ended = "end of stream"
+        try:
+            ended = self._loop()
+        except KeyboardInterrupt:
+            ended = "interrupted"
+            raise
+        except BaseException as e:
+            ended = f"error: {type(e).__name__}: {one_line(e)}"
+            raise
+        finally:
+            self.finish(ended)
+        return self.record["health"]
+
+    def start(self, opened, info, early=()):
+        """metrics.json and the first lines of stream.log, once the source is open."""
         s = self.settings
         self.record = dict(info, source=redact(self.reader.source), video=self.name, live=self.reader.live,
                            settings=settings_record(s),
@@ -183,18 +156,16 @@ class LiveRun:
             self.out.log(f"note: {CALIBRATION_NOTE}")
         for message in early:
             self.out.log(message)
-        ended = "end of stream"
-        try:
-            ended = self._loop()
-        except KeyboardInterrupt:
-            ended = "interrupted"
-            raise
-        except BaseException as e:
-            ended = f"error: {type(e).__name__}: {one_line(e)}"
-            raise
-        finally:
-            self._finish(ended)
-        return self.record["health"]
+        self.out.prune_clips()
+
+    def notice(self, item):
+        """Log a reader's Notice; returns why the stream ended for an 'end', raises an 'error''s error."""
+        if item.kind == "error":
+            raise item.error
+        if item.kind == "end":
+            return item.message
+        self.out.log(item.message if item.kind in ("gap", "warning") else f"{item.kind}: {item.message}")
+        return None
 
     def _loop(self):
         """Batches of the snippets waiting (at most --i3d_batch), the reader's notices in order; returns
@@ -203,16 +174,14 @@ class LiveRun:
         while True:
             if time.monotonic() - last_status >= self.settings.status_every:
                 last_status = time.monotonic()
-                self._status()
+                self.status()
             item, held = held or self.reader.get(timeout=min(1.0, self.settings.status_every)), None
             if item is None:
                 continue
             if isinstance(item, Notice):
-                if item.kind == "error":
-                    raise item.error
-                if item.kind == "end":
-                    return item.message
-                self.out.log(item.message if item.kind in ("gap", "warning") else f"{item.kind}: {item.message}")
+                ended = self.notice(item)
+                if ended is not None:
+                    return ended
                 continue
             batch = [item]
             while len(batch) < self.settings.batch_size:
@@ -222,14 +191,15 @@ class LiveRun:
                 if not isinstance(waiting, Snippet):
                     break
                 batch.append(waiting)
-            self._process(batch)
+            t = time.monotonic()
+            crops = np.stack([crop_snippet(x.frames, self.settings.crops) for x in batch])  # (B, K, 16, 224, 224, 3)
+            features = snippet_features(self.i3d, crops, self.settings.amp).numpy()       # (B, K, 1024)
+            self.health.busy += time.monotonic() - t
+            self.process(batch, features)
 
-    def _process(self, batch):
-        """Crops, I3D and scores of the snippets in one batch."""
+    def process(self, batch, features):
+        """Scores, alerts and clips of a batch of snippets and their (B, K, 1024) I3D features."""
         t = time.monotonic()
-        s = self.settings
-        crops = np.stack([crop_frames(snippet.frames, s.crops) for snippet in batch])   # (B, K, 16, 224, 224, 3)
-        features = snippet_features(self.i3d, crops, s.amp).numpy()                     # (B, K, 1024)
         for snippet, f in zip(batch, features):
             if self.clips is not None:
                 self.clips.add(snippet)
@@ -286,7 +256,7 @@ class LiveRun:
         if self.on_event is not None:
             self.on_event("close", record)
 
-    def _status(self, final=False):
+    def status(self, final=False):
         """The status line (and what is behind, and by how much); metrics.json's health rewritten."""
         health, reader = self.health, self.reader
         rate, capacity, speed = health.interval()
@@ -310,9 +280,11 @@ class LiveRun:
                              f"snippets; a live source may lose frames meanwhile (they show as gaps)")
         self.record.update(health=health_record(health, reader, self.alarm, self.paced))
         self.out.metrics(self.record)
+        if not final:
+            self.out.prune_clips()
         release_memory()
 
-    def _finish(self, ended):
+    def finish(self, ended):
         """Score what waits for later snippets, close the open event and clips, write the summary."""
         self.reader.close()
         try:
@@ -326,7 +298,7 @@ class LiveRun:
                 self.clips.finish()
         finally:
             self.record.update(ended=iso(time.time()), end_reason=ended)
-            self._status(final=True)                      # the final health, with metrics.json written once
+            self.status(final=True)                      # the final health, with metrics.json written once
             h = self.record["health"]
             latency = "-" if h["latency_p50_s"] is None else \
                 f"p50 {h['latency_p50_s']:.2f} s p95 {h['latency_p95_s']:.2f} s"
@@ -344,6 +316,7 @@ def settings_record(settings):
     record["resize"] = settings.resize if isinstance(settings.resize, int) else "x".join(map(str, settings.resize))
     record["reconnect"] = format_reconnect(settings.reconnect)
     record["backoff"] = list(settings.backoff)
+    record["rollover"] = format_rollover(settings.rollover)
     return record
 
 

@@ -29,6 +29,8 @@ class StreamSettings:
     input_format: str | None = None     # FFmpeg input format (v4l2, avfoundation, dshow, lavfi, ...)
     input_options: dict = field(default_factory=dict)   # FFmpeg options of the input, e.g. rtsp_transport
     status_every: float = 10.0          # seconds between status lines
+    rollover: str | int | None = None   # roll scores.csv, events.jsonl, stream.log over: 'day', a size in bytes, None
+    keep_days: float | None = None      # remove rolled files and clips last written longer ago; None: keep all
 
     def check(self):
         """ValueError (one line) for settings that cannot work together."""
@@ -38,6 +40,8 @@ class StreamSettings:
             raise ValueError(f"the window must be at least 1 snippet, got {self.window}")
         if self.delay < 0 or (self.window is not None and self.delay >= self.window):
             raise ValueError(f"the delay must be at least 0 and less than the window ({self.window}), got {self.delay}")
+        if self.keep_days is not None and not self.keep_days > 0:
+            raise ValueError(f"keep_days must be more than 0, got {self.keep_days}")
         if self.min_snippets < 1 or self.batch_size < 1 or self.queue < 1:
             raise ValueError("min_snippets, batch_size and queue must be at least 1")
 

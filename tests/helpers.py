@@ -1,10 +1,13 @@
 """Helpers the test modules share (no test module imports another): synthetic videos, the stand-in
 I3D network (GridProbe), an infer.py-like output folder for the review page, a UCF-Crime-layout
 feature folder, running a command's main in this process as its command line would, and the review
-page's other folders (a stream's, training logs) with the data a page embeds."""
+page's other folders (a stream's, training logs) with the data a page embeds; live sources made and
+served over loopback TCP by the ffmpeg command line."""
 import csv
 import json
 import re
+import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -248,3 +251,44 @@ def write_log(path, steps, loss_name="mpp_loss", best_at=None):
                                      total_loss=2.0 / (k + 1), grad_norm=3.0, AUC=80.0 + k, AP=ap,
                                      AUC_sub=70.0, AP_sub=50.0, version="train")))
     Path(path).write_text("\n".join(lines) + "\n")
+
+
+def write_sized_ts(path, sizes, seconds=2.0, rate=25):
+    """An H.264 MPEG-TS whose frame size changes between segments, by the ffmpeg command line: one
+    segment of testsrc2 per (width, height) in `sizes`, `seconds` each, joined as a camera that changes
+    its resolution mid-stream sends them (a new SPS, timestamps going on)."""
+    parts = []
+    for i, (width, height) in enumerate(sizes):
+        part = Path(path).with_name(f".{Path(path).stem}-{i}.ts")
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                        f"testsrc2=size={width}x{height}:rate={rate}:duration={seconds}", "-c:v", "libx264",
+                        "-preset", "ultrafast", "-g", "16", "-pix_fmt", "yuv420p", "-output_ts_offset",
+                        str(i * seconds), "-f", "mpegts", str(part)], check=True)
+        parts.append(part.read_bytes())
+        part.unlink()
+    Path(path).write_bytes(b"".join(parts))
+    return path
+
+
+def serve_ts(path, port, realtime=False):
+    """ffmpeg sending an MPEG-TS file's packets unchanged to the one client of tcp://127.0.0.1:port
+    (at its own pace with realtime, else as fast as it goes); returns the process once it listens."""
+    server = subprocess.Popen(["ffmpeg", "-v", "error", *(["-re"] if realtime else []), "-i", str(path), "-c", "copy",
+                               "-f", "mpegts", f"tcp://127.0.0.1:{port}?listen=1"],
+                              stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and server.poll() is None and not tcp_listening(port):
+        time.sleep(0.02)
+    return server
+
+
+def tcp_listening(port):
+    """Whether a socket listens on 127.0.0.1:port (Linux /proc/net/tcp: probing by connecting would take
+    a one-client server's one client)."""
+    try:
+        with open("/proc/net/tcp") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        time.sleep(1.0)
+        return True
+    return any(line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A" for line in lines)

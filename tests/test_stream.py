@@ -349,9 +349,13 @@ def test_cli_default_threshold_and_metrics(clip, checkpoint, tmp_path, monkeypat
     # a threshold from the calibration of whole-video scores is said to be approximate for windowed ones
     assert "approximate" in metrics["calibration_note"] and "note: the calibration" in (out / "stream.log").read_text()
     assert [e["start_s"] for e in read_events(out)] == [pytest.approx(BRIGHT[0] * 16 / RATE, abs=0.7)]
-    with pytest.raises(InputError, match="holds an earlier run's"):          # never overwrites a run
-        stream.main([str(clip["path"]), "--model_path", str(checkpoint), "--i3d_weights", "x.pt",
-                     "--output_dir", str(out), "--device", "cpu"])
+    # the same command again continues the outputs (never refused, never truncated): numbers go on
+    stream.main([str(clip["path"]), "--model_path", str(checkpoint), "--i3d_weights", "x.pt", "--window",
+                 str(WINDOW), "--output_dir", str(out), "--device", "cpu"])
+    _, rows = read_scores(out)
+    assert [int(r[1]) for r in rows] == list(range(2 * SNIPPETS))
+    assert [e["event"] for e in read_events(out)] == [1, 2]
+    assert float(rows[SNIPPETS][4]) == pytest.approx(float(rows[SNIPPETS - 1][5]), abs=1e-3)  # a file: no outage
 
 
 def test_cli_cuts_snippets_as_the_checkpoint_was_trained(clip, tmp_path, monkeypatch, capsys):
@@ -399,7 +403,7 @@ def test_cli_one_line_errors(clip, checkpoint, tmp_path, monkeypatch, capsys):
     closed = f"tcp://127.0.0.1:{free_port()}"                        # nothing listens there
     bare = tmp_path / "bare.pkl"
     torch.save(clip["model"].state_dict(), bare)
-    cases = [([closed, "--model_path", str(checkpoint)], f"cannot open {closed}: "),
+    cases = [([closed, "--model_path", str(checkpoint), "--reconnect", "0"], f"cannot open {closed}: "),
              ([str(tmp_path / "missing.mp4"), "--model_path", str(checkpoint)],      # said before any loading
               f"error: source {tmp_path / 'missing.mp4'} does not exist"),
              ([str(clip["path"]), "--model_path", str(bare)], "give --threshold"),
