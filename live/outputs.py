@@ -82,6 +82,15 @@ def last_line(path):
     return lines[-1].rstrip(b"\r").decode("utf-8", "replace") if lines else ""
 
 
+def first_line(path):
+    """The first line of a text file, its newline included ('' when unreadable)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.readline()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
 def rolled_files(path):
     """The rolled files of an appended output `path` (<stem>.<date...><suffix>), oldest first."""
     path = Path(path)
@@ -102,7 +111,11 @@ class AppendedFile:
         if dropped:
             note(f"{self.path}: dropped a torn last line ({dropped} bytes) left by a run that stopped mid-write")
         self.file = None
-        if self.path.exists() and self.path.stat().st_size and self._due(self._day_of_file()):
+        if self.path.exists() and self.path.stat().st_size and self.header is not None and \
+                first_line(self.path) != self.header:          # an earlier version's columns: never mixed
+            target = self._roll(self._day_of_file())
+            note(f"{self.path}: its columns are not this version's ({self.header.strip()}); moved to {target.name}")
+        elif self.path.exists() and self.path.stat().st_size and self._due(self._day_of_file()):
             self._roll(self._day_of_file())
         self._open()
         self.prune()
@@ -139,6 +152,7 @@ class AppendedFile:
             n += 1
             target = self.path.with_name(f"{self.path.stem}.{label}-{n}{self.path.suffix}")
         os.replace(self.path, target)
+        return target
 
     def prune(self):
         """Remove rolled files last written more than keep_days ago (none when keep_days is None)."""
@@ -184,9 +198,9 @@ def _scores_row(line):
     if not line:
         return None
     try:
-        row = next(csv.reader([line]))
-        wall = datetime.datetime.fromisoformat(row[6]).timestamp()
-        return Resume(int(row[1]) + 1, float(row[5]), wall)
+        row = dict(zip(SCORES_HEADER, next(csv.reader([line]))))
+        wall = datetime.datetime.fromisoformat(row["wall_time"]).timestamp()
+        return Resume(int(row["snippet"]) + 1, float(row["end_s"]), wall)
     except (ValueError, IndexError, StopIteration):
         return None                 # the header, or a row from another layout
 

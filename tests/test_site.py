@@ -212,7 +212,7 @@ def test_restart_after_kill9_continues_every_file(sources, tmp_path, capsys):
     assert scores.read_text().startswith(before)                    # nothing before the torn line is lost
     after = rows(scores)
     assert [int(r[1]) for r in after] == list(range(len(kept) + 9))
-    assert float(after[len(kept)][4]) >= float(kept[-1][5])        # stream time goes on, the outage counted
+    assert float(after[len(kept)][5]) >= float(kept[-1][6])        # stream time goes on, the outage counted
     assert [e["event"] for e in lines_json(events)] == [4, 5]       # event numbers go on after the last kept
     assert "continuing the earlier run's outputs at snippet" in (out / "cam" / "stream.log").read_text()
 
@@ -382,3 +382,18 @@ def test_site_events_reach_a_real_mqtt_broker_and_the_webhook(sources, tmp_path,
         if body["state"] == "end":
             (written,) = lines_json(tmp_path / "out" / camera / "events.jsonl")
             assert body == {**written, "camera": camera, "state": "end"}
+
+
+def test_an_earlier_versions_scores_csv_is_moved_aside_not_mixed(tmp_path):
+    """A scores.csv with other columns (an earlier version's) is rolled aside, named, and the new file starts
+    with this version's header: rows of two layouts never share a file."""
+    from live.outputs import SCORES_HEADER, Outputs
+    old = tmp_path / "scores.csv"
+    old.write_text("video,snippet,score,calibrated,start_s,end_s,wall_time\r\ncam,0,1.5,0.9,0.000,0.640,"
+                   "2026-01-01T00:00:00\r\n")
+    out = Outputs(tmp_path, "cam", quiet=True)
+    out.close()
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("scores.") and p.name != "scores.csv"]
+    assert len(moved) == 1 and "calibrated" in moved[0].read_text()
+    assert rows(old) == [] and old.read_text().splitlines()[0] == ",".join(SCORES_HEADER)
+    assert f"{old}: its columns are not this version's" in (tmp_path / "stream.log").read_text()
