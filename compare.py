@@ -30,7 +30,7 @@ from options import parse_main_args
 from plots import plot_comparison
 from runs import run_files
 from test import METRICS
-from utils import DefaultsFormatter, InputError, atomic_write, read_checkpoint, run_cli, run_folders, write_text
+from utils import DefaultsFormatter, InputError, read_checkpoint, run_cli, run_folders, write_file, write_text
 
 MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "main.py")
 
@@ -97,17 +97,16 @@ def markdown_table(stats, n_seeds):
 
 
 def write_csv(path, runs, stats):
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["model", "seed", "best_step", *METRICS])
-            for r in runs:
-                w.writerow([r["model"], r["seed"], r["step"], *(f"{r['metrics'][k]:.4f}" for k in METRICS)])
-            for m, (mean, std) in stats.items():
-                w.writerow([m, "mean", "", *(f"{x:.4f}" for x in mean)])
-                if std is not None:
-                    w.writerow([m, "std", "", *(f"{x:.4f}" for x in std)])
-    atomic_write(path, write)
+    def write(f):
+        w = csv.writer(f)
+        w.writerow(["model", "seed", "best_step", *METRICS])
+        for r in runs:
+            w.writerow([r["model"], r["seed"], r["step"], *(f"{r['metrics'][k]:.4f}" for k in METRICS)])
+        for m, (mean, std) in stats.items():
+            w.writerow([m, "mean", "", *(f"{x:.4f}" for x in mean)])
+            if std is not None:
+                w.writerow([m, "std", "", *(f"{x:.4f}" for x in std)])
+    write_file(path, write, text=True)
 
 
 def compare(argv=None):

@@ -21,7 +21,7 @@ from pathlib import Path
 from distributed import RankLost, RanksFailed, start
 from options import (BACKENDS, BACKEND_HELP, PRECISIONS, PRECISION_HELP, RESIZE, add_renamed, check_accelerator_flags,
                      parse_resize, positive_float, positive_int)
-from utils import DefaultsFormatter, InputError, check_inputs, make_dir, one_line, pick_device
+from utils import DefaultsFormatter, InputError, check_inputs, make_dir, one_line, pick_device, use_escaped_streams
 from video.backends import i3d_backend
 from video.extraction import agreed_weights, extract_shard, finish_extraction, list_videos, plan_videos
 from video.manifest import verify_manifest
@@ -130,6 +130,7 @@ def classify(args):
 
 def main(argv=None):
     """The command line -> its exit status (0 done, 1 videos failed or --verify found problems, 2 setup error)."""
+    use_escaped_streams()
     args = parse_args(argv)
     if args.verify is not None:
         return verify_manifest(args.verify)

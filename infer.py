@@ -51,8 +51,8 @@ from runs import clear_outputs, output_folder
 from test import (calibrate, false_alarm_rate, find_segments, per_class_metrics, score_batched, score_video,
                   snippet_metrics, to_frames)
 from thresholds import checkpoint_calibration, choose_threshold
-from utils import (InputError, atomic_write, check_inputs, make_dir, one_line, pick_device, run_cli, run_folders,
-                   write_text)
+from utils import (InputError, check_inputs, json_text, make_dir, one_line, pick_device, run_cli, run_folders,
+                   save_array, write_file, write_text)
 
 
 def score_features(model, videos, device):
@@ -107,19 +107,18 @@ def cells(seconds):
 def write_scores(path, results, table, times):
     """scores.csv: one row per snippet of every video; times: {video: (T, 2) seconds or None}."""
     timed = any(t is not None for t in times.values())
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["video", "snippet", "score", "calibrated", "start_frame", "end_frame"]
-                       + (["start_s", "end_s"] if timed else []))
-            for name, scores in results:
-                cal = calibrate(scores, table) if table is not None else None
-                for i, x in enumerate(scores):
-                    a, b = i * FRAMES_PER_SNIPPET, (i + 1) * FRAMES_PER_SNIPPET
-                    seconds = cells(times[name][i]) if times[name] is not None else ["", ""]
-                    w.writerow([name, i, f"{x:.6g}", f"{cal[i]:.4f}" if cal is not None else "", a, b]
-                               + (seconds if timed else []))
-    atomic_write(path, write)
+    def write(f):
+        w = csv.writer(f)
+        w.writerow(["video", "snippet", "score", "calibrated", "start_frame", "end_frame"]
+                   + (["start_s", "end_s"] if timed else []))
+        for name, scores in results:
+            cal = calibrate(scores, table) if table is not None else None
+            for i, x in enumerate(scores):
+                a, b = i * FRAMES_PER_SNIPPET, (i + 1) * FRAMES_PER_SNIPPET
+                seconds = cells(times[name][i]) if times[name] is not None else ["", ""]
+                w.writerow([name, i, f"{x:.6g}", f"{cal[i]:.4f}" if cal is not None else "", a, b]
+                           + (seconds if timed else []))
+    write_file(path, write, text=True)
 
 
 def write_frame_scores(folder, results):
@@ -127,7 +126,7 @@ def write_frame_scores(folder, results):
     make_dir(folder, "frame scores")
     for name, scores in results:
         frames = to_frames([scores]).astype(np.float32)
-        atomic_write(os.path.join(folder, f"{name}.npy"), lambda tmp: np.save(tmp, frames, allow_pickle=False))
+        save_array(os.path.join(folder, f"{name}.npy"), frames)
 
 
 def video_segments(results, threshold, top_k):
@@ -138,21 +137,20 @@ def video_segments(results, threshold, top_k):
 def write_segments(path, segments, table, times):
     """segments.csv: one row per anomalous segment, frames end exclusive; times: {video: (T, 2) or None}."""
     timed = any(t is not None for t in times.values())
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["video", "rank", "start_frame", "end_frame"] + (["start_s", "end_s", "peak_s"] if timed else [])
-                       + ["peak_score", "peak_calibrated", "mean_score"])
-            for name, segs in segments:
-                t = times[name]
-                for rank, s in enumerate(segs, 1):
-                    a, b = s["start"] * FRAMES_PER_SNIPPET, s["end"] * FRAMES_PER_SNIPPET
-                    seconds = cells((t[s["start"], 0], t[s["end"] - 1, 1], t[s["peak_snippet"], 0])) \
-                        if t is not None else ["", "", ""]
-                    cal = f"{float(calibrate(s['peak'], table)):.4f}" if table is not None else ""
-                    w.writerow([name, rank, a, b] + (seconds if timed else [])
-                               + [f"{s['peak']:.6g}", cal, f"{s['mean']:.6g}"])
-    atomic_write(path, write)
+    def write(f):
+        w = csv.writer(f)
+        w.writerow(["video", "rank", "start_frame", "end_frame"] + (["start_s", "end_s", "peak_s"] if timed else [])
+                   + ["peak_score", "peak_calibrated", "mean_score"])
+        for name, segs in segments:
+            t = times[name]
+            for rank, s in enumerate(segs, 1):
+                a, b = s["start"] * FRAMES_PER_SNIPPET, s["end"] * FRAMES_PER_SNIPPET
+                seconds = cells((t[s["start"], 0], t[s["end"] - 1, 1], t[s["peak_snippet"], 0])) \
+                    if t is not None else ["", "", ""]
+                cal = f"{float(calibrate(s['peak'], table)):.4f}" if table is not None else ""
+                w.writerow([name, rank, a, b] + (seconds if timed else [])
+                           + [f"{s['peak']:.6g}", cal, f"{s['mean']:.6g}"])
+    write_file(path, write, text=True)
 
 
 def write_plots(folder, results, threshold, times, videos, segments=None, gts=None):
@@ -292,23 +290,29 @@ def extract_videos_for_scoring(args, device, ranks, record=None):
 
 
 def video_files(root, names):
-    """{video name: path} of the video files of `names` under --video_root (searched recursively). Of
-    several files of one name the one a browser plays is chosen (review.media.choose_source), with a warning
-    naming them."""
-    from video.decode import VIDEO_SUFFIXES
+    """{video name: path} of the video files of `names` under --video_root (scan.scan_folder: searched
+    recursively, through links). Of several files of one name the one a browser plays is chosen
+    (review.media.choose_source), with a warning naming them. What the scan left out is named: a
+    broken link, a loop, a folder it cannot read, and a file of one of these names that is not a video
+    by its suffix."""
+    from scan import VIDEO_SUFFIXES, name_left_out, scan_folder
     from review.media import choose_source
+    try:
+        found = scan_folder(root, VIDEO_SUFFIXES)
+    except OSError as e:
+        raise InputError(f"--video_root {root} cannot be read ({e.strerror})") from None
+    name_left_out(found.left_out + [(p, why) for p, why in found.others if os.path.splitext(p.name)[0] in names])
     named = {}
-    for folder, _, files in sorted(os.walk(root)):
-        for f in sorted(files):
-            stem, ext = os.path.splitext(f)
-            if ext.lower() in VIDEO_SUFFIXES and stem in names:
-                named.setdefault(stem, []).append(os.path.join(folder, f))
-    found = {}
+    for path in found.files:
+        stem = os.path.splitext(path.name)[0]
+        if stem in names:
+            named.setdefault(stem, []).append(str(path))
+    chosen = {}
     for stem, paths in named.items():
-        found[stem], warning = choose_source(paths)
+        chosen[stem], warning = choose_source(paths)
         if warning:
             print(f"warning: --video_root: {warning}", file=sys.stderr)
-    return found
+    return chosen
 
 
 def gt_runs(gt):
@@ -320,16 +324,15 @@ def gt_runs(gt):
 def write_videos(path, results, videos, sources, output_dir, gts=None):
     """videos.csv: each video's label (normal, abnormal, or empty: unknown), snippets, source video
     file relative to the output folder (or empty), and with a ground truth its anomalous frame runs."""
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["video", "label", "snippets", "source"] + (["gt"] if gts is not None else []))
-            for i, ((name, scores), video) in enumerate(zip(results, videos)):
-                label = "" if video.normal is None else "normal" if video.normal else "abnormal"
-                source = sources.get(name)
-                source = os.path.relpath(source, output_dir).replace(os.sep, "/") if source else ""
-                w.writerow([name, label, len(scores), source] + ([gt_runs(gts[i])] if gts is not None else []))
-    atomic_write(path, write)
+    def write(f):
+        w = csv.writer(f)
+        w.writerow(["video", "label", "snippets", "source"] + (["gt"] if gts is not None else []))
+        for i, ((name, scores), video) in enumerate(zip(results, videos)):
+            label = "" if video.normal is None else "normal" if video.normal else "abnormal"
+            source = sources.get(name)
+            source = os.path.relpath(source, output_dir).replace(os.sep, "/") if source else ""
+            w.writerow([name, label, len(scores), source] + ([gt_runs(gts[i])] if gts is not None else []))
+    write_file(path, write, text=True)
 
 
 def main(argv=None):
@@ -392,7 +395,7 @@ def main(argv=None):
 
     if args.overwrite:
         clear_outputs(args.output_dir)
-    write_text(os.path.join(args.output_dir, "metrics.json"), json.dumps(result, indent=2) + "\n")
+    write_text(os.path.join(args.output_dir, "metrics.json"), json_text(result, indent=2) + "\n")
     write_scores(os.path.join(args.output_dir, "scores.csv"), results, table, times)
     write_frame_scores(os.path.join(args.output_dir, "frame_scores"), results)
     write_videos(os.path.join(args.output_dir, "videos.csv"), results, videos, sources, args.output_dir, gts)

@@ -14,6 +14,7 @@ import av.sidedata.sidedata
 import numpy as np
 
 from options import RESIZE
+from scan import VIDEO_SUFFIXES  # noqa: F401  (where it was: the suffixes a folder scan takes)
 from utils import one_line
 from video import VideoError
 from video.clock import Clock
@@ -21,8 +22,6 @@ from video.crops import resized_size
 
 
 DISPLAYMATRIX = getattr(getattr(av.sidedata.sidedata, 'Type', None), 'DISPLAYMATRIX', None)
-VIDEO_SUFFIXES = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.mpg', '.mpeg', '.m4v', '.flv', '.wmv', '.ts',
-                  '.h264', '.264', '.h265', '.265', '.hevc', '.mjpeg', '.mjpg'}   # raw streams too (no stamps)
 
 
 def resample_by_time(timed_items, fps):
