@@ -47,7 +47,7 @@ from distributed import start
 from features import FRAMES_PER_SNIPPET, FeatureWidth, Video, find_videos, load_video, read_record
 from model import model_name
 from options import check_accelerator_flags, flags_text, parse_infer_args
-from runs import clear_outputs, output_folder
+from runs import output_folder, staged_outputs
 from test import (calibrate, false_alarm_rate, find_segments, per_class_metrics, score_batched, score_video,
                   snippet_metrics, to_frames)
 from thresholds import checkpoint_calibration, choose_threshold
@@ -393,32 +393,33 @@ def main(argv=None):
             sources.update(found)
         times = {v.name: snippet_times(v, len(scores), args.fps) for v, (_, scores) in zip(videos, results)}
 
-    if args.overwrite:
-        clear_outputs(args.output_dir)
-    write_text(os.path.join(args.output_dir, "metrics.json"), json_text(result, indent=2) + "\n")
-    write_scores(os.path.join(args.output_dir, "scores.csv"), results, table, times)
-    write_frame_scores(os.path.join(args.output_dir, "frame_scores"), results)
-    write_videos(os.path.join(args.output_dir, "videos.csv"), results, videos, sources, args.output_dir, gts)
-    written = ["metrics.json", "scores.csv", "videos.csv", "frame_scores/"]
-    segments = None
-    if threshold is not None:
-        segments = video_segments(results, threshold, args.top_k)
-        write_segments(os.path.join(args.output_dir, "segments.csv"), segments, table, times)
-        written.append(f"segments.csv ({sum(len(s) for _, s in segments)} segments)")
-    else:
-        print(f"no segments.csv: {result['threshold']['source']}")
-    if args.plot:
-        write_plots(os.path.join(args.output_dir, "plots"), results, threshold, times, videos, segments, gts)
-        written.append("plots/")
-        if gts is not None and not (gt.min() == gt.max()):
-            from plots import plot_curves
-            plot_curves(os.path.join(args.output_dir, "roc_pr.png"), frame_scores, gt)
-            written.append("roc_pr.png")
-    if args.html:
-        from review.page import write_report
-        write_report(args.output_dir)
-        written.append("report.html")
-    print(f"wrote {', '.join(written)} in {args.output_dir}")
+        # every output is written into a staging folder and moved into place once all are: a run that fails
+        # while writing (a full disk) leaves an earlier run's outputs as they were, and no new folder
+        with staged_outputs(args.output_dir) as out:
+            write_text(os.path.join(out, "metrics.json"), json_text(result, indent=2) + "\n")
+            write_scores(os.path.join(out, "scores.csv"), results, table, times)
+            write_frame_scores(os.path.join(out, "frame_scores"), results)
+            write_videos(os.path.join(out, "videos.csv"), results, videos, sources, args.output_dir, gts)
+            written = ["metrics.json", "scores.csv", "videos.csv", "frame_scores/"]
+            segments = None
+            if threshold is not None:
+                segments = video_segments(results, threshold, args.top_k)
+                write_segments(os.path.join(out, "segments.csv"), segments, table, times)
+                written.append(f"segments.csv ({sum(len(s) for _, s in segments)} segments)")
+            else:
+                print(f"no segments.csv: {result['threshold']['source']}")
+            if args.plot:
+                write_plots(os.path.join(out, "plots"), results, threshold, times, videos, segments, gts)
+                written.append("plots/")
+                if gts is not None and not (gt.min() == gt.max()):
+                    from plots import plot_curves
+                    plot_curves(os.path.join(out, "roc_pr.png"), frame_scores, gt)
+                    written.append("roc_pr.png")
+        if args.html:
+            from review.page import write_report
+            write_report(args.output_dir)
+            written.append("report.html")
+        print(f"wrote {', '.join(written)} in {args.output_dir}")
 
 
 if __name__ == "__main__":

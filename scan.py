@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Every container ffmpeg demuxes video from, by its usual suffixes (`ffmpeg -h muxer=NAME` and
-# `ffmpeg -h demuxer=NAME` list them; tests/test_files.py checks this set against the installed ffmpeg),
+# `ffmpeg -h demuxer=NAME` list them; tests/test_files.py checks this set against libavformat's own lists),
 # compared case-insensitively: camcorders write .MTS and .MOD, phones .MP4 and .3gp. Audio-only
 # suffixes (.m4a, .wma, .ogg, .mp3) are not taken.
 VIDEO_SUFFIXES = frozenset({
-    '.mp4', '.m4v', '.mov', '.qt', '.3gp', '.3gpp', '.3g2', '.mj2', '.f4v', '.psp', '.ismv', '.lrv',  # ISO / QuickTime
+    '.mp4', '.m4v', '.mov', '.qt', '.3gp', '.3gpp', '.3g2', '.mj2', '.f4v', '.psp', '.ism', '.ismv', '.lrv',  # ISO / QuickTime
     '.mkv', '.mk3d', '.webm',                                   # Matroska
     '.avi', '.divx', '.xvid',                                   # AVI
     '.ts', '.m2t', '.m2ts', '.mts', '.tp', '.trp', '.tsv',      # MPEG transport stream (AVCHD, broadcast)
