@@ -1,4 +1,6 @@
-"""Seeding, device choice, checkpoint save/load, and the error type for bad input.
+"""Seeding, device choice, checkpoint save/load, the error type for bad input, the one write path of
+every output (write_file over atomic_write: a refused write is one WriteError line, never half a file)
+and the one way a file name that is not UTF-8 is written (escape_name).
 
 A checkpoint is data, never code: it is written atomically (temporary file + os.replace) and
 read with torch.load(weights_only=True). Ours hold plain types:
@@ -280,7 +282,8 @@ def _temporary_suffix(path):
 def atomic_write(path, write):
     """The one write path of every output (features, records, manifests, CSV, JSON, checkpoints,
     plots, pages, exported networks). write(tmp) writes the whole content to tmp, a new file in
-    `path`'s folder; it is flushed to the disk (fsync) and renamed onto `path` (os.replace), so a
+    `path`'s folder; it is flushed to the disk (fsync; not with BNWVAD_FSYNC=0, for scratch space such
+    as the test suite's) and renamed onto `path` (os.replace), so a
     crash, a full disk or Ctrl-C never leaves half a file, and an earlier file of that name stays
     as it was until the new one is whole. The temporary file is removed on any failure.
 
@@ -296,11 +299,12 @@ def atomic_write(path, write):
         os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)     # mkstemp makes the file owner-only; give it the usual mode
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if os.environ.get("BNWVAD_FSYNC") != "0":      # 0: scratch space (the test suite), speed over safety
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
         tmp = None
     except Exception as e:

@@ -244,6 +244,17 @@ def test_a_refused_write_is_one_line_and_leaves_the_earlier_file(tmp_path, full_
     assert leftovers(tmp_path) == []
 
 
+def test_every_output_is_flushed_before_it_is_renamed(tmp_path, monkeypatch):
+    events = []
+    monkeypatch.setenv("BNWVAD_FSYNC", "1")
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))))
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", os.fspath(a))), real(a, b)))
+    save_array(tmp_path / "a.npy", np.zeros(3))
+    assert [kind for kind, _ in events] == ["fsync", "replace"] and events[0][1] == events[1][1]
+    assert Path(events[1][1]).parent == tmp_path and Path(events[1][1]).name.startswith(".tmp-")
+
+
 def test_torch_save_on_a_really_full_disk(tmp_path):
     """A tmpfs of 64 KiB, where mounting is allowed (root): the system's own ENOSPC, not a stand-in."""
     disk = tmp_path / "disk"
