@@ -257,13 +257,20 @@ class WriteError(InputError, OSError):
         return self.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
+REFUSALS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO,
+            errno.ENAMETOOLONG}     # what the system answers a write it will not take
+
+
 def _os_error(error, folder):
-    """The OSError (with its errno) behind a failed write, or None when it was not the system's doing.
-    A writer that hides it (PyTorch's "unexpected pos", NumPy's "3072 requested and 736 written") keeps
-    it as the exception's cause or context; an OSError without an errno on a full disk reads as ENOSPC."""
-    seen = error
+    """The OSError (with its errno) behind a failed write, or None when it was not the system's doing:
+    the error itself, or one of REFUSALS that a writer hid (PyTorch's "unexpected pos", NumPy's "3072
+    requested and 736 written") as the exception's cause or context; an OSError without an errno, or
+    a RuntimeError, on a disk with no space left reads as ENOSPC."""
+    if isinstance(error, OSError) and error.errno is not None:
+        return error
+    seen = error.__cause__ or error.__context__
     while seen is not None:
-        if isinstance(seen, OSError) and seen.errno is not None:
+        if isinstance(seen, OSError) and seen.errno in REFUSALS:
             return seen
         seen = seen.__cause__ or seen.__context__
     with contextlib.suppress(OSError):
