@@ -38,8 +38,8 @@ def parse_args(argv=None):
         epilog='crop order: 0 centre, 1 top-left, 2 top-right, 3 bottom-left, 4 bottom-right, 5-9 the same five '
                'mirrored left-right. Exit status: 0 all done, 1 some videos failed (--verify: problems found), 2 '
                'setup error.')
-    parser.add_argument('videos', nargs='*', help='video files, folders of videos (searched recursively) '
-                        'and .txt lists of video paths (relative to the list)')
+    parser.add_argument('videos', nargs='*', help='video files, folders of videos (searched recursively, through '
+                        'links; each file left out is named) and .txt lists of video paths (relative to the list)')
     parser.add_argument('--out', type=Path, help='folder for the .npy files, their records and manifest.csv '
                         '(under torchrun on several nodes: on storage all nodes share)')
     parser.add_argument('--i3d_weights', type=Path,
