@@ -24,8 +24,8 @@ from live.settings import StreamSettings, extraction_defaults
 from model import model_name
 from options import (BACKENDS, BACKEND_HELP, PRECISIONS, PRECISION_HELP, Parser, flags_text, given_flags,
                      parse_resize, positive_float, positive_int)
-from utils import InputError, atomic_write, check_inputs, one_line, pick_device, refuse_to_replace, run_cli, \
-    run_folders, write_text
+from utils import InputError, check_inputs, one_line, pick_device, refuse_to_replace, run_cli, \
+    run_folders, write_file, write_text
 from video.records import file_sha256
 
 OUTPUTS = ("calibration.json", "alarms_per_hour.csv", "alarms_per_hour.png")
@@ -141,13 +141,12 @@ def recordings_from_features(args, len_feature):
 
 
 def write_curve(path, curve):
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["threshold", "alarms_per_hour"])
-            for t, r in zip(curve["threshold"], curve["alarms_per_hour"]):
-                w.writerow([f"{t:.6g}", f"{r:.6g}"])
-    atomic_write(path, write)
+    def write(f):
+        w = csv.writer(f)
+        w.writerow(["threshold", "alarms_per_hour"])
+        for t, r in zip(curve["threshold"], curve["alarms_per_hour"]):
+            w.writerow([f"{t:.6g}", f"{r:.6g}"])
+    write_file(path, write, text=True)
 
 
 def main(argv=None):

@@ -37,8 +37,8 @@ from runs import run_files
 from features import FRAMES_PER_SNIPPET
 from test import METRICS, event_metrics, score_batched
 from thresholds import checkpoint_calibration, choose_threshold
-from utils import (DefaultsFormatter, InputError, atomic_write, pick_device, read_checkpoint, run_cli, run_folders,
-                   write_text)
+from utils import (DefaultsFormatter, InputError, pick_device, read_checkpoint, run_cli, run_folders,
+                   write_file, write_text)
 
 MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "main.py")
 
@@ -126,18 +126,17 @@ def markdown_table(stats, n_seeds):
 
 
 def write_csv(path, runs, stats):
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["model", "seed", "best_step", *COLUMNS])
-            cell = lambda x: "" if np.isnan(x) else f"{x:.4f}"
-            for r in runs:
-                w.writerow([r["model"], r["seed"], r["step"], *(cell(r["metrics"].get(k, np.nan)) for k in COLUMNS)])
-            for m, (mean, std) in stats.items():
-                w.writerow([m, "mean", "", *map(cell, mean)])
-                if std is not None:
-                    w.writerow([m, "std", "", *map(cell, std)])
-    atomic_write(path, write)
+    def write(f):
+        w = csv.writer(f)
+        w.writerow(["model", "seed", "best_step", *COLUMNS])
+        cell = lambda x: "" if np.isnan(x) else f"{x:.4f}"
+        for r in runs:
+            w.writerow([r["model"], r["seed"], r["step"], *(cell(r["metrics"].get(k, np.nan)) for k in COLUMNS)])
+        for m, (mean, std) in stats.items():
+            w.writerow([m, "mean", "", *map(cell, mean)])
+            if std is not None:
+                w.writerow([m, "std", "", *map(cell, std)])
+    write_file(path, write, text=True)
 
 
 def compare(argv=None):

@@ -28,7 +28,7 @@ from features import FRAMES_PER_SNIPPET, load_video, map_features, video_length,
 from lists import (annotated_gt, check_labels, frame_gt, lists_provenance, load_gt, make_lists, provenance_path,
                    read_annotations, read_list, report, write_gt, write_gt_sidecar)
 from options import DATASETS, DatasetInfo, parse_tool_args  # noqa: F401 (DatasetInfo: part of this module's API)
-from utils import InputError, atomic_write, make_dir, run_cli, write_text
+from utils import InputError, make_dir, run_cli, save_array, write_text
 
 
 def dataset_info(args):
@@ -111,7 +111,7 @@ def write_item_cache(path, fingerprint, data):
     A cache folder that cannot be written only costs the speed-up (a note, no error)."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_write(path, lambda tmp: np.save(tmp, data))
+        save_array(path, data)
         write_text(path + ".json", json.dumps(fingerprint))
     except OSError as e:
         print(f"note: training-item cache {path} not written ({e.strerror or e})")
@@ -354,7 +354,7 @@ def make_demo(root_dir, seed=0, len_feature=1024, crops=5, n_train=32, n_test=16
             spans = spans_for(T) if abnormal else []
             for k, crop in enumerate(video(T, spans)):
                 rel = f"{split}/{name}__{k}.npy"
-                np.save(os.path.join(root_dir, rel), crop)
+                save_array(os.path.join(root_dir, rel), crop)
                 lines.append(rel)
             if split == "test":
                 lengths.append(T)
@@ -362,14 +362,12 @@ def make_demo(root_dir, seed=0, len_feature=1024, crops=5, n_train=32, n_test=16
                 intervals.append(spans)
                 if spans:
                     annotations.append(" ".join([name] + [f"{s} {e}" for s, e in spans]))
-        with open(os.path.join(root_dir, f"demo_{split}.list"), "w") as f:
-            f.write("\n".join(lines) + "\n")
-    with open(os.path.join(root_dir, "demo_annotations.txt"), "w") as f:
-        f.write("\n".join(annotations) + "\n")
+        write_text(os.path.join(root_dir, f"demo_{split}.list"), "\n".join(lines) + "\n")
+    write_text(os.path.join(root_dir, "demo_annotations.txt"), "\n".join(annotations) + "\n")
     gt_path = os.path.join(root_dir, "demo_gt.npy")
-    atomic_write(gt_path, lambda tmp: np.save(tmp, frame_gt(lengths, intervals)))
+    save_array(gt_path, frame_gt(lengths, intervals))
     write_gt_sidecar(gt_path, test_names, lengths)
-    open(done, "w").close()
+    write_text(done, "")
 
 
 def ensure_lists(args):

@@ -21,7 +21,7 @@ from pathlib import Path
 from distributed import RankLost, RanksFailed, start
 from options import (BACKENDS, BACKEND_HELP, PRECISIONS, PRECISION_HELP, RESIZE, add_renamed, check_accelerator_flags,
                      parse_resize, positive_float, positive_int)
-from utils import DefaultsFormatter, InputError, check_inputs, make_dir, one_line, pick_device
+from utils import DefaultsFormatter, InputError, check_inputs, make_dir, one_line, pick_device, use_escaped_streams
 from video.backends import i3d_backend
 from video.extraction import agreed_weights, extract_shard, finish_extraction, list_videos, plan_videos
 from video.manifest import verify_manifest
@@ -38,8 +38,8 @@ def parse_args(argv=None):
         epilog='crop order: 0 centre, 1 top-left, 2 top-right, 3 bottom-left, 4 bottom-right, 5-9 the same five '
                'mirrored left-right. Exit status: 0 all done, 1 some videos failed (--verify: problems found), 2 '
                'setup error.')
-    parser.add_argument('videos', nargs='*', help='video files, folders of videos (searched recursively) '
-                        'and .txt lists of video paths (relative to the list)')
+    parser.add_argument('videos', nargs='*', help='video files, folders of videos (searched recursively, through '
+                        'links; each file left out is named) and .txt lists of video paths (relative to the list)')
     parser.add_argument('--out', type=Path, help='folder for the .npy files, their records and manifest.csv '
                         '(under torchrun on several nodes: on storage all nodes share)')
     parser.add_argument('--i3d_weights', type=Path,
@@ -130,6 +130,7 @@ def classify(args):
 
 def main(argv=None):
     """The command line -> its exit status (0 done, 1 videos failed or --verify found problems, 2 setup error)."""
+    use_escaped_streams()
     args = parse_args(argv)
     if args.verify is not None:
         return verify_manifest(args.verify)

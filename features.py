@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from utils import InputError
+from scan import name_left_out, scan_folder
+from utils import InputError, escape_name
 
 FRAMES_PER_SNIPPET = 16
 RECORD_FORMAT = "bn-wvad-features"     # the "format" field of an extraction record (see extract.py)
@@ -229,17 +230,19 @@ def map_features(path, len_feature):
 
 
 def scan_features(root_dir):
-    """Every .npy file under root_dir: paths relative to it with '/', sorted (hidden entries skipped)."""
+    """Every .npy file under root_dir (scan.scan_folder: recursively, through links; hidden entries,
+    such as a training-item .cache/, skipped): paths relative to it with '/', sorted. A broken link,
+    a loop or a folder that cannot be read is named on stderr (scan.name_left_out)."""
     if not os.path.isdir(root_dir):
         raise InputError(f"feature folder {root_dir} does not exist")
-    found = []
-    for folder, dirs, files in os.walk(root_dir, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.relpath(os.path.join(folder, f), root_dir).replace(os.sep, "/")
-                  for f in files if f.endswith(".npy") and not f.startswith(".")]
-    if not found:
+    try:
+        scan = scan_folder(root_dir, {".npy"}, kind="feature file (.npy)")
+    except OSError as e:
+        raise InputError(f"feature folder {root_dir} cannot be read ({e.strerror})") from None
+    name_left_out(scan.left_out)
+    if not scan.files:
         raise InputError(f"feature folder {root_dir} holds no .npy feature files")
-    return sorted(found)
+    return [path.relative_to(scan.root).as_posix() for path in scan.files]
 
 
 def find_videos(paths, len_feature, crops=None, n_crops=None, crops_from=None):
@@ -289,7 +292,7 @@ def read_record(video):
         raise InputError(f"extraction record {path} is not readable JSON ({e})") from None
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
         return None
-    if sorted(record.get("files", [])) != sorted(os.path.basename(p) for p in video.paths):
+    if sorted(map(escape_name, record.get("files", []))) != sorted(escape_name(os.path.basename(p)) for p in video.paths):
         return None
     return record
 

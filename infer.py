@@ -51,12 +51,12 @@ from distributed import start
 from features import FRAMES_PER_SNIPPET, FeatureWidth, Video, find_videos, load_video, read_record
 from model import model_name
 from options import check_accelerator_flags, flags_text, parse_infer_args
-from runs import clear_outputs, output_folder
+from runs import output_folder, staged_outputs
 from test import (event_metrics, false_alarm_rate, find_segments, per_class_metrics, score_batched, score_video,
                   snippet_metrics, to_frames)
 from thresholds import checkpoint_calibration, choose_threshold
-from utils import (InputError, atomic_write, check_inputs, make_dir, one_line, pick_device, run_cli, run_folders,
-                   write_text)
+from utils import (InputError, check_inputs, json_text, make_dir, one_line, pick_device, run_cli, run_folders,
+                   save_array, write_file, write_text)
 
 
 def score_features(model, videos, device):
@@ -134,18 +134,17 @@ def calibrated_cells(calibration, raw, times):
 def write_scores(path, results, calibration, times):
     """scores.csv: one row per snippet of every video; times: {video: (T, 2) seconds or None}."""
     timed = any(t is not None for t in times.values())
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["video", "snippet", "score", "exceedance", "normal_per_hour", "start_frame", "end_frame"]
-                       + (["start_s", "end_s"] if timed else []))
-            for name, scores in results:
-                cal = calibrated_cells(calibration, scores, times[name])
-                for i, x in enumerate(scores):
-                    a, b = i * FRAMES_PER_SNIPPET, (i + 1) * FRAMES_PER_SNIPPET
-                    seconds = cells(times[name][i]) if times[name] is not None else ["", ""]
-                    w.writerow([name, i, f"{x:.6g}", *cal[i], a, b] + (seconds if timed else []))
-    atomic_write(path, write)
+    def write(f):
+        w = csv.writer(f)
+        w.writerow(["video", "snippet", "score", "exceedance", "normal_per_hour", "start_frame", "end_frame"]
+                   + (["start_s", "end_s"] if timed else []))
+        for name, scores in results:
+            cal = calibrated_cells(calibration, scores, times[name])
+            for i, x in enumerate(scores):
+                a, b = i * FRAMES_PER_SNIPPET, (i + 1) * FRAMES_PER_SNIPPET
+                seconds = cells(times[name][i]) if times[name] is not None else ["", ""]
+                w.writerow([name, i, f"{x:.6g}", *cal[i], a, b] + (seconds if timed else []))
+    write_file(path, write, text=True)
 
 
 def write_frame_scores(folder, results):
@@ -153,7 +152,7 @@ def write_frame_scores(folder, results):
     make_dir(folder, "frame scores")
     for name, scores in results:
         frames = to_frames([scores]).astype(np.float32)
-        atomic_write(os.path.join(folder, f"{name}.npy"), lambda tmp: np.save(tmp, frames, allow_pickle=False))
+        save_array(os.path.join(folder, f"{name}.npy"), frames)
 
 
 def video_segments(results, threshold, top_k):
@@ -164,22 +163,21 @@ def video_segments(results, threshold, top_k):
 def write_segments(path, segments, calibration, times):
     """segments.csv: one row per anomalous segment, frames end exclusive; times: {video: (T, 2) or None}."""
     timed = any(t is not None for t in times.values())
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["video", "rank", "start_frame", "end_frame"] + (["start_s", "end_s", "peak_s"] if timed else [])
-                       + ["peak_score", "peak_exceedance", "peak_normal_per_hour", "mean_score"])
-            for name, segs in segments:
-                t = times[name]
-                for rank, s in enumerate(segs, 1):
-                    a, b = s["start"] * FRAMES_PER_SNIPPET, s["end"] * FRAMES_PER_SNIPPET
-                    seconds = cells((t[s["start"], 0], t[s["end"] - 1, 1], t[s["peak_snippet"], 0])) \
-                        if t is not None else ["", "", ""]
-                    peak_time = t[s["peak_snippet"]:s["peak_snippet"] + 1] if t is not None else None
-                    [cal] = calibrated_cells(calibration, [s["peak"]], peak_time)
-                    w.writerow([name, rank, a, b] + (seconds if timed else [])
-                               + [f"{s['peak']:.6g}", *cal, f"{s['mean']:.6g}"])
-    atomic_write(path, write)
+    def write(f):
+        w = csv.writer(f)
+        w.writerow(["video", "rank", "start_frame", "end_frame"] + (["start_s", "end_s", "peak_s"] if timed else [])
+                   + ["peak_score", "peak_exceedance", "peak_normal_per_hour", "mean_score"])
+        for name, segs in segments:
+            t = times[name]
+            for rank, s in enumerate(segs, 1):
+                a, b = s["start"] * FRAMES_PER_SNIPPET, s["end"] * FRAMES_PER_SNIPPET
+                seconds = cells((t[s["start"], 0], t[s["end"] - 1, 1], t[s["peak_snippet"], 0])) \
+                    if t is not None else ["", "", ""]
+                peak_time = t[s["peak_snippet"]:s["peak_snippet"] + 1] if t is not None else None
+                [cal] = calibrated_cells(calibration, [s["peak"]], peak_time)
+                w.writerow([name, rank, a, b] + (seconds if timed else [])
+                           + [f"{s['peak']:.6g}", *cal, f"{s['mean']:.6g}"])
+    write_file(path, write, text=True)
 
 
 def write_plots(folder, results, threshold, times, videos, segments=None, gts=None):
@@ -345,23 +343,29 @@ def extract_videos_for_scoring(args, device, ranks, record=None):
 
 
 def video_files(root, names):
-    """{video name: path} of the video files of `names` under --video_root (searched recursively). Of
-    several files of one name the one a browser plays is chosen (review.media.choose_source), with a warning
-    naming them."""
-    from video.decode import VIDEO_SUFFIXES
+    """{video name: path} of the video files of `names` under --video_root (scan.scan_folder: searched
+    recursively, through links). Of several files of one name the one a browser plays is chosen
+    (review.media.choose_source), with a warning naming them. What the scan left out is named: a
+    broken link, a loop, a folder it cannot read, and a file of one of these names that is not a video
+    by its suffix."""
+    from scan import VIDEO_SUFFIXES, name_left_out, scan_folder
     from review.media import choose_source
+    try:
+        found = scan_folder(root, VIDEO_SUFFIXES)
+    except OSError as e:
+        raise InputError(f"--video_root {root} cannot be read ({e.strerror})") from None
+    name_left_out(found.left_out + [(p, why) for p, why in found.others if os.path.splitext(p.name)[0] in names])
     named = {}
-    for folder, _, files in sorted(os.walk(root)):
-        for f in sorted(files):
-            stem, ext = os.path.splitext(f)
-            if ext.lower() in VIDEO_SUFFIXES and stem in names:
-                named.setdefault(stem, []).append(os.path.join(folder, f))
-    found = {}
+    for path in found.files:
+        stem = os.path.splitext(path.name)[0]
+        if stem in names:
+            named.setdefault(stem, []).append(str(path))
+    chosen = {}
     for stem, paths in named.items():
-        found[stem], warning = choose_source(paths)
+        chosen[stem], warning = choose_source(paths)
         if warning:
             print(f"warning: --video_root: {warning}", file=sys.stderr)
-    return found
+    return chosen
 
 
 def gt_runs(gt):
@@ -373,16 +377,15 @@ def gt_runs(gt):
 def write_videos(path, results, videos, sources, output_dir, gts=None):
     """videos.csv: each video's label (normal, abnormal, or empty: unknown), snippets, source video
     file relative to the output folder (or empty), and with a ground truth its anomalous frame runs."""
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["video", "label", "snippets", "source"] + (["gt"] if gts is not None else []))
-            for i, ((name, scores), video) in enumerate(zip(results, videos)):
-                label = "" if video.normal is None else "normal" if video.normal else "abnormal"
-                source = sources.get(name)
-                source = os.path.relpath(source, output_dir).replace(os.sep, "/") if source else ""
-                w.writerow([name, label, len(scores), source] + ([gt_runs(gts[i])] if gts is not None else []))
-    atomic_write(path, write)
+    def write(f):
+        w = csv.writer(f)
+        w.writerow(["video", "label", "snippets", "source"] + (["gt"] if gts is not None else []))
+        for i, ((name, scores), video) in enumerate(zip(results, videos)):
+            label = "" if video.normal is None else "normal" if video.normal else "abnormal"
+            source = sources.get(name)
+            source = os.path.relpath(source, output_dir).replace(os.sep, "/") if source else ""
+            w.writerow([name, label, len(scores), source] + ([gt_runs(gts[i])] if gts is not None else []))
+    write_file(path, write, text=True)
 
 
 def main(argv=None):
@@ -452,32 +455,33 @@ def main(argv=None):
             sources.update(found)
         times = {v.name: snippet_times(v, len(scores), args.fps) for v, (_, scores) in zip(videos, results)}
 
-    if args.overwrite:
-        clear_outputs(args.output_dir)
-    write_text(os.path.join(args.output_dir, "metrics.json"), json.dumps(result, indent=2) + "\n")
-    write_scores(os.path.join(args.output_dir, "scores.csv"), results, table, times)
-    write_frame_scores(os.path.join(args.output_dir, "frame_scores"), results)
-    write_videos(os.path.join(args.output_dir, "videos.csv"), results, videos, sources, args.output_dir, gts)
-    written = ["metrics.json", "scores.csv", "videos.csv", "frame_scores/"]
-    segments = None
-    if threshold is not None:
-        segments = video_segments(results, threshold, args.top_k)
-        write_segments(os.path.join(args.output_dir, "segments.csv"), segments, table, times)
-        written.append(f"segments.csv ({sum(len(s) for _, s in segments)} segments)")
-    else:
-        print(f"no segments.csv: {result['threshold']['source']}")
-    if args.plot:
-        write_plots(os.path.join(args.output_dir, "plots"), results, threshold, times, videos, segments, gts)
-        written.append("plots/")
-        if gts is not None and not (gt.min() == gt.max()):
-            from plots import plot_curves
-            plot_curves(os.path.join(args.output_dir, "roc_pr.png"), frame_scores, gt)
-            written.append("roc_pr.png")
-    if args.html:
-        from review.page import write_report
-        write_report(args.output_dir)
-        written.append("report.html")
-    print(f"wrote {', '.join(written)} in {args.output_dir}")
+        # every output is written into a staging folder and moved into place once all are: a run that fails
+        # while writing (a full disk) leaves an earlier run's outputs as they were, and no new folder
+        with staged_outputs(args.output_dir) as out:
+            write_text(os.path.join(out, "metrics.json"), json_text(result, indent=2) + "\n")
+            write_scores(os.path.join(out, "scores.csv"), results, table, times)
+            write_frame_scores(os.path.join(out, "frame_scores"), results)
+            write_videos(os.path.join(out, "videos.csv"), results, videos, sources, args.output_dir, gts)
+            written = ["metrics.json", "scores.csv", "videos.csv", "frame_scores/"]
+            segments = None
+            if threshold is not None:
+                segments = video_segments(results, threshold, args.top_k)
+                write_segments(os.path.join(out, "segments.csv"), segments, table, times)
+                written.append(f"segments.csv ({sum(len(s) for _, s in segments)} segments)")
+            else:
+                print(f"no segments.csv: {result['threshold']['source']}")
+            if args.plot:
+                write_plots(os.path.join(out, "plots"), results, threshold, times, videos, segments, gts)
+                written.append("plots/")
+                if gts is not None and not (gt.min() == gt.max()):
+                    from plots import plot_curves
+                    plot_curves(os.path.join(out, "roc_pr.png"), frame_scores, gt)
+                    written.append("roc_pr.png")
+        if args.html:
+            from review.page import write_report
+            write_report(args.output_dir)
+            written.append("report.html")
+        print(f"wrote {', '.join(written)} in {args.output_dir}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import sys
 import numpy as np
 
 from features import FRAMES_PER_SNIPPET, Video, feature_shape, group_videos, scan_features, split_crop, video_shape
-from utils import InputError, atomic_write, make_dir, read_text_lines, write_text
+from utils import InputError, make_dir, read_text_lines, save_array, write_text
 
 SPLIT_FOLDERS = {"train": "train", "training": "train", "test": "test", "testing": "test"}
 VIDEO_SUFFIX = re.compile(r"\.(mp4|avi|mkv|mov|webm|mpe?g|npy)$", re.IGNORECASE)
@@ -426,9 +426,6 @@ def write_gt(test_list, root_dir, info, annotations, out, len_feature=None, unit
     report(notes)
     make_dir(os.path.dirname(out) or ".", "output")
 
-    def save(tmp):
-        with open(tmp, "wb") as f:
-            np.save(f, gt)
-    atomic_write(out, save)
+    save_array(out, gt)
     write_gt_sidecar(out, [v.name for v in videos], lengths)
     return f"wrote {out}: {len(videos)} test videos, {len(gt)} frames, {int(gt.sum())} abnormal"

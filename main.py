@@ -44,8 +44,8 @@ from plots import plot_run
 from runs import run_files
 from test import evaluate, quantile_table, score_video
 from train import train_step
-from utils import (InputError, atomic_write, git_commit, pick_device, read_checkpoint, refuse_to_replace,
-                   rng_states, run_cli, run_folders, save_checkpoint, set_rng_states, set_seed, write_text)
+from utils import (InputError, git_commit, pick_device, read_checkpoint, refuse_to_replace,
+                   rng_states, run_cli, run_folders, save_checkpoint, save_torch, set_rng_states, set_seed, write_text)
 
 
 # flags that may differ between an interrupted run and its resumption
@@ -192,7 +192,7 @@ def add_calibration(ckpt_path, model, args, device):
     scores = calibration_scores(model, args, device)
     record["calibration"] = torch.from_numpy(quantile_table(scores))
     record["calibration_snippets"] = len(scores)
-    atomic_write(ckpt_path, lambda tmp: torch.save(record, tmp))
+    save_torch(ckpt_path, record)
 
 
 def training_features(videos, len_feature):
@@ -292,8 +292,7 @@ def main(argv=None):
         metrics, _ = evaluate(run_model, test_set, device, args.eval_snippets, args.amp)
         record = dict(step=step, lr=args.lr[max(step, 1) - 1], **losses, **metrics, version=args.version)
         records.append(record)
-        with open(log_file, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        write_text(log_file, "".join(json.dumps(r) + "\n" for r in records))     # whole, as every output
         if writer is not None:
             for k, v in record.items():
                 if k not in ("step", "version"):

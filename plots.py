@@ -6,7 +6,7 @@ need it when they plot. Every figure is written atomically.
 import numpy as np
 
 from features import FRAMES_PER_SNIPPET
-from utils import atomic_write
+from utils import write_file
 
 
 def _pyplot():
@@ -18,7 +18,7 @@ def _pyplot():
 
 def _save(fig, path):
     plt = _pyplot()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    write_file(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
 
 

@@ -1,10 +1,12 @@
 """Where runs put their files: training's checkpoints and log (main.py, compare.py), and the output
 folder of a scoring run (infer.py), with the rule that no run silently replaces another's files.
 """
+import contextlib
 import os
 import shutil
+import tempfile
 
-from utils import refuse_to_replace
+from utils import WriteError, refuse_to_replace
 
 OUTPUTS = ("metrics.json", "scores.csv", "segments.csv", "videos.csv", "roc_pr.png", "report.html", "frame_scores",
            "plots")    # what a scoring run writes into its output folder (a --video feature cache there is kept)
@@ -37,11 +39,26 @@ def output_folder(output_dir, model_path, inputs, dataset, overwrite):
     return folder
 
 
-def clear_outputs(folder):
-    """Remove an earlier scoring run's outputs (with --overwrite), so none of them is taken for this run's."""
-    for name in OUTPUTS:
-        path = os.path.join(folder, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
+@contextlib.contextmanager
+def staged_outputs(folder):
+    """A scoring run's outputs (OUTPUTS), written into a temporary folder inside `folder` (yielded) and
+    moved into place together once every one is written: an earlier run's outputs (with --overwrite)
+    are replaced then, all of them, so none is taken for this run's. A run that fails while writing (a
+    full disk: utils.WriteError, naming the file by its place in `folder`) leaves `folder` as it was."""
+    try:
+        stage = tempfile.mkdtemp(dir=folder, prefix=".tmp-run-")
+    except OSError as e:
+        raise WriteError(os.path.join(folder, "metrics.json"), e) from None
+    try:
+        try:
+            yield stage
+        except WriteError as e:
+            raise WriteError(os.path.join(folder, os.path.relpath(e.path, stage)), e) from None
+        for name in OUTPUTS:
+            new, old = os.path.join(stage, name), os.path.join(folder, name)
+            if os.path.lexists(old):
+                os.rename(old, os.path.join(stage, f".earlier-{name}"))     # removed with the stage
+            if os.path.lexists(new):
+                os.rename(new, old)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -1,4 +1,6 @@
-"""Seeding, device choice, checkpoint save/load, and the error type for bad input.
+"""Seeding, device choice, checkpoint save/load, the error type for bad input, the one write path of
+every output (write_file over atomic_write: a refused write is one WriteError line, never half a file)
+and the one way a file name that is not UTF-8 is written (escape_name).
 
 A checkpoint is data, never code: it is written atomically (temporary file + os.replace) and
 read with torch.load(weights_only=True). Ours hold plain types:
@@ -9,7 +11,11 @@ The authors' release saves a bare state dict; `read_checkpoint`, the one reader,
 the state dicts other training code saves (wrapped, prefixed, with numpy and argparse metadata).
 """
 import argparse
+import codecs
 import contextlib
+import errno
+import io
+import json
 import os
 import random
 import re
@@ -54,7 +60,9 @@ INPUT_ERROR_HOOKS = []    # called with the InputError before run_cli reports it
 
 def run_cli(main):
     """Call main(); report an InputError as one line on stderr and exit 2 (under torchrun every rank
-    stops, and rank 0 reports the errors of all, once each: the hook distributed.fail_current)."""
+    stops, and rank 0 reports the errors of all, once each: the hook distributed.fail_current). A file
+    name that is not UTF-8 is printed escaped (use_escaped_streams)."""
+    use_escaped_streams()
     try:
         main()
     except InputError as e:
@@ -165,18 +173,213 @@ def check_inputs(paths, what):
             raise InputError(f"{what} {path} does not exist")
 
 
+NAME_ERRORS = "bnwvad-escape"     # the codec error handler that escapes names (escape_name), for text streams
+
+
+def _escape_undecodable(error):
+    """Codec error handler: each character UTF-8 cannot encode as text that says what it was. Python
+    holds a file name's bytes that are not UTF-8 as surrogate escapes (U+DC80..U+DCFF, os.fsdecode):
+    those become the bytes' \\xNN; any other lone surrogate its \\uNNNN."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    text = error.object[error.start:error.end]
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else f"\\u{ord(c):04x}"
+                   for c in text), error.end
+
+
+codecs.register_error(NAME_ERRORS, _escape_undecodable)
+
+
+def escape_name(text):
+    """A file name, or any text holding one, as every output and message writes it: each byte of the
+    name that is not UTF-8 (b'Cr\\xe8me.mp4' on Linux, which Python reads as 'Cr\\udce8me.mp4') as the
+    four characters \\xNN, so the text is valid UTF-8 and says which byte it was. UTF-8 text is
+    unchanged. Text files written through write_file, and the commands' stdout and stderr
+    (use_escaped_streams), escape the same way by themselves (the codec error handler NAME_ERRORS)."""
+    return text.encode("utf-8", NAME_ERRORS).decode("utf-8")
+
+
+def escape_names(obj):
+    """escape_name of every string in a JSON-like value (dict keys included): what json_text writes."""
+    if isinstance(obj, str):
+        return escape_name(obj)
+    if isinstance(obj, dict):
+        return {escape_names(k): escape_names(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [escape_names(v) for v in obj]
+    return obj
+
+
+def json_text(obj, **options):
+    """json.dumps of `obj` with every string escaped as escape_name escapes it (a name that is not UTF-8
+    reads the same in a JSON file as in a CSV file or a message). options: json.dumps'."""
+    return json.dumps(escape_names(obj), **options)
+
+
+def unescape_name(text):
+    """The file name escape_name wrote as `text` (its \\xNN of bytes 0x80-0xff back to those bytes, as
+    os.fsdecode reads them): to find a file that an output names. A name that really holds those
+    characters is found by callers trying `text` itself first."""
+    raw = re.sub(rb"\\x([89a-f][0-9a-f])", lambda m: bytes([int(m.group(1), 16)]),
+                 text.encode("utf-8", "surrogateescape"))
+    return os.fsdecode(raw)
+
+
+def named_file(folder, name):
+    """The file in `folder` that an output names `name` (escaped by escape_name): the name itself when
+    such a file is there, else the file whose name escape_name wrote that way."""
+    path = os.path.join(folder, name)
+    return path if os.path.lexists(path) else os.path.join(folder, unescape_name(name))
+
+
+def use_escaped_streams():
+    """Make stdout and stderr escape names as escape_name does (a name that is not UTF-8 is printed,
+    never a UnicodeEncodeError); every command's entry point calls this."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+            stream.reconfigure(errors=NAME_ERRORS)
+
+
+class WriteError(InputError, OSError):
+    """An output the system would not let us write (a full disk, a file too large, no permission, a
+    read-only file system): one line naming the file and the system's reason. Nothing half-written
+    was left: the file is as it was before, or absent."""
+
+    def __init__(self, path, error):
+        self.path, self.reason = os.fspath(path), error.strerror or one_line(error)
+        super().__init__(f"cannot write {escape_name(self.path)}: {self.reason}")
+        self.errno = error.errno
+
+    def __str__(self):
+        return self.args[0]
+
+    def refuses_every_file(self):
+        """Whether the folder refuses any file (no permission, a read-only file system), so that a batch
+        has no reason to try its next one; a full disk or a file too large may still let a smaller one in."""
+        return self.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+REFUSALS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO,
+            errno.ENAMETOOLONG}     # what the system answers a write it will not take
+
+
+def _os_error(error, folder):
+    """The OSError (with its errno) behind a failed write, or None when it was not the system's doing:
+    the error itself, or one of REFUSALS that a writer hid (PyTorch's "unexpected pos", NumPy's "3072
+    requested and 736 written") as the exception's cause or context; an OSError without an errno, or
+    a RuntimeError, on a disk with no space left reads as ENOSPC."""
+    if isinstance(error, OSError) and error.errno is not None:
+        return error
+    seen = error.__cause__ or error.__context__
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in REFUSALS:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    with contextlib.suppress(OSError):
+        if isinstance(error, (OSError, RuntimeError)) and os.statvfs(folder).f_bavail == 0:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return None
+
+
+def _temporary_suffix(path):
+    """The temporary file's suffix: the file's own name (so its type stays readable, and np.save adds
+    no '.npy'), cut from the front to leave room for '.tmp-' and mkstemp's random part."""
+    name = os.fsencode(os.path.basename(path))
+    return os.fsdecode(name[-200:])
+
+
 def atomic_write(path, write):
-    """Call write(tmp_path) and move the result onto `path`, so a crash never leaves half a file."""
+    """The one write path of every output (features, records, manifests, CSV, JSON, checkpoints,
+    plots, pages, exported networks). write(tmp) writes the whole content to tmp, a new file in
+    `path`'s folder; it is flushed to the disk (fsync; not with BNWVAD_FSYNC=0, for scratch space such
+    as the test suite's) and renamed onto `path` (os.replace), so a
+    crash, a full disk or Ctrl-C never leaves half a file, and an earlier file of that name stays
+    as it was until the new one is whole. The temporary file is removed on any failure.
+
+    Raises WriteError (one line: the file and the system's reason, e.g. "No space left on device")
+    when the system refused the write: ENOSPC, EFBIG, EDQUOT, EACCES, EROFS, EIO and the like,
+    including inside a writer that hides them (_os_error). Other errors of `write` pass unchanged.
+    Prefer write_file, which hands `write` an open file and so always knows the system's reason."""
+    path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=_temporary_suffix(path))
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)     # mkstemp makes the file owner-only; give it the usual mode
+        if os.environ.get("BNWVAD_FSYNC") != "0":      # 0: scratch space (the test suite), speed over safety
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
+        tmp = None
+    except Exception as e:
+        cause = _os_error(e, folder)
+        if cause is None or isinstance(e, WriteError):
+            raise
+        raise WriteError(path, cause) from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+
+
+class _Sink(io.RawIOBase):
+    """The file write_file hands its writer: the temporary file, written whole, keeping the first
+    OSError the system raised (a writer such as torch.save may report it as something else)."""
+
+    def __init__(self, raw):
+        super().__init__()
+        self.raw, self.error = raw, None
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        data = memoryview(data).cast("B")
+        done = 0
+        try:
+            while done < len(data):
+                done += self.raw.write(data[done:])
+        except OSError as e:
+            self.error = self.error or e
+            raise
+        return done
+
+
+def write_file(path, write, text=False):
+    """Write `path` through atomic_write: write(f) writes the content to f, an open binary file (with
+    text: a UTF-8 text file, newline='' as csv wants, that escapes names as escape_name does). The one
+    way every output's bytes reach the disk; raises WriteError as atomic_write does."""
+    def fill(tmp):
+        with open(tmp, "wb", buffering=0) as raw:
+            sink = _Sink(raw)
+            try:
+                if text:
+                    with io.TextIOWrapper(io.BufferedWriter(sink), encoding="utf-8", errors=NAME_ERRORS,
+                                          newline="") as f:     # closing it closes the sink, not raw
+                        write(f)
+                else:
+                    write(sink)
+            except Exception as e:
+                if sink.error is not None and sink.error is not e:
+                    raise sink.error from e
+                raise
+    atomic_write(path, fill)
+
+
+def save_array(path, array):
+    """np.save of `array` to `path` through write_file (no pickles)."""
+    write_file(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+def save_torch(path, obj):
+    """torch.save of `obj` to `path` through write_file: a full disk is a WriteError naming the file,
+    never PyTorch's "unexpected pos"."""
+    write_file(path, lambda f: torch.save(obj, f))
 
 
 def read_text_lines(path, what):
@@ -194,11 +397,8 @@ def read_text_lines(path, what):
 
 
 def write_text(path, text):
-    """Write a text file atomically."""
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    atomic_write(path, write)
+    """Write a text file (UTF-8, names escaped) through write_file."""
+    write_file(path, lambda f: f.write(text), text=True)
 
 
 def save_checkpoint(path, model, step, metrics, model_name="bnwvad", **meta):
@@ -213,7 +413,7 @@ def save_checkpoint(path, model, step, metrics, model_name="bnwvad", **meta):
         "metrics": {k: float(v) for k, v in metrics.items()},
         "meta": meta,
     }
-    atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+    save_torch(path, ckpt)
 
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights")  # where other code keeps it

@@ -15,15 +15,17 @@ from pathlib import Path
 
 from review.data import folder_title, is_training_log, scoring_data, training_data
 from review.media import playback_warnings
-from utils import InputError, write_text
+from scan import name_left_out, scan_folder
+from utils import InputError, escape_names, write_text
 
 
 PAGE = "report.html"
 ASSETS = Path(__file__).resolve().parent / "assets"   # package data: the page's HTML, CSS and JS
 def embed_json(data):
     """JSON that can sit inside <script type="application/json">: no '<', '>' or '&' can end the
-    block or open a tag, whatever the strings hold; non-ASCII as \\u escapes."""
-    text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    block or open a tag, whatever the strings hold; non-ASCII as \\u escapes, and a file name's bytes that
+    are not UTF-8 as \\xNN (utils.escape_name), as every other output writes them."""
+    text = json.dumps(escape_names(data), separators=(",", ":"), allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -61,8 +63,13 @@ def write_report(path):
             for line in playback_warnings(data["videos"], path):
                 print(f"warning: {line}", file=sys.stderr)
         else:
-            logs = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith(".jsonl"))
-            logs = [p for p in logs if os.path.isfile(p) and is_training_log(p)]
+            try:
+                found = scan_folder(path, {".jsonl"}, kind="training log (.jsonl)", recursive=False)
+            except OSError as e:
+                raise InputError(f"{path} cannot be read ({e.strerror})") from None
+            logs = [str(p) for p in found.files if is_training_log(str(p))]
+            name_left_out(found.left_out + [(p, "a .jsonl file that is not a training log (no step)")
+                                            for p in found.files if str(p) not in logs])
             if not logs:
                 raise InputError(f"{path} holds neither scores.csv (infer.py, stream.py) nor training logs "
                                  f"(*.jsonl with a step)")

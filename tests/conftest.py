@@ -204,6 +204,15 @@ def hook_server():
     server.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_fsync():
+    """BNWVAD_FSYNC=0 for the whole run, the scripts it starts included: the write path skips its flush to
+    the disk (temporary files need no durability; tests/test_files.py checks the flush with it on)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BNWVAD_FSYNC", "0")
+        yield
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_setup(item):
     _running[0] = item.nodeid

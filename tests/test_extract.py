@@ -177,9 +177,8 @@ def test_extract_video_writes_each_crop_atomically(tmp_path, monkeypatch):
         assert saved.shape == (2, 1024) and saved.dtype == np.float16
         np.testing.assert_allclose(saved, features[k], atol=1e-3)
 
-    def interrupted_save(path, array):
-        with open(path, 'wb') as f:
-            f.write(b'half a file')
+    def interrupted_save(file, array, **options):
+        file.write(b'half a file')
         raise KeyboardInterrupt
 
     monkeypatch.setattr("video.records.np.save", interrupted_save)

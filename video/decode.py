@@ -29,6 +29,7 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from options import RESIZE
+from scan import VIDEO_SUFFIXES  # noqa: F401  (where it was: the suffixes a folder scan takes)
 from utils import one_line
 from video import VideoError
 from video.clock import Clock
@@ -48,8 +49,6 @@ NOT_THE_VIDEO = [getattr(av.stream.Disposition, name, 0) for name in ('attached_
 DEFAULT_BONUS = 5_000_000      # ffmpeg's stream choice: a stream marked default counts this many pixels more
 
 DISPLAYMATRIX = getattr(getattr(av.sidedata.sidedata, 'Type', None), 'DISPLAYMATRIX', None)
-VIDEO_SUFFIXES = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.mpg', '.mpeg', '.m4v', '.flv', '.wmv', '.ts',
-                  '.h264', '.264', '.h265', '.265', '.hevc', '.mjpeg', '.mjpg'}   # raw streams too (no stamps)
 
 
 def resample_by_time(timed_items, fps):

@@ -6,7 +6,6 @@ Files are written to a temporary name and renamed, and a video's record is writt
 interrupted run can simply be restarted. Under torchrun every rank extracts its share of the videos
 (the list as rank 0 sees it, balanced by file size, the same shares on every restart).
 """
-import json
 import os
 import sys
 from pathlib import Path
@@ -16,9 +15,10 @@ from tqdm import tqdm
 
 from features import RECORD_FORMAT, Video, record_path, warn_degenerate
 from options import RESIZE
-from utils import read_text_lines, write_text
+from scan import VIDEO_SUFFIXES, name_left_out, scan_folder
+from utils import WriteError, json_text, read_text_lines, write_text
 from video import VideoError
-from video.decode import Decoding, VIDEO_SUFFIXES
+from video.decode import Decoding
 from video.manifest import MANIFEST, write_manifest
 from video.records import (extraction_settings, file_identity, network_settings, output_paths, save_features,
                            stale_reason, weights_identity)
@@ -48,18 +48,21 @@ def extract_video(path, model, out_dir, crops=10, fp16=False, weights=None, **op
                   frames_expected=decoding.expected, frame_rate=decoding.rate, rotation=decoding.rotation,
                   duration_s=round(decoding.end, 6),
                   snippet_times=[[round(a, 6), round(b, 6)] for a, b in decoding.snippet_times], warnings=warnings)
-    write_text(record_path(out_dir, Path(path).stem), json.dumps(record) + '\n')
+    write_text(record_path(out_dir, Path(path).stem), json_text(record) + '\n')
     return paths, warnings
 
 
 def extract_videos(videos, model, out_dir, crops=10, fp16=False, progress=True, weights=None, **options):
     """extract_video for each video whose features in out_dir cannot be reused (see stale_reason);
-    return {video: error} of the failed ones. Warnings are printed as they come."""
+    return {video: error} of the failed ones. Warnings are printed as they come. A video whose files
+    cannot be written (utils.WriteError: a full disk, a file too large) fails like one that cannot
+    be decoded, and the batch goes on; when the folder refuses every file (no permission, a
+    read-only file system) the videos not yet tried fail with it, untried."""
     failures, skipped = {}, 0
     settings = extraction_settings(crops, options.get('resize', RESIZE), options.get('fps'),
                                    options.get('pad_last', False), fp16, weights, **network_settings(model))
     bar = tqdm(videos, desc='videos', unit='video', disable=not progress)
-    for video in bar:
+    for index, video in enumerate(bar):
         reason = stale_reason(video, out_dir, settings)
         if reason is None:
             skipped += 1
@@ -74,21 +77,32 @@ def extract_videos(videos, model, out_dir, crops=10, fp16=False, progress=True, 
         except VideoError as e:
             failures[video] = str(e)
             tqdm.write(f'error: {e}', file=sys.stderr)
+        except WriteError as e:
+            failures[video] = f'{video}: {e}'
+            tqdm.write(f'error: {failures[video]}', file=sys.stderr)
+            if e.refuses_every_file():
+                for untried in videos[index + 1:]:
+                    failures[untried] = f'{untried}: not tried: {e}'
+                break
         bar.set_postfix(skipped=skipped, failed=len(failures))
+    bar.close()
     return failures
 
 
 def list_videos(inputs):
     """
-    Expand video files, folders (their video files, recursively, sorted) and .txt lists (one path
-    a line, relative to the list's folder; blank lines and # comments skipped). Files are kept even
-    if missing, to fail as videos; two videos with the same name would share output files, so that
-    is an error.
+    Expand video files, folders (scan.scan_folder: their video files, recursively, through links,
+    sorted) and .txt lists (one path a line, relative to the list's folder; blank lines and #
+    comments skipped). Every file a folder holds that is not taken is named on stderr with the reason
+    (scan.name_left_out). Files are kept even if missing, to fail as videos; two videos with the same
+    name would share output files, so that is an error.
     """
     videos = []
     for source in map(Path, inputs):
         if source.is_dir():
-            videos += sorted(p for p in source.rglob('*') if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+            found = scan_folder(source, VIDEO_SUFFIXES)
+            name_left_out(found.left_out + found.others)
+            videos += found.files
         elif source.suffix == '.txt':
             if not source.is_file():
                 raise FileNotFoundError(f'video list not found: {source}')
@@ -153,15 +167,20 @@ def finish_extraction(ranks, videos, failed, out_dir, crops, weights_path=None):
     files fail its checks there joins `failed`), prints how many of `videos` are done, warns when their
     features are degenerate (warn_if_degenerate) and lists every failure, with its rank under torchrun.
     failed: {video: (rank, error)}. Returns the exit status on every rank: 0 all done, 1 some failed."""
+    unlisted = False
     with ranks.together():
         if ranks.first:
-            for video, problem in write_manifest(out_dir, [v for v in videos if v not in failed]):
-                failed[video] = (0, problem)
-            print(f'{len(videos) - len(failed)} of {len(videos)} videos have features in {out_dir}, listed in '
-                  f'{Path(out_dir) / MANIFEST}', file=sys.stderr)
+            try:
+                for video, problem in write_manifest(out_dir, [v for v in videos if v not in failed]):
+                    failed[video] = (0, problem)
+                listed = f', listed in {Path(out_dir) / MANIFEST}'
+            except WriteError as e:
+                listed, unlisted = f'; no {MANIFEST}: {e}', True
+            print(f'{len(videos) - len(failed)} of {len(videos)} videos have features in {out_dir}{listed}',
+                  file=sys.stderr)
             warn_if_degenerate([v for v in videos if v not in failed], out_dir, crops, weights_path)
             if failed:
                 print(f'{len(failed)} failed:', file=sys.stderr)
                 for rank, error in failed.values():
                     print(f'  {f"rank {rank}: " if ranks.distributed else ""}{error}', file=sys.stderr)
-    return ranks.broadcast(1 if failed else 0)
+    return ranks.broadcast(1 if failed or unlisted else 0)

@@ -3,7 +3,6 @@ records, and the check of a folder against it after a copy or a download (verify
 """
 import contextlib
 import csv
-import json
 import os
 import sys
 from collections import Counter
@@ -11,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from features import record_path
-from utils import atomic_write, one_line, write_text
+from utils import escape_name, json_text, named_file, one_line, write_file, write_text
 from video.records import file_sha256, output_paths, read_extraction_record
 
 
@@ -48,9 +47,9 @@ def recorded_hashes(record, out_dir):
     record written before hashes were recorded gets them now, from its files, and is rewritten
     with them, so that this happens once."""
     if not isinstance(record.get('file_sha256'), dict) or not isinstance(record.get('file_bytes'), dict):
-        record['file_bytes'] = {name: (Path(out_dir) / name).stat().st_size for name in record['files']}
-        record['file_sha256'] = {name: file_sha256(Path(out_dir) / name) for name in record['files']}
-        write_text(record_path(out_dir, record['video']), json.dumps(record) + '\n')
+        record['file_bytes'] = {name: os.path.getsize(named_file(out_dir, name)) for name in record['files']}
+        record['file_sha256'] = {name: file_sha256(named_file(out_dir, name)) for name in record['files']}
+        write_text(named_file(out_dir, f"{record['video']}.json"), json_text(record) + '\n')
     return {name: (record['file_bytes'][name], record['file_sha256'][name]) for name in record['files']}
 
 
@@ -93,12 +92,11 @@ def write_manifest(out_dir, videos):
                              source_bytes=source.get('size'), source_modified=utc_time(source.get('mtime_ns')),
                              **settings))
 
-    def write(tmp):
-        with open(tmp, 'w', newline='', encoding='utf-8') as f:
-            writer = csv.DictWriter(f, MANIFEST_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-    atomic_write(Path(out_dir) / MANIFEST, write)
+    def write(f):
+        writer = csv.DictWriter(f, MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    write_file(Path(out_dir) / MANIFEST, write, text=True)
     return problems
 
 
@@ -134,7 +132,7 @@ def manifest_problems(path, rows):
     problems, by_video = [], {}
     for row in rows:
         by_video.setdefault(row['video'], []).append(row)
-        file = folder / row['file']
+        file = Path(named_file(folder, row['file']))
         if not file.is_file():
             problems.append(f'{file}: missing')
             continue
@@ -148,7 +146,7 @@ def manifest_problems(path, rows):
         crops = sorted(int(row['crop']) for row in own)
         if crops != list(range(int(own[0]['crops']))):
             problems.append(f'{path}: video {video} has crops {crops} listed, but was extracted with {own[0]["crops"]}')
-        record = read_extraction_record(video, folder)
+        record = read_extraction_record(Path(named_file(folder, f'{video}.json')).stem, folder)
         if record is None:
             problems.append(f'{record_path(folder, video)}: missing (the record of video {video}: its snippet times, '
                             f'source and settings)')
@@ -164,7 +162,7 @@ def manifest_problems(path, rows):
                 changed = ', '.join(f'{c} {v or "none"} (most videos: {u or "none"})'
                                     for c, v, u in zip(SETTING_COLUMNS, values, usual) if v != u)
                 problems.append(f'{path}: video {video} was extracted with other settings than most: {changed}')
-    listed = {row['file'] for row in rows}
+    listed = {escape_name(row['file']) for row in rows}
     for here, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith('.'))       # a training-item .cache/ is not features
         for name in sorted(files):
@@ -172,7 +170,7 @@ def manifest_problems(path, rows):
             if name.startswith('.tmp-'):
                 problems.append(f'{file}: a temporary file of an interrupted write or copy')
             elif name.endswith('.npy') and not name.startswith('.') and \
-                    file.relative_to(folder).as_posix() not in listed:
+                    escape_name(file.relative_to(folder).as_posix()) not in listed:
                 problems.append(f'{file}: a feature file the manifest does not list')
     return problems
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from features import RECORD_FORMAT, record_path
 from options import RESIZE
-from utils import atomic_write
+from utils import escape_names, named_file, write_file
 from video.weights import resolve_weights, weights_sha256
 
 
@@ -104,15 +104,20 @@ def file_sha256(path):
 
 
 def save_features(path, array):
-    """np.save `array` to `path` atomically; returns (bytes, SHA-256) of the file as written, hashed
-    before it is renamed into place (so a record never vouches for someone else's file)."""
-    written = {}
+    """np.save `array` to `path` through utils.write_file (atomically); returns (bytes, SHA-256) of the
+    file as written, hashed on their way to it (so a record never vouches for someone else's file)."""
+    digest, size = hashlib.sha256(), [0]
 
-    def write(tmp):
-        np.save(tmp, array)
-        written.update(size=os.path.getsize(tmp), sha256=file_sha256(tmp))
-    atomic_write(path, write)
-    return written['size'], written['sha256']
+    class Hashed:               # the bytes on their way to the file, counted and hashed
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            digest.update(data)
+            size[0] += len(memoryview(data).cast('B'))
+            return self.f.write(data)
+    write_file(path, lambda f: np.save(Hashed(f), array, allow_pickle=False))
+    return size[0], digest.hexdigest()
 
 
 def read_extraction_record(video, out_dir):
@@ -133,7 +138,7 @@ def stale_reason(video, out_dir, settings):
     if record is None:
         return 'not extracted yet'
     source = file_identity(video) if Path(video).is_file() else None
-    if record.get('source') != source:
+    if escape_names(record.get('source')) != escape_names(source):      # the record holds names escaped
         return 'the video file is not the one its features were made from'
     recorded = record.get('settings') or {}
     changed = [k for k in settings if k != 'weights' and recorded.get(k) != settings[k]]
@@ -141,8 +146,8 @@ def stale_reason(video, out_dir, settings):
         changed.append('weights')
     if changed:
         return f'extraction settings differ ({", ".join(changed)})'
-    if not all((Path(out_dir) / name).is_file() for name in record.get('files', ['?'])):
+    if not all(os.path.isfile(named_file(out_dir, name)) for name in record.get('files', ['?'])):
         return 'feature files are missing'
-    if any((Path(out_dir) / name).stat().st_size != size for name, size in record.get('file_bytes', {}).items()):
+    if any(os.path.getsize(named_file(out_dir, name)) != size for name, size in record.get('file_bytes', {}).items()):
         return 'feature files differ in size from those written (cut short?)'
     return None
