@@ -201,7 +201,7 @@ def _scores_row(line):
         row = dict(zip(SCORES_HEADER, next(csv.reader([line]))))
         wall = datetime.datetime.fromisoformat(row["wall_time"]).timestamp()
         return Resume(int(row["snippet"]) + 1, float(row["end_s"]), wall)
-    except (ValueError, IndexError, StopIteration):
+    except (ValueError, IndexError, KeyError, StopIteration):
         return None                 # the header, or a row from another layout
 
 

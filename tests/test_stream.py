@@ -278,9 +278,9 @@ def test_killed_source_reconnects_and_outputs_are_complete(clip, tmp_path):
             server.kill()
     assert summary["reconnects"] == 1 and summary["outage_s"] > 0.3
     _, rows = read_scores(out)
-    assert all(len(r) == 7 and r[6] for r in rows)
+    assert all(len(r) == 8 and r[7] for r in rows)
     assert [int(r[1]) for r in rows] == list(range(len(rows))) and len(rows) >= 4 + SNIPPETS
-    starts = np.array([float(r[4]) for r in rows])
+    starts = np.array([float(r[5]) for r in rows])
     assert (np.diff(starts) > 0).all()
     # the outage (half a second and the new server's start) shows in the stream's time, less at most a
     # few frames' jitter in when they arrived
@@ -355,7 +355,7 @@ def test_cli_default_threshold_and_metrics(clip, checkpoint, tmp_path, monkeypat
     _, rows = read_scores(out)
     assert [int(r[1]) for r in rows] == list(range(2 * SNIPPETS))
     assert [e["event"] for e in read_events(out)] == [1, 2]
-    assert float(rows[SNIPPETS][4]) == pytest.approx(float(rows[SNIPPETS - 1][5]), abs=1e-3)  # a file: no outage
+    assert float(rows[SNIPPETS][5]) == pytest.approx(float(rows[SNIPPETS - 1][6]), abs=1e-3)  # a file: no outage
 
 
 def test_cli_cuts_snippets_as_the_checkpoint_was_trained(clip, tmp_path, monkeypatch, capsys):
