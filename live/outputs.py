@@ -187,25 +187,27 @@ def resume_point(folder):
     folder, found = Path(folder), {}
     for name, parse in (("scores.csv", _scores_row), ("events.jsonl", _event_record)):
         for path in [folder / name] + rolled_files(folder / name)[::-1]:
-            value = parse(last_line(path))
+            value = parse(last_line(path), path)
             if value is not None:
                 found[name] = value
                 break
     return found.get("scores.csv"), found.get("events.jsonl", 0)
 
 
-def _scores_row(line):
+def _scores_row(line, path):
+    """A Resume from scores.csv's last row, read by the file's own header (an earlier version's columns too)."""
     if not line:
         return None
     try:
-        row = dict(zip(SCORES_HEADER, next(csv.reader([line]))))
+        header = next(csv.reader([first_line(path)]), None) or SCORES_HEADER
+        row = dict(zip(header, next(csv.reader([line]))))
         wall = datetime.datetime.fromisoformat(row["wall_time"]).timestamp()
         return Resume(int(row["snippet"]) + 1, float(row["end_s"]), wall)
     except (ValueError, IndexError, KeyError, StopIteration):
         return None                 # the header, or a row from another layout
 
 
-def _event_record(line):
+def _event_record(line, path=None):
     if not line:
         return None
     try:
