@@ -5,7 +5,9 @@
                memory-mapped cache file that later runs reuse (see item_cache)
   TestSet      every test video at full length with all its crops, and its frame-level ground truth
                (memory-mapped instead of read into memory when the files would not fit in RAM)
-  load_splits  both lists read and every file's header checked, then the items and the test set
+  Labelled     a list with frame-level ground truth (test, or held-out selection) and its source
+  load_splits  the lists read and every file's header checked, then the items, the test set and the
+               selection set (Splits, with the batch size as used)
   ensure_lists the dataset's default lists made (or remade, when made from another folder)
   make_demo    the synthetic demo dataset
 
@@ -19,7 +21,7 @@ import mmap
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -256,36 +258,68 @@ def available_memory():
         return 0
 
 
-def check_disjoint(train, test, train_list, test_list):
-    train_names = {v.name for v in train}
-    both = [v.name for v in test if v.name in train_names]
+def check_disjoint(first, second, first_list, second_list):
+    """One-line error when a video is in both lists (training and test, or a selection list and either);
+    first_list, second_list: the lists as the message names them ("the training list list/x.list")."""
+    names = {v.name for v in first}
+    both = [v.name for v in second if v.name in names]
     if both:
-        raise InputError(f"video {both[0]} is in both the training list {train_list} and the test list {test_list}"
+        raise InputError(f"video {both[0]} is in both {first_list} and {second_list}"
                          + (f" ({len(both)} such videos)" if len(both) > 1 else ""))
 
 
-def load_test_set(args, train=(), both_classes=True):
-    """The test list's videos with their ground truth (--gt, or built from --annotations), checked, then loaded.
+@dataclass(frozen=True)
+class Labelled:
+    """A list of videos with frame-level ground truth (the test list, or a held-out selection list) and
+    where that ground truth comes from: a .npy (`gt`), or temporal `annotations` in `annotation_unit`
+    (seconds converted with `fps`)."""
+    list: str
+    gt: str | None = None
+    annotations: str | None = None
+    annotation_unit: str = "frames"
+    fps: float | None = None
 
-    train: the training videos, none of which may be in the test list. both_classes: a ground truth
-    of one class is an error (training); else TestSet.one_class says why there are no metrics.
+
+def load_test_set(labelled, root_dir, info, len_feature, num_workers=0, disjoint_from=(), both_classes=True,
+                  what="the test list"):
+    """The videos of `labelled` (a Labelled) with their ground truth, checked, then loaded -> TestSet.
+
+    disjoint_from: (videos, "the training list <path>") pairs, none of whose videos may be in this
+    list (`what`, as error messages name it). both_classes: a ground truth of one class is an error (training); else
+    TestSet.one_class says why there are no metrics.
     """
-    test = read_list(args.test_list, args.root_dir, dataset_info(args))
-    check_disjoint(train, test, getattr(args, "train_list", None), args.test_list)
-    return TestSet(test, args.len_feature, args.gt, args.num_workers, getattr(args, "annotations", None),
-                   getattr(args, "annotation_unit", "frames"), getattr(args, "fps", None), both_classes)
+    videos = read_list(labelled.list, root_dir, info)
+    for others, others_list in disjoint_from:
+        check_disjoint(others, videos, others_list, f"{what} {labelled.list}")
+    return TestSet(videos, len_feature, labelled.gt, num_workers, labelled.annotations, labelled.annotation_unit,
+                   labelled.fps, both_classes)
 
 
-def load_splits(args):
-    """Read and check both lists and every file's header, then load: (normal, abnormal TrainItems, TestSet).
+@dataclass
+class Splits:
+    """What training reads: the training items of each class, the test set, the held-out selection set
+    (None without one), and the batch size as used."""
+    normal: TrainItems
+    abnormal: TrainItems
+    test: TestSet
+    val: TestSet | None
+    batch_size: int
 
-    The cheap checks (lists, labels, headers, batch size, ground-truth length) all run before any
-    feature is read. --train_crops all makes each video one item with all its crops.
+
+def load_splits(train_list, root_dir, info, len_feature, test, val=None, batch_size=64, batch_size_given=True,
+                train_crops="each", num_segments=200, cache_dir=None, cache_fp16=False, num_workers=0):
+    """Read and check the lists and every file's header, then load the data -> Splits.
+
+    test, val: Labelled (val None: no selection set). The cheap checks (lists, labels, headers, batch
+    size, ground-truth length, no video in two lists) all run before any feature is read. A
+    batch_size larger than the smaller class's item count is an error when given (batch_size_given),
+    else lowered to that count with a note: Splits.batch_size is the one to use. train_crops "all"
+    makes each video one item with all its crops. cache_dir None: no item cache.
     """
-    train = read_list(args.train_list, args.root_dir, dataset_info(args))
-    check_labels(train, args.train_list)
-    all_crops = getattr(args, "train_crops", "each") == "all"
-    n_crops = {v.name: video_shape(v, args.len_feature)[0] for v in train}
+    train = read_list(train_list, root_dir, info)
+    check_labels(train, train_list)
+    all_crops = train_crops == "all"
+    n_crops = {v.name: video_shape(v, len_feature)[0] for v in train}
     if all_crops and len(set(n_crops.values())) > 1:
         a, na = next(iter(n_crops.items()))
         b, nb = next((v, n) for v, n in n_crops.items() if n != na)
@@ -295,18 +329,23 @@ def load_splits(args):
     counts = {kind: len(videos) if all_crops else sum(n_crops[v.name] for v in videos)
               for kind, videos in zip(("normal", "abnormal"), by_class)}
     kind, fewest = min(counts.items(), key=lambda c: c[1])
-    if fewest < args.batch_size:
-        if "batch_size" in getattr(args, "given", ()):
-            raise InputError(f"list file {args.train_list} has {fewest} {kind} training items, fewer than "
-                             f"--batch_size {args.batch_size}")
-        print(f"note: list file {args.train_list} has {fewest} {kind} training items, fewer than the default "
-              f"--batch_size {args.batch_size}: using --batch_size {fewest}")
-        args.batch_size = fewest
-    test_set = load_test_set(args, train)
-    cache_dir = None if args.cache_dir == "none" else args.cache_dir or os.path.join(args.root_dir, ".cache")
-    normal, abnormal = (TrainItems(videos, args.num_segments, args.len_feature, args.num_workers, all_crops,
-                                   cache_dir, args.cache_fp16) for videos in by_class)
-    return normal, abnormal, test_set
+    if fewest < batch_size:
+        if batch_size_given:
+            raise InputError(f"list file {train_list} has {fewest} {kind} training items, fewer than "
+                             f"--batch_size {batch_size}")
+        print(f"note: list file {train_list} has {fewest} {kind} training items, fewer than the default "
+              f"--batch_size {batch_size}: using --batch_size {fewest}")
+        batch_size = fewest
+    trained_on = (train, f"the training list {train_list}")
+    test_set = load_test_set(test, root_dir, info, len_feature, num_workers, [trained_on])
+    val_set = None
+    if val is not None:
+        val_set = load_test_set(val, root_dir, info, len_feature, num_workers,
+                                [trained_on, (test_set.videos, f"the test list {test.list}")],
+                                what="the selection list")
+    normal, abnormal = (TrainItems(videos, num_segments, len_feature, num_workers, all_crops, cache_dir, cache_fp16)
+                        for videos in by_class)
+    return Splits(normal, abnormal, test_set, val_set, batch_size)
 
 
 def make_demo(root_dir, seed=0, len_feature=1024, crops=5, n_train=32, n_test=16):

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from checkpoints import load_model
-from dataset import dataset_info, ensure_lists, load_test_set, make_demo
+from dataset import Labelled, dataset_info, ensure_lists, load_test_set, make_demo
 from distributed import start
 from features import FRAMES_PER_SNIPPET, FeatureWidth, Video, find_videos, load_video, read_record
 from model import model_name
@@ -204,7 +204,9 @@ def evaluate_test_set(args, model, device, table, ranks):
             if args.dataset == "demo":
                 make_demo(args.root_dir)
             ensure_lists(args)
-            test_set = load_test_set(args, both_classes=False)
+            test_set = load_test_set(Labelled(args.test_list, args.gt, args.annotations, args.annotation_unit, args.fps),
+                                     args.root_dir, dataset_info(args), args.len_feature, args.num_workers,
+                                     both_classes=False)
     videos = ranks.broadcast(test_set.videos if ranks.first else None)
     mine = ranks.shard([sum(os.path.getsize(p) for p in v.paths) for v in videos])
     features = [test_set.features[i] for i in mine] if ranks.first else \
