@@ -204,8 +204,8 @@ def evaluate_test_set(args, model, device, table, ranks):
             if args.dataset == "demo":
                 make_demo(args.root_dir)
             ensure_lists(args)
-            test_set = load_test_set(Labelled(args.test_list, args.gt, args.annotations, args.annotation_unit, args.fps),
-                                     args.root_dir, dataset_info(args), args.len_feature, args.num_workers,
+            labelled = Labelled(args.test_list, args.gt, args.annotations, args.annotation_unit, args.fps)
+            test_set = load_test_set(labelled, args.root_dir, dataset_info(args), args.len_feature, args.num_workers,
                                      both_classes=False)
     videos = ranks.broadcast(test_set.videos if ranks.first else None)
     mine = ranks.shard([sum(os.path.getsize(p) for p in v.paths) for v in videos])

@@ -319,8 +319,9 @@ def summary_text(summary):
         lines.append(f"  chosen by {metric} on the test set: the releases' protocol, optimistic (the test set picks "
                      f"the step it then reports); --val_list chooses on held-out videos")
     else:
-        lines.append(f"  chosen by {metric} on the selection list {on} ({metric} {summary['best_selection'][metric]:.2f}"
-                     f" there); the metrics above are the test set's")
+        value = summary["best_selection"][metric]
+        lines.append(f"  chosen by {metric} on the selection list {on} ({metric} {value:.2f} there); the metrics "
+                     f"above are the test set's")
     lines.append(f"last (step {summary['last_step']}): {fmt(summary['last'])}")
     steps, mean, std = summary["recent_steps"], summary["recent_mean"], summary["recent_std"]
     shown = "  ".join(f"{k} {m:.2f}" + (f" ± {std[k]:.2f}" if std else "") for k, m in mean.items())
