@@ -51,7 +51,8 @@ def section_extract(args, work, rng, results):
 
 
 def section_causal(args, work, rng, results):
-    from dataset import Labelled, dataset_info, load_test_set
+    from dataset import Labelled, load_test_set
+    from options import dataset_info
     from checkpoints import load_model
     from options import parse_infer_args
     from live.scoring import causal_scores

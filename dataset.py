@@ -1,6 +1,7 @@
 """Datasets: the per-dataset conventions, the training items and their cache, the test set, the demo.
 
-  DATASETS     (from options.py) the per-dataset conventions and defaults, applied by dataset_info
+  DATASETS     (from options.py) the per-dataset conventions and defaults, applied to the flags by
+               options.dataset_info
   TrainItems   every training item resampled to --num_segments segments, kept in memory, or in a
                memory-mapped cache file that later runs reuse (see item_cache)
   TestSet      every test video at full length with all its crops, and its frame-level ground truth
@@ -21,7 +22,7 @@ import mmap
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,18 +30,8 @@ import torch
 from features import FRAMES_PER_SNIPPET, load_video, map_features, video_length, video_shape
 from lists import (annotated_gt, check_labels, frame_gt, lists_provenance, load_gt, make_lists, provenance_path,
                    read_annotations, read_list, report, write_gt, write_gt_sidecar)
-from options import DATASETS, DatasetInfo, parse_tool_args  # noqa: F401 (DatasetInfo: part of this module's API)
+from options import DATASETS, DatasetInfo, dataset_info, parse_tool_args  # noqa: F401 (DatasetInfo: this module's API)
 from utils import InputError, atomic_write, make_dir, run_cli, write_text
-
-
-def dataset_info(args):
-    """The dataset's conventions with --crops and --normal_marker applied (crops_from: the checkpoint,
-    when its record gave the crop count)."""
-    info = DATASETS[args.dataset]
-    recorded = "crops" in (getattr(args, "from_checkpoint", None) or {})
-    return replace(info, crops=getattr(args, "crops", None) or info.crops,
-                   normal_marker=getattr(args, "normal_marker", None) or info.normal_marker,
-                   crops_from=f"checkpoint {args.model_path}" if recorded else None)
 
 
 def resample_segments(features, num_segments):
@@ -411,37 +402,39 @@ def make_demo(root_dir, seed=0, len_feature=1024, crops=5, n_train=32, n_test=16
     open(done, "w").close()
 
 
-def ensure_lists(args):
-    """The dataset's default lists, made from --root_dir (as make-list makes them) when they are
+def ensure_lists(dataset, root_dir, train_list, test_list, info, test_videos=None, labels=None, len_feature=None,
+                 given=()):
+    """The dataset's default lists, made from root_dir (as make-list makes them) when they are
     missing, or when lists.py's provenance record says they were made from another folder, another
-    set of feature files, or other split and label sources than this command gives. Explicit list
-    flags are the user's and are never made; default lists without a record are used as they are."""
-    defaults = DATASETS[args.dataset].defaults
-    lists = [args.train_list, args.test_list]
-    if lists != [defaults[k].format(root_dir=args.root_dir) for k in ("train_list", "test_list")]:
+    set of feature files, or other split and label sources than this command gives. Lists other than
+    the dataset's defaults are the user's and are never made; default lists without a record are used
+    as they are. info: the DatasetInfo the lists are read with; test_videos, labels, len_feature: as
+    make-list takes them; given: the flags the command line gave (what it leaves unsaid is no change)."""
+    defaults = DATASETS[dataset].defaults
+    lists = [train_list, test_list]
+    if lists != [defaults[k].format(root_dir=root_dir) for k in ("train_list", "test_list")]:
         return
-    info, list_dir = dataset_info(args), os.path.dirname(args.train_list)
-    label_column = args.labels is not None or DATASETS[args.dataset].normal_marker is None
-    record = provenance_path(list_dir, args.dataset)
+    list_dir = os.path.dirname(train_list)
+    label_column = labels is not None or DATASETS[dataset].normal_marker is None
+    record = provenance_path(list_dir, dataset)
     if all(os.path.isfile(p) for p in lists):
         if not os.path.isfile(record):
             return
         with open(record, encoding="utf-8") as f:
             made = json.load(f)
-        now = lists_provenance(args.root_dir, info, args.test_videos, args.labels, args.len_feature, label_column)
+        now = lists_provenance(root_dir, info, test_videos, labels, len_feature, label_column)
         # what this command leaves unsaid (no --test_videos, say, or a --crops from a checkpoint) is no change
-        given = {"root_dir", "files"} | set(getattr(args, "given", ()))
+        given = {"root_dir", "files"} | set(given)
         changed = [k for k in ("root_dir", "files", "test_videos", "labels", "normal_marker", "crops")
                    if made.get(k) != now[k] and k in given]
         if not changed:
             return
         print(f"{' and '.join(lists)} were made from {made.get('root_dir')}; this run differs in "
-              f"{', '.join(changed)}: making them again from {args.root_dir}")
+              f"{', '.join(changed)}: making them again from {root_dir}")
     else:
         print(f"{' and '.join(p for p in lists if not os.path.isfile(p))} missing: making the lists from "
-              f"{args.root_dir}")
-    _, _, summary = make_lists(args.root_dir, args.dataset, info, list_dir, args.test_videos, args.labels,
-                               args.len_feature, label_column)
+              f"{root_dir}")
+    _, _, summary = make_lists(root_dir, dataset, info, list_dir, test_videos, labels, len_feature, label_column)
     print("\n".join(summary))
 
 

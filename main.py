@@ -46,11 +46,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dataset import BatchStream, Labelled, dataset_info, ensure_lists, load_splits, make_demo
+from dataset import BatchStream, Labelled, ensure_lists, load_splits, make_demo
 from features import load_video, read_record, video_shape, warn_degenerate
 from lists import read_list
 from model import MODELS
-from options import check_accelerator_flags, model_config, parse_main_args
+from options import check_accelerator_flags, dataset_info, model_config, parse_main_args
 from plots import plot_run
 from runs import run_files
 from test import METRICS, evaluate, quantile_table, score_video
@@ -371,12 +371,14 @@ def setup(args):
 
         if args.dataset == "demo":
             make_demo(args.root_dir)
-        ensure_lists(args)
+        info = dataset_info(args)
+        ensure_lists(args.dataset, args.root_dir, args.train_list, args.test_list, info, args.test_videos, args.labels,
+                     args.len_feature, args.given)
         t0 = time.time()
         cache_dir = None if args.cache_dir == "none" else args.cache_dir or os.path.join(args.root_dir, ".cache")
         val = Labelled(args.val_list, args.val_gt, args.val_annotations, args.annotation_unit, args.fps) \
             if args.val_list else None
-        splits = load_splits(args.train_list, args.root_dir, dataset_info(args), args.len_feature,
+        splits = load_splits(args.train_list, args.root_dir, info, args.len_feature,
                              Labelled(args.test_list, args.gt, args.annotations, args.annotation_unit, args.fps),
                              val, args.batch_size, "batch_size" in args.given, args.train_crops, args.num_segments,
                              cache_dir, args.cache_fp16, args.num_workers)

@@ -8,7 +8,7 @@ always wins. Edit the defaults here.
 import argparse
 import ast
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -118,6 +118,16 @@ DATASETS = {
         gt="{root_dir}/demo_gt.npy", batch_size=16, num_segments=64, lr="[0.0005]*150", eval_every=10)),
 }
 
+
+
+def dataset_info(args):
+    """The conventions of the parsed flags' --dataset with their --crops and --normal_marker applied
+    (crops_from: the checkpoint, when its record gave the crop count, infer.py's from_checkpoint)."""
+    info = DATASETS[args.dataset]
+    recorded = "crops" in (getattr(args, "from_checkpoint", None) or {})
+    return replace(info, crops=getattr(args, "crops", None) or info.crops,
+                   normal_marker=getattr(args, "normal_marker", None) or info.normal_marker,
+                   crops_from=f"checkpoint {args.model_path}" if recorded else None)
 
 # Each model's release settings, where they differ from options.py's defaults (BN-WVAD's). A dataset's
 # defaults (DATASETS, e.g. the short demo run) take precedence; a flag on the command line wins.

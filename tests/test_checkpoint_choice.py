@@ -11,9 +11,9 @@ import main
 import test as metrics_module
 from checkpoints import load_model
 from conftest import data_args, write_xd_dataset
-from dataset import Labelled, dataset_info, load_test_set
+from dataset import Labelled, load_test_set
 from helpers import call, dataset_cli, write_ucf
-from options import parse_main_args
+from options import dataset_info, parse_main_args
 from test import METRICS, evaluate
 
 D = 32

@@ -10,11 +10,11 @@ import dataset
 import infer
 import main
 from conftest import run_script
-from dataset import DATASETS, TrainItems, dataset_info
+from dataset import DATASETS, TrainItems
 from features import load_video
 from helpers import UCF_D, call, dataset_cli, write_ucf
 from lists import annotated_gt, make_lists, read_annotations, read_list
-from options import parse_main_args
+from options import dataset_info, parse_main_args
 from utils import InputError
 
 D = UCF_D
