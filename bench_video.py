@@ -68,7 +68,8 @@ def one_step_frames(path, size=(455, 256)):
 
 
 def section_causal(args, work, rng, results):
-    from dataset import load_test_set
+    from dataset import Labelled, load_test_set
+    from options import dataset_info
     from checkpoints import load_model
     from options import parse_infer_args
     from live.scoring import causal_scores
@@ -78,7 +79,9 @@ def section_causal(args, work, rng, results):
     flags = ["--dataset", args.causal_dataset, "--model_path", args.causal_checkpoint, "--num_workers", "0"]
     infer_args = parse_infer_args(flags + (["--root_dir", args.causal_root_dir] if args.causal_root_dir else []))
     model, _ = load_model(infer_args.model_path)
-    test_set = load_test_set(infer_args, both_classes=False)
+    a = infer_args
+    test_set = load_test_set(Labelled(a.test_list, a.gt, a.annotations, a.annotation_unit, a.fps), a.root_dir,
+                             dataset_info(a), a.len_feature, a.num_workers, both_classes=False)
     device = torch.device("cpu")
     print(f"(g) causal scoring, {args.causal_dataset} test set: {len(test_set.videos)} videos, "
           f"{sum(test_set.lengths):,} snippets (longest {max(test_set.lengths)}), {len(test_set.features[0])} crops, "

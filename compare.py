@@ -7,11 +7,13 @@ the same data with the same seeds, and the table of their best checkpoints.
 Every flag that is not compare.py's own goes to main.py unchanged, for both models (each model keeps
 its own release settings where the flags and the dataset leave them open: UR-DMU's learning-rate
 schedule, evaluation steps and no gradient clipping). For each model and seed, main.py keeps the
-checkpoint of best AP, as the published protocol does; the table reports that checkpoint's AUC, AP,
-AUC_sub and AP_sub, and its event metrics on the test set at the threshold of its own calibration
-(the 0.99 quantile of the training normals' scores; test.event_metrics): event recall, event IoU and,
-with --fps, false alarms per hour of normal video, as the mean and standard deviation over the
-seeds. Outputs in --output_dir (default outputs/compare_<dataset>):
+best checkpoint by the dataset's metric (--select_by: AUC for ucf, as UCF-Crime papers report, AP
+otherwise), on --val_list when given, else on the test set as the published protocol does; the
+table reports that checkpoint's AUC, AP, AUC_sub and AP_sub, and its event metrics on the test set
+at the threshold of its own calibration (the 0.99 quantile of the training normals' scores;
+test.event_metrics): event recall, event IoU and, with --fps, false alarms per hour of normal video,
+as the mean and standard deviation over the seeds. Outputs in --output_dir (default
+outputs/compare_<dataset>):
   comparison.csv   one row per model and seed (its best step and its metrics), then per model the
                    mean and the standard deviation over the seeds
   comparison.md    the published-style table: model, AUC, AP, AUC_sub, AP_sub, then the event
@@ -142,7 +144,7 @@ def write_csv(path, runs, stats):
 def compare(argv=None):
     args, rest = parse_args(argv)
     with run_folders((args.output_dir, "output")):       # a run that fails before its first file leaves no folder
-        parse_main_args(rest)                           # main.py's flags checked once, before any training
+        chosen = parse_main_args(rest)                  # main.py's flags checked once, before any training
         runs = []
         for model in args.models:
             for seed in args.seeds:
@@ -156,7 +158,8 @@ def compare(argv=None):
     plot_comparison(os.path.join(args.output_dir, "comparison.png"), curves)
     spread = f"mean ± std over seeds {' '.join(map(str, args.seeds))}" if len(args.seeds) > 1 else \
         f"seed {args.seeds[0]}"
-    print(f"\nbest checkpoint (by AP) of each run, {spread}:\n")
+    on = f"on the selection list {chosen.val_list}" if chosen.val_list else "on the test set"
+    print(f"\nbest checkpoint (by {chosen.select_by}, {on}) of each run, {spread}:\n")
     print(table)
     print(f"wrote comparison.md, comparison.csv, comparison.png in {args.output_dir}")
 

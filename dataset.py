@@ -1,11 +1,14 @@
 """Datasets: the per-dataset conventions, the training items and their cache, the test set, the demo.
 
-  DATASETS     (from options.py) the per-dataset conventions and defaults, applied by dataset_info
+  DATASETS     (from options.py) the per-dataset conventions and defaults, applied to the flags by
+               options.dataset_info
   TrainItems   every training item resampled to --num_segments segments, kept in memory, or in a
                memory-mapped cache file that later runs reuse (see item_cache)
   TestSet      every test video at full length with all its crops, and its frame-level ground truth
                (memory-mapped instead of read into memory when the files would not fit in RAM)
-  load_splits  both lists read and every file's header checked, then the items and the test set
+  Labelled     a list with frame-level ground truth (test, or held-out selection) and its source
+  load_splits  the lists read and every file's header checked, then the items, the test set and the
+               selection set (Splits, with the batch size as used)
   ensure_lists the dataset's default lists made (or remade, when made from another folder)
   make_demo    the synthetic demo dataset
 
@@ -19,7 +22,7 @@ import mmap
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,18 +30,8 @@ import torch
 from features import FRAMES_PER_SNIPPET, load_video, map_features, video_length, video_shape
 from lists import (annotated_gt, check_labels, frame_gt, lists_provenance, load_gt, make_lists, provenance_path,
                    read_annotations, read_list, report, write_gt, write_gt_sidecar)
-from options import DATASETS, DatasetInfo, parse_tool_args  # noqa: F401 (DatasetInfo: part of this module's API)
+from options import DATASETS, DatasetInfo, dataset_info, parse_tool_args  # noqa: F401 (DatasetInfo: this module's API)
 from utils import InputError, make_dir, run_cli, save_array, write_text
-
-
-def dataset_info(args):
-    """The dataset's conventions with --crops and --normal_marker applied (crops_from: the checkpoint,
-    when its record gave the crop count)."""
-    info = DATASETS[args.dataset]
-    recorded = "crops" in (getattr(args, "from_checkpoint", None) or {})
-    return replace(info, crops=getattr(args, "crops", None) or info.crops,
-                   normal_marker=getattr(args, "normal_marker", None) or info.normal_marker,
-                   crops_from=f"checkpoint {args.model_path}" if recorded else None)
 
 
 def resample_segments(features, num_segments):
@@ -256,36 +249,68 @@ def available_memory():
         return 0
 
 
-def check_disjoint(train, test, train_list, test_list):
-    train_names = {v.name for v in train}
-    both = [v.name for v in test if v.name in train_names]
+def check_disjoint(first, second, first_list, second_list):
+    """One-line error when a video is in both lists (training and test, or a selection list and either);
+    first_list, second_list: the lists as the message names them ("the training list list/x.list")."""
+    names = {v.name for v in first}
+    both = [v.name for v in second if v.name in names]
     if both:
-        raise InputError(f"video {both[0]} is in both the training list {train_list} and the test list {test_list}"
+        raise InputError(f"video {both[0]} is in both {first_list} and {second_list}"
                          + (f" ({len(both)} such videos)" if len(both) > 1 else ""))
 
 
-def load_test_set(args, train=(), both_classes=True):
-    """The test list's videos with their ground truth (--gt, or built from --annotations), checked, then loaded.
+@dataclass(frozen=True)
+class Labelled:
+    """A list of videos with frame-level ground truth (the test list, or a held-out selection list) and
+    where that ground truth comes from: a .npy (`gt`), or temporal `annotations` in `annotation_unit`
+    (seconds converted with `fps`)."""
+    list: str
+    gt: str | None = None
+    annotations: str | None = None
+    annotation_unit: str = "frames"
+    fps: float | None = None
 
-    train: the training videos, none of which may be in the test list. both_classes: a ground truth
-    of one class is an error (training); else TestSet.one_class says why there are no metrics.
+
+def load_test_set(labelled, root_dir, info, len_feature, num_workers=0, disjoint_from=(), both_classes=True,
+                  what="the test list"):
+    """The videos of `labelled` (a Labelled) with their ground truth, checked, then loaded -> TestSet.
+
+    disjoint_from: (videos, "the training list <path>") pairs, none of whose videos may be in this
+    list (`what`, as error messages name it). both_classes: a ground truth of one class is an error (training); else
+    TestSet.one_class says why there are no metrics.
     """
-    test = read_list(args.test_list, args.root_dir, dataset_info(args))
-    check_disjoint(train, test, getattr(args, "train_list", None), args.test_list)
-    return TestSet(test, args.len_feature, args.gt, args.num_workers, getattr(args, "annotations", None),
-                   getattr(args, "annotation_unit", "frames"), getattr(args, "fps", None), both_classes)
+    videos = read_list(labelled.list, root_dir, info)
+    for others, others_list in disjoint_from:
+        check_disjoint(others, videos, others_list, f"{what} {labelled.list}")
+    return TestSet(videos, len_feature, labelled.gt, num_workers, labelled.annotations, labelled.annotation_unit,
+                   labelled.fps, both_classes)
 
 
-def load_splits(args):
-    """Read and check both lists and every file's header, then load: (normal, abnormal TrainItems, TestSet).
+@dataclass
+class Splits:
+    """What training reads: the training items of each class, the test set, the held-out selection set
+    (None without one), and the batch size as used."""
+    normal: TrainItems
+    abnormal: TrainItems
+    test: TestSet
+    val: TestSet | None
+    batch_size: int
 
-    The cheap checks (lists, labels, headers, batch size, ground-truth length) all run before any
-    feature is read. --train_crops all makes each video one item with all its crops.
+
+def load_splits(train_list, root_dir, info, len_feature, test, val=None, batch_size=64, batch_size_given=True,
+                train_crops="each", num_segments=200, cache_dir=None, cache_fp16=False, num_workers=0):
+    """Read and check the lists and every file's header, then load the data -> Splits.
+
+    test, val: Labelled (val None: no selection set). The cheap checks (lists, labels, headers, batch
+    size, ground-truth length, no video in two lists) all run before any feature is read. A
+    batch_size larger than the smaller class's item count is an error when given (batch_size_given),
+    else lowered to that count with a note: Splits.batch_size is the one to use. train_crops "all"
+    makes each video one item with all its crops. cache_dir None: no item cache.
     """
-    train = read_list(args.train_list, args.root_dir, dataset_info(args))
-    check_labels(train, args.train_list)
-    all_crops = getattr(args, "train_crops", "each") == "all"
-    n_crops = {v.name: video_shape(v, args.len_feature)[0] for v in train}
+    train = read_list(train_list, root_dir, info)
+    check_labels(train, train_list)
+    all_crops = train_crops == "all"
+    n_crops = {v.name: video_shape(v, len_feature)[0] for v in train}
     if all_crops and len(set(n_crops.values())) > 1:
         a, na = next(iter(n_crops.items()))
         b, nb = next((v, n) for v, n in n_crops.items() if n != na)
@@ -295,18 +320,23 @@ def load_splits(args):
     counts = {kind: len(videos) if all_crops else sum(n_crops[v.name] for v in videos)
               for kind, videos in zip(("normal", "abnormal"), by_class)}
     kind, fewest = min(counts.items(), key=lambda c: c[1])
-    if fewest < args.batch_size:
-        if "batch_size" in getattr(args, "given", ()):
-            raise InputError(f"list file {args.train_list} has {fewest} {kind} training items, fewer than "
-                             f"--batch_size {args.batch_size}")
-        print(f"note: list file {args.train_list} has {fewest} {kind} training items, fewer than the default "
-              f"--batch_size {args.batch_size}: using --batch_size {fewest}")
-        args.batch_size = fewest
-    test_set = load_test_set(args, train)
-    cache_dir = None if args.cache_dir == "none" else args.cache_dir or os.path.join(args.root_dir, ".cache")
-    normal, abnormal = (TrainItems(videos, args.num_segments, args.len_feature, args.num_workers, all_crops,
-                                   cache_dir, args.cache_fp16) for videos in by_class)
-    return normal, abnormal, test_set
+    if fewest < batch_size:
+        if batch_size_given:
+            raise InputError(f"list file {train_list} has {fewest} {kind} training items, fewer than "
+                             f"--batch_size {batch_size}")
+        print(f"note: list file {train_list} has {fewest} {kind} training items, fewer than the default "
+              f"--batch_size {batch_size}: using --batch_size {fewest}")
+        batch_size = fewest
+    trained_on = (train, f"the training list {train_list}")
+    test_set = load_test_set(test, root_dir, info, len_feature, num_workers, [trained_on])
+    val_set = None
+    if val is not None:
+        val_set = load_test_set(val, root_dir, info, len_feature, num_workers,
+                                [trained_on, (test_set.videos, f"the test list {test.list}")],
+                                what="the selection list")
+    normal, abnormal = (TrainItems(videos, num_segments, len_feature, num_workers, all_crops, cache_dir, cache_fp16)
+                        for videos in by_class)
+    return Splits(normal, abnormal, test_set, val_set, batch_size)
 
 
 def make_demo(root_dir, seed=0, len_feature=1024, crops=5, n_train=32, n_test=16):
@@ -370,37 +400,39 @@ def make_demo(root_dir, seed=0, len_feature=1024, crops=5, n_train=32, n_test=16
     write_text(done, "")
 
 
-def ensure_lists(args):
-    """The dataset's default lists, made from --root_dir (as make-list makes them) when they are
+def ensure_lists(dataset, root_dir, train_list, test_list, info, test_videos=None, labels=None, len_feature=None,
+                 given=()):
+    """The dataset's default lists, made from root_dir (as make-list makes them) when they are
     missing, or when lists.py's provenance record says they were made from another folder, another
-    set of feature files, or other split and label sources than this command gives. Explicit list
-    flags are the user's and are never made; default lists without a record are used as they are."""
-    defaults = DATASETS[args.dataset].defaults
-    lists = [args.train_list, args.test_list]
-    if lists != [defaults[k].format(root_dir=args.root_dir) for k in ("train_list", "test_list")]:
+    set of feature files, or other split and label sources than this command gives. Lists other than
+    the dataset's defaults are the user's and are never made; default lists without a record are used
+    as they are. info: the DatasetInfo the lists are read with; test_videos, labels, len_feature: as
+    make-list takes them; given: the flags the command line gave (what it leaves unsaid is no change)."""
+    defaults = DATASETS[dataset].defaults
+    lists = [train_list, test_list]
+    if lists != [defaults[k].format(root_dir=root_dir) for k in ("train_list", "test_list")]:
         return
-    info, list_dir = dataset_info(args), os.path.dirname(args.train_list)
-    label_column = args.labels is not None or DATASETS[args.dataset].normal_marker is None
-    record = provenance_path(list_dir, args.dataset)
+    list_dir = os.path.dirname(train_list)
+    label_column = labels is not None or DATASETS[dataset].normal_marker is None
+    record = provenance_path(list_dir, dataset)
     if all(os.path.isfile(p) for p in lists):
         if not os.path.isfile(record):
             return
         with open(record, encoding="utf-8") as f:
             made = json.load(f)
-        now = lists_provenance(args.root_dir, info, args.test_videos, args.labels, args.len_feature, label_column)
+        now = lists_provenance(root_dir, info, test_videos, labels, len_feature, label_column)
         # what this command leaves unsaid (no --test_videos, say, or a --crops from a checkpoint) is no change
-        given = {"root_dir", "files"} | set(getattr(args, "given", ()))
+        given = {"root_dir", "files"} | set(given)
         changed = [k for k in ("root_dir", "files", "test_videos", "labels", "normal_marker", "crops")
                    if made.get(k) != now[k] and k in given]
         if not changed:
             return
         print(f"{' and '.join(lists)} were made from {made.get('root_dir')}; this run differs in "
-              f"{', '.join(changed)}: making them again from {args.root_dir}")
+              f"{', '.join(changed)}: making them again from {root_dir}")
     else:
         print(f"{' and '.join(p for p in lists if not os.path.isfile(p))} missing: making the lists from "
-              f"{args.root_dir}")
-    _, _, summary = make_lists(args.root_dir, args.dataset, info, list_dir, args.test_videos, args.labels,
-                               args.len_feature, label_column)
+              f"{root_dir}")
+    _, _, summary = make_lists(root_dir, dataset, info, list_dir, test_videos, labels, len_feature, label_column)
     print("\n".join(summary))
 
 

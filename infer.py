@@ -46,11 +46,11 @@ import numpy as np
 import torch
 
 from checkpoints import feature_files_warnings, load_model, origin_warning
-from dataset import dataset_info, ensure_lists, load_test_set, make_demo
+from dataset import Labelled, ensure_lists, load_test_set, make_demo
 from distributed import start
 from features import FRAMES_PER_SNIPPET, FeatureWidth, Video, find_videos, load_video, read_record
 from model import model_name
-from options import check_accelerator_flags, flags_text, parse_infer_args
+from options import check_accelerator_flags, dataset_info, flags_text, parse_infer_args
 from runs import output_folder, staged_outputs
 from test import (event_metrics, false_alarm_rate, find_segments, per_class_metrics, score_batched, score_video,
                   snippet_metrics, to_frames)
@@ -228,8 +228,11 @@ def evaluate_test_set(args, model, device, table, ranks):
         if ranks.first:
             if args.dataset == "demo":
                 make_demo(args.root_dir)
-            ensure_lists(args)
-            test_set = load_test_set(args, both_classes=False)
+            ensure_lists(args.dataset, args.root_dir, args.train_list, args.test_list, dataset_info(args),
+                         args.test_videos, args.labels, args.len_feature, args.given)
+            labelled = Labelled(args.test_list, args.gt, args.annotations, args.annotation_unit, args.fps)
+            test_set = load_test_set(labelled, args.root_dir, dataset_info(args), args.len_feature, args.num_workers,
+                                     both_classes=False)
     videos = ranks.broadcast(test_set.videos if ranks.first else None)
     mine = ranks.shard([sum(os.path.getsize(p) for p in v.paths) for v in videos])
     features = [test_set.features[i] for i in mine] if ranks.first else \

@@ -1,20 +1,30 @@
-"""Train BN-WVAD, evaluate every --plot_freq steps, keep the best-AP checkpoint.
+"""Train BN-WVAD (or UR-DMU), evaluate every --eval_every steps, keep the best checkpoint by --select_by.
 
   python main.py --dataset demo            # synthetic data, a few minutes on a CPU
   python main.py --dataset xd --root_dir /data/xd
+  python main.py --dataset xd --val_list list/xd_val.list --val_gt list/xd_val_gt.npy   # chosen on held-out videos
 
   python main.py --dataset demo --stop_after 50            # ... ends after step 50, as if interrupted
   python main.py --dataset demo --resume ckpts/demo_last_2022.pkl
 
+Read top to bottom: main() is setup(), train_loop() and finish(). The best checkpoint is the evaluation
+of highest --select_by (per dataset: AUC for ucf, AP otherwise) on --val_list when given, else on the
+test set (the releases' protocol, which is optimistic: the test set chooses the number it reports);
+step 0, the untrained model, is never kept. Evaluation is always in float32, whatever --amp does.
+
 Outputs (all written atomically):
 (<dataset> stands for <dataset>_<model> for a model other than BN-WVAD, e.g. demo_urdmu_best_2022.pkl)
-  <model_path>/<dataset>_best_<seed>.pkl    the best-AP checkpoint; at the end of training it also gets
-                                            the calibration of scores (see thresholds.py)
-  <model_path>/<dataset>_last_<seed>.pkl    the state at the latest evaluation (model, optimizer, step,
-                                            best metrics, batch order, RNG states), for --resume
-  <model_path>/<dataset>_config_<seed>.json the resolved flags and the git commit, written once every check has
-                                            passed (both checkpoints hold the same record, as meta["run"])
-  <log_path>/<dataset>_<seed>.jsonl         one JSON line per evaluation: step, lr, losses, AUC, AP, ...
+  <model_path>/<dataset>_best_<seed>.pkl    the best checkpoint ("selected_by" says by what); at the end of
+                                            training it also gets the calibration of scores to [0, 1]
+                                            (see test.py) and the run's summary
+  <model_path>/<dataset>_last_<seed>.pkl    the state at the latest evaluation: the model and a TrainState
+                                            (optimizer, batch order, RNG states, best so far), for --resume
+  <model_path>/<dataset>_config_<seed>.json the flags as used (a default the run adjusted, such as a batch
+                                            size lowered to a small dataset, in "adjusted") and the git
+                                            commit, written once every check has passed (both checkpoints
+                                            hold the same record, as meta["run"])
+  <log_path>/<dataset>_<seed>.jsonl         one JSON line per evaluation: step, lr, losses, AUC, AP, ... (and
+                                            val_AUC, val_AP, ... with --val_list)
   <log_path>/<dataset>_<seed>.png           AUC and AP over the run, at the end
 A resumed run continues the schedule, the batches and the log where the checkpoint left them, so it
 reaches the metrics of the uninterrupted run (exactly, on a CPU). Ctrl-C (or SIGTERM) ends the run after
@@ -30,19 +40,20 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from dataset import BatchStream, dataset_info, ensure_lists, load_splits, make_demo
+from dataset import BatchStream, Labelled, ensure_lists, load_splits, make_demo
 from features import load_video, read_record, video_shape, warn_degenerate
 from lists import read_list
 from model import MODELS
-from options import check_accelerator_flags, model_config, parse_main_args
+from options import check_accelerator_flags, dataset_info, model_config, parse_main_args
 from plots import plot_run
 from runs import run_files
-from test import evaluate, quantile_table, score_video
+from test import METRICS, evaluate, quantile_table, score_video
 from train import train_step
 from utils import (InputError, git_commit, pick_device, read_checkpoint, refuse_to_replace,
                    rng_states, run_cli, run_folders, save_checkpoint, save_torch, set_rng_states, set_seed, write_text)
@@ -51,6 +62,9 @@ from utils import (InputError, git_commit, pick_device, read_checkpoint, refuse_
 # flags that may differ between an interrupted run and its resumption
 RESUME_FREE = ("device", "num_workers", "model_path", "log_path", "resume", "stop_after", "tensorboard", "overwrite",
                "given")
+
+
+RECENT = 5      # the summary gives the mean and std of the metrics over this many last evaluations
 
 
 def build_model(args):
@@ -66,16 +80,24 @@ def run_config(args):
     return {k: v for k, v in sorted(vars(args).items()) if k not in RESUME_FREE}
 
 
-def run_record(args):
-    """The resolved flags and the git commit of the code, as plain types: the config file beside the
-    checkpoints, and meta["run"] inside both, so the record travels with the checkpoint it describes."""
-    return dict(git_commit=git_commit(), given=sorted(args.given),
-                args={k: v for k, v in sorted(vars(args).items()) if k != "given"})
+def run_record(args, adjusted=None):
+    """The flags as the run used them and the git commit of the code, as plain types: the config file
+    beside the checkpoints, and meta["run"] inside both, so the record travels with the checkpoint it
+    describes. adjusted: {flag: value used} for what the run set itself (a default batch size lowered
+    to a small dataset, --eval_from's default); "args" holds the values used, "adjusted" each one's
+    value before (only when there are any)."""
+    values = {k: v for k, v in vars(args).items() if k != "given"}
+    changed = {k: v for k, v in (adjusted or {}).items() if values.get(k) != v}
+    record = dict(git_commit=git_commit(), given=sorted(args.given),
+                  args=dict(sorted({**values, **changed}.items())))
+    if changed:
+        record["adjusted"] = {k: values.get(k) for k in sorted(changed)}
+    return record
 
 
 def run_config_text(record):
-    """run_record as JSON (json.dumps, indent 2) with "given" and each flag's value on one line, so a
-    learning-rate list of thousands of steps stays on its flag's line."""
+    """run_record as JSON (json.dumps, indent 2) with "given", "adjusted" and each flag's value on one
+    line, so a learning-rate list of thousands of steps stays on its flag's line."""
     inline = []                 # the values written compact, each standing in the layout as "@i@"
 
     def mark(value):
@@ -83,6 +105,8 @@ def run_config_text(record):
         return f"@{len(inline) - 1}@"
     layout = dict(git_commit=record["git_commit"], given=mark(record["given"]),
                   args={k: mark(v) for k, v in record["args"].items()})
+    if "adjusted" in record:
+        layout["adjusted"] = mark(record["adjusted"])
     return re.sub(r'"@(\d+)@"', lambda m: inline[int(m.group(1))], json.dumps(layout, indent=2)) + "\n"
 
 
@@ -124,39 +148,84 @@ class StopRequest:
         tqdm.write("stopping after this step, to save it for --resume (Ctrl-C again: stop now)", file=sys.stderr)
 
 
+@dataclass
+class TrainState:
+    """Everything besides the model's weights that a resumed run needs, as tensors and plain types:
+    the `last` checkpoint's "resume" entry. Made by capture(), put back by restore(), nowhere else."""
+    config: dict            # run_config of the run: the flags a resumption must repeat
+    step: int               # the last step done
+    optimizer: dict         # the optimizer's state_dict
+    streams: list           # the state_dict of each BatchStream (normal, abnormal)
+    rng: dict               # utils.rng_states()
+    best: dict              # the kept checkpoint's metrics on the selection set ({}: none kept yet)
+    best_step: int | None   # its step
+
+
+def capture(config, step, optimizer, streams, saver):
+    return TrainState(config=config, step=step, optimizer=optimizer.state_dict(),
+                      streams=[s.state_dict() for s in streams], rng=rng_states(), best=dict(saver.best),
+                      best_step=saver.best_step)
+
+
+def restore(state, model_state, model, optimizer, streams, saver):
+    """Put a TrainState (and the model weights saved with it) back into the run. Returns the next step."""
+    model.load_state_dict(model_state)
+    optimizer.load_state_dict(state.optimizer)
+    for stream, s in zip(streams, state.streams):
+        stream.load_state_dict(s)
+    set_rng_states(state.rng)
+    saver.best, saver.best_step = dict(state.best), state.best_step
+    return state.step + 1
+
+
 def read_resume(path, args):
-    """The resume state of a `last` checkpoint, checked against the flags of this run."""
-    _, record = read_checkpoint(path)
-    if record is None or "resume" not in record["meta"]:
-        raise InputError(f"{path} is not a `last` checkpoint of main.py (it holds no resume state)")
-    saved, now = record["meta"]["resume"]["config"], run_config(args)
+    """(TrainState, model state dict) of a `last` checkpoint, checked against the flags of this run."""
+    model_state, record = read_checkpoint(path)
+    if record is None or "resume" not in record:
+        old = record is not None and "resume" in record.get("meta", {})
+        raise InputError(f"{path} is not a `last` checkpoint of main.py (it holds no resume state)" if not old else
+                         f"{path} is a `last` checkpoint of an earlier version of main.py, whose resume state this "
+                         f"one does not read: start the run again (with --overwrite)")
+    state = TrainState(**record["resume"])
+    saved, now = state.config, run_config(args)
     diff = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
     if diff:
         k = diff[0]
         shown = lambda v: (f"a list of {len(v)} values" if isinstance(v, list) and len(v) > 8 else repr(v))
         raise InputError(f"--resume {path}: the run used --{k} {shown(saved.get(k))}, this command gives "
                          f"{shown(now.get(k))} (differing flags: {', '.join(diff)})")
-    if args.stop_after and args.stop_after <= record["step"]:
+    if args.stop_after and args.stop_after <= state.step:
         raise InputError(f"--resume {path}: the run is already past --stop_after {args.stop_after} "
-                         f"(it stopped after step {record['step']})")
-    return record
+                         f"(it stopped after step {state.step})")
+    return state, model_state
 
 
-def last_state(config, optimizer, streams, best, best_step):
-    """Everything besides the model that a resumed run needs, as tensors and plain types."""
-    return dict(config=config, optimizer=optimizer.state_dict(), best=best, best_step=best_step,
-                streams=[s.state_dict() for s in streams], rng=rng_states())
+class CheckpointSaver:
+    """The run's two checkpoints, after timm's CheckpointSaver: `best`, the evaluation of highest
+    `metric` on the selection set (the test set without --val_list), never step 0 (the untrained
+    model, which neither release keeps); `last`, the latest state with the TrainState that resumes it.
+    meta: what both checkpoints record (dataset, crops, the run record, ...)."""
 
+    def __init__(self, best_path, last_path, metric, selection, model_name, meta):
+        self.best_path, self.last_path, self.metric = best_path, last_path, metric
+        self.selected_by = dict(metric=metric, on=selection)
+        self.model_name, self.meta = model_name, meta
+        self.best, self.best_step = {}, None
 
-def restore(record, model, optimizer, streams):
-    """Load a `last` checkpoint into the run. Returns (next step, best metrics, best step)."""
-    state = record["meta"]["resume"]
-    model.load_state_dict(record["state_dict"])
-    optimizer.load_state_dict(state["optimizer"])
-    for stream, s in zip(streams, state["streams"]):
-        stream.load_state_dict(s)
-    set_rng_states(state["rng"])
-    return record["step"] + 1, state["best"], state["best_step"]
+    def update(self, model, step, selection_metrics, test_metrics):
+        """Keep this evaluation as `best` if it beats the best so far (strictly, as the releases compare).
+        The checkpoint's metrics are the test set's. Returns whether it was kept."""
+        value = selection_metrics[self.metric]
+        if step == 0 or (self.best and not value > self.best[self.metric]):
+            return False
+        self.best, self.best_step = dict(selection_metrics), step
+        save_checkpoint(self.best_path, model, step, test_metrics, model_name=self.model_name,
+                        selected_by={**self.selected_by, "value": float(value)}, **self.meta)
+        return True
+
+    def save_last(self, model, state):
+        save_checkpoint(self.last_path, model, state.step, self.best, model_name=self.model_name,
+                        resume=asdict(state), **self.meta)
 
 
 def read_log_upto(log_file, upto):
@@ -168,13 +237,12 @@ def read_log_upto(log_file, upto):
     return [r for r in records if r["step"] <= upto]
 
 
-def open_tensorboard(args, purge_step):
-    """A TensorBoard writer under <log_path>/tensorboard/<dataset>_<seed>, or a one-line error."""
+def open_tensorboard(log_path, name, purge_step):
+    """A TensorBoard writer under <log_path>/tensorboard/<name>, or a one-line error."""
     if importlib.util.find_spec("tensorboard") is None:
         raise InputError("--tensorboard needs the tensorboard package (pip install tensorboard)")
     from torch.utils.tensorboard import SummaryWriter
-    return SummaryWriter(os.path.join(args.log_path, "tensorboard", f"{args.dataset}_{args.seed}"),
-                         purge_step=purge_step)
+    return SummaryWriter(os.path.join(log_path, "tensorboard", name), purge_step=purge_step)
 
 
 def calibration_scores(model, args, device):
@@ -184,14 +252,15 @@ def calibration_scores(model, args, device):
     return np.concatenate([score_video(model, load_video(v, args.len_feature), device) for v in videos])
 
 
-def add_calibration(ckpt_path, model, args, device):
-    """Reload the best checkpoint, score the training normals with it, store their quantile table and
-    how many snippets it summarizes (thresholds.Calibration reads both)."""
+def finish_best(ckpt_path, model, args, device, summary):
+    """Reload the best checkpoint, score the training normals with it, store their quantile table (the
+    calibration), how many snippets it summarizes (thresholds.Calibration reads both) and the run's summary."""
     state, record = read_checkpoint(ckpt_path)
     model.load_state_dict(state)
     scores = calibration_scores(model, args, device)
     record["calibration"] = torch.from_numpy(quantile_table(scores))
     record["calibration_snippets"] = len(scores)
+    record["summary"] = summary
     save_torch(ckpt_path, record)
 
 
@@ -217,16 +286,75 @@ def interrupted_line(step, saved, last_path):
             f"{last_path}")
 
 
-def evaluation_steps(args, num_iters):
-    """The steps after which the test set is evaluated: every --plot_freq steps from --eval_from (default
-    --plot_freq), and the last step; with --eval_before_training also step 0, the untrained model."""
-    first = args.eval_from or args.plot_freq
-    steps = {s for s in range(first, num_iters + 1) if s % args.plot_freq == 0} | {num_iters}
-    return steps | ({0} if args.eval_before_training else set())
+def evaluation_steps(eval_every, eval_from, num_iters, before_training=False):
+    """The steps after which the model is evaluated: every eval_every steps from eval_from (None:
+    eval_every), and the last step; before_training: also step 0, the untrained model."""
+    first = eval_from or eval_every
+    steps = {s for s in range(first, num_iters + 1) if s % eval_every == 0} | {num_iters}
+    return steps | ({0} if before_training else set())
 
 
-def main(argv=None):
-    args = parse_main_args(argv)
+def run_summary(records, best_step, metric, selection, recent=RECENT):
+    """What a run reports at its end, from its log records: the kept step and its test metrics, the last
+    evaluation's, and the mean and standard deviation (ddof 1; None for one evaluation) of each metric
+    over the last `recent` evaluations after step 0, training being noisy from one evaluation to the next.
+    selection: "test" or the selection list's path."""
+    def metrics(r):
+        return {k: r[k] for k in METRICS if k in r}
+    trained = [r for r in records if r["step"] > 0]
+    tail = trained[-recent:]
+    values = {k: np.array([r[k] for r in tail]) for k in METRICS if all(k in r for r in tail)}
+    best = next(r for r in records if r["step"] == best_step)
+    return dict(selected_by=dict(metric=metric, on=selection), best_step=best_step, best=metrics(best),
+                best_selection=({k: best[f"val_{k}"] for k in METRICS if f"val_{k}" in best}
+                                if selection != "test" else None),
+                last_step=trained[-1]["step"], last=metrics(trained[-1]), recent_steps=[r["step"] for r in tail],
+                recent_mean={k: float(v.mean()) for k, v in values.items()},
+                recent_std={k: float(v.std(ddof=1)) for k, v in values.items()} if len(tail) > 1 else None)
+
+
+def summary_text(summary):
+    """run_summary as the lines a run ends with."""
+    metric, on = summary["selected_by"]["metric"], summary["selected_by"]["on"]
+    lines = [f"best (step {summary['best_step']}): {fmt(summary['best'])}"]
+    if on == "test":
+        lines.append(f"  chosen by {metric} on the test set: the releases' protocol, optimistic (the test set picks "
+                     f"the step it then reports); --val_list chooses on held-out videos")
+    else:
+        value = summary["best_selection"][metric]
+        lines.append(f"  chosen by {metric} on the selection list {on} ({metric} {value:.2f} there); the metrics "
+                     f"above are the test set's")
+    lines.append(f"last (step {summary['last_step']}): {fmt(summary['last'])}")
+    steps, mean, std = summary["recent_steps"], summary["recent_mean"], summary["recent_std"]
+    shown = "  ".join(f"{k} {m:.2f}" + (f" ± {std[k]:.2f}" if std else "") for k, m in mean.items())
+    lines.append(f"mean{' ± std' if std else ''} of the last {len(steps)} evaluations (steps "
+                 f"{', '.join(map(str, steps))}): {shown}")
+    return "\n".join(lines)
+
+
+@dataclass
+class Run:
+    """What setup() prepares and train_loop() and finish() use."""
+    args: object
+    device: torch.device
+    model: torch.nn.Module
+    run_model: torch.nn.Module          # model, or torch.compile(model): shares its parameters
+    optimizer: torch.optim.Optimizer
+    splits: object                      # dataset.Splits
+    streams: list                       # BatchStream of the normal and of the abnormal items
+    saver: CheckpointSaver
+    config: dict                        # run_config(args), checked on --resume
+    records: list                       # the log's records so far
+    log_file: str
+    run_png: str
+    evaluations: set
+    start: int                          # the first step to train
+    writer: object = None               # TensorBoard's SummaryWriter, or None
+
+
+def setup(args):
+    """Check every input, load the data, build the model, optimizer and batch streams (restored with
+    --resume), and replace an earlier run's files: everything before the first training step."""
     device = pick_device(args.device)
     check_accelerator_flags(args, device)
     if len(args.lr) == 1 and args.num_iters is None:
@@ -240,18 +368,26 @@ def main(argv=None):
         run_png = os.path.splitext(log_file)[0] + ".png"
         if not args.resume:
             refuse_earlier_run(args, [*files, run_png])
-        resume = read_resume(args.resume, args) if args.resume else None
-        records = read_log_upto(log_file, resume["step"]) if resume else []
-        config = run_config(args)       # as given, before a small dataset lowers the default batch size
-        run = run_record(args)
+        resumed = read_resume(args.resume, args) if args.resume else None
+        records = read_log_upto(log_file, resumed[0].step) if resumed else []
 
         if args.dataset == "demo":
             make_demo(args.root_dir)
-        ensure_lists(args)
+        info = dataset_info(args)
+        ensure_lists(args.dataset, args.root_dir, args.train_list, args.test_list, info, args.test_videos, args.labels,
+                     args.len_feature, args.given)
         t0 = time.time()
-        normal, abnormal, test_set = load_splits(args)
-        print(f"data: {len(normal)} normal + {len(abnormal)} abnormal training items, {len(test_set.videos)} test "
-              f"videos ({time.time() - t0:.1f}s); model {args.model}, device {device}")
+        cache_dir = None if args.cache_dir == "none" else args.cache_dir or os.path.join(args.root_dir, ".cache")
+        val = Labelled(args.val_list, args.val_gt, args.val_annotations, args.annotation_unit, args.fps) \
+            if args.val_list else None
+        splits = load_splits(args.train_list, args.root_dir, info, args.len_feature,
+                             Labelled(args.test_list, args.gt, args.annotations, args.annotation_unit, args.fps),
+                             val, args.batch_size, "batch_size" in args.given, args.train_crops, args.num_segments,
+                             cache_dir, args.cache_fp16, args.num_workers)
+        normal, abnormal = splits.normal, splits.abnormal
+        print(f"data: {len(normal)} normal + {len(abnormal)} abnormal training items, {len(splits.test.videos)} test "
+              f"videos" + (f", {len(splits.val.videos)} selection videos" if splits.val else "") +
+              f" ({time.time() - t0:.1f}s); model {args.model}, device {device}")
         if normal.cache_path:
             reused = normal.from_cache and abnormal.from_cache
             print(f"training items {'read from' if reused else 'cached in'} {os.path.dirname(normal.cache_path)}")
@@ -266,83 +402,118 @@ def main(argv=None):
         generator = torch.Generator()
         if args.seed >= 0:
             generator.manual_seed(args.seed)
-        streams = [BatchStream(len(items), args.batch_size, generator) for items in (normal, abnormal)]
+        streams = [BatchStream(len(items), splits.batch_size, generator) for items in (normal, abnormal)]
 
+        num_iters = len(args.lr)
+        # the values this run set itself, recorded beside the flags (run_record)
+        adjusted = dict(batch_size=splits.batch_size, eval_from=args.eval_from or args.eval_every, cache_dir=cache_dir,
+                        num_iters=num_iters)
+        run = run_record(args, adjusted)
         # recorded in both checkpoints; infer.py and stream.py default to the dataset, crops and extraction
         meta = dict(dataset=args.dataset, seed=args.seed, version=args.version, num_segments=args.num_segments,
                     train_crops=args.train_crops, crops=crops, len_feature=args.len_feature, extraction=extraction,
                     run=run)
-        best, best_step, start = {"AP": -1.0}, 0, 1
-        if resume:
-            start, best, best_step = restore(resume, model, optimizer, streams)
-        best_auc = max([r["AUC"] for r in records], default=-1.0)
-        num_iters = len(args.lr)
-        evaluations = evaluation_steps(args, num_iters)
-        writer = open_tensorboard(args, resume["step"] + 1 if resume else None) if args.tensorboard else None
+        saver = CheckpointSaver(ckpt_path, last_path, args.select_by, args.val_list or "test", args.model, meta)
+        start = restore(*resumed, model, optimizer, streams, saver) if resumed else 1
+        writer = open_tensorboard(args.log_path, f"{args.dataset}_{args.seed}", start if resumed else None) \
+            if args.tensorboard else None
     # every check has passed: from here on this run's files replace the earlier run's, all of them
-    if not resume:
+    if not resumed:
         for path in (*files, run_png):
             if os.path.exists(path):
                 os.remove(path)
     write_run_config(config_file, run)
     write_text(log_file, "".join(json.dumps(r) + "\n" for r in records))
+    evaluations = evaluation_steps(args.eval_every, args.eval_from, num_iters, args.eval_before_training)
+    return Run(args, device, model, run_model, optimizer, splits, streams, saver, run_config(args), records, log_file,
+               run_png, evaluations, start, writer)
 
-    def evaluate_and_log(step, losses):
-        nonlocal best, best_step, best_auc
-        metrics, _ = evaluate(run_model, test_set, device, args.eval_snippets, args.amp)
-        record = dict(step=step, lr=args.lr[max(step, 1) - 1], **losses, **metrics, version=args.version)
-        records.append(record)
-        write_text(log_file, "".join(json.dumps(r) + "\n" for r in records))     # whole, as every output
-        if writer is not None:
-            for k, v in record.items():
-                if k not in ("step", "version"):
-                    writer.add_scalar(k, v, step)
-        best_auc = max(best_auc, metrics["AUC"])
-        if metrics["AP"] > best["AP"]:
-            best, best_step = metrics, step
-            save_checkpoint(ckpt_path, model, step, metrics, model_name=args.model, **meta)
-        return metrics
 
-    if start == 1 and 0 in evaluations:
-        evaluate_and_log(0, {})
-    bar = tqdm(range(start, num_iters + 1), initial=start - 1, total=num_iters, dynamic_ncols=True)
-    saved, step = (start - 1 if resume else None), start - 1     # the step of this run's `last` checkpoint
+def evaluate_and_log(run, step, losses):
+    """Evaluate on the test set (and the selection set), in float32 whatever --amp does to training, log
+    the record, and keep the checkpoint if it is the best. Returns the record."""
+    args = run.args
+    metrics, _ = evaluate(run.run_model, run.splits.test, run.device, args.eval_snippets)
+    chosen_on = metrics
+    record = dict(step=step, lr=args.lr[max(step, 1) - 1], **losses, **metrics)
+    if run.splits.val is not None:
+        chosen_on, _ = evaluate(run.run_model, run.splits.val, run.device, args.eval_snippets)
+        record.update({f"val_{k}": v for k, v in chosen_on.items()})
+    record["version"] = args.version
+    run.records.append(record)
+    write_text(run.log_file, "".join(json.dumps(r) + "\n" for r in run.records))     # whole, as every output
+    if run.writer is not None:
+        for k, v in record.items():
+            if k not in ("step", "version"):
+                run.writer.add_scalar(k, v, step)
+    run.saver.update(run.model, step, chosen_on, metrics)
+    return record
+
+
+def train_loop(run):
+    """Train from run.start to the last step, evaluating at run.evaluations and writing the `last`
+    checkpoint there (and where the run stops). Returns (the last step done, the step of the latest
+    `last` checkpoint or None, whether a stop was asked for). A second Ctrl-C exits here (130)."""
+    args, saver = run.args, run.saver
+    num_iters = len(args.lr)
+    if run.start == 1 and 0 in run.evaluations:
+        evaluate_and_log(run, 0, {})
+    bar = tqdm(range(run.start, num_iters + 1), initial=run.start - 1, total=num_iters, dynamic_ncols=True)
+    saved, step = (run.start - 1 if args.resume else None), run.start - 1     # the step of this run's `last`
+    items = (run.splits.normal, run.splits.abnormal)
     try:
         with StopRequest() as stop:
             for step in bar:
-                for group in optimizer.param_groups:
+                for group in run.optimizer.param_groups:
                     group["lr"] = args.lr[step - 1]
-                batch = [items.batch(s.next()).to(device, non_blocking=True)
-                         for items, s in zip((normal, abnormal), streams)]
-                losses = train_step(run_model, batch[0], batch[1], optimizer, clip_norm=args.clip_norm, amp=args.amp)
-                if step in evaluations:
-                    metrics = evaluate_and_log(step, losses)
-                    bar.set_postfix_str(f"loss {losses['total_loss']:.3f} AUC {metrics['AUC']:.2f} AP "
-                                        f"{metrics['AP']:.2f} best AUC {best_auc:.2f} AP {best['AP']:.2f}")
-                if step in evaluations or step == args.stop_after or stop.requested:
-                    save_checkpoint(last_path, model, step, best, model_name=args.model, **meta,
-                                    resume=last_state(config, optimizer, streams, best, best_step))
+                batch = [x.batch(s.next()).to(run.device, non_blocking=True) for x, s in zip(items, run.streams)]
+                losses = train_step(run.run_model, batch[0], batch[1], run.optimizer, clip_norm=args.clip_norm,
+                                    amp=args.amp)
+                if step in run.evaluations:
+                    r = evaluate_and_log(run, step, losses)
+                    bar.set_postfix_str(f"loss {losses['total_loss']:.3f} AUC {r['AUC']:.2f} AP {r['AP']:.2f} best "
+                                        f"{saver.metric} {saver.best[saver.metric]:.2f} (step {saver.best_step})")
+                if step in run.evaluations or step == args.stop_after or stop.requested:
+                    saver.save_last(run.model, capture(run.config, step, run.optimizer, run.streams, saver))
                     saved = step
                 if step == args.stop_after or stop.requested:
                     break
     except KeyboardInterrupt:
         bar.close()
-        print(interrupted_line(step, saved, last_path), file=sys.stderr)
+        print(interrupted_line(step, saved, saver.last_path), file=sys.stderr)
         sys.exit(130)
     bar.close()
-    if writer is not None:
-        writer.close()
-    if stop.requested and step < num_iters:
-        print(interrupted_line(step, saved, last_path), file=sys.stderr)
+    return step, saved, stop.requested
+
+
+def finish(run, step, saved, stopped):
+    """An interrupted or --stop_after run says how to continue; a finished one calibrates the best
+    checkpoint, plots the run and prints its summary."""
+    args, saver = run.args, run.saver
+    num_iters = len(args.lr)
+    if run.writer is not None:
+        run.writer.close()
+    if stopped and step < num_iters:
+        print(interrupted_line(step, saved, saver.last_path), file=sys.stderr)
         sys.exit(130)
     if args.stop_after and args.stop_after < num_iters:
-        print(f"stopped after step {args.stop_after}; continue with --resume {last_path}")
-        return
-    add_calibration(ckpt_path, model, args, device)
-    plot_run(run_png, records, f"{args.dataset} {args.model} (seed {args.seed}, {args.version})")
-    print(f"best (step {best_step}): {fmt(best)}")
-    print(f"checkpoint: {ckpt_path}")
-    print(f"log: {log_file} (plot: {run_png})")
+        print(f"stopped after step {args.stop_after}; continue with --resume {saver.last_path}")
+        return None
+    summary = run_summary(run.records, saver.best_step, saver.metric, args.val_list or "test")
+    finish_best(saver.best_path, run.model, args, run.device, summary)
+    plot_run(run.run_png, run.records, f"{args.dataset} {args.model} (seed {args.seed}, {args.version})",
+             saver.best_step, saver.metric)
+    print(summary_text(summary))
+    print(f"checkpoint: {saver.best_path}")
+    print(f"log: {run.log_file} (plot: {run.run_png})")
+    return summary
+
+
+def main(argv=None):
+    args = parse_main_args(argv)
+    run = setup(args)
+    step, saved, stopped = train_loop(run)
+    return finish(run, step, saved, stopped)
 
 
 if __name__ == "__main__":

@@ -199,8 +199,10 @@ def select_pairs(feats, dist, ratio_sample, ratio_batch):
     """Sample- and batch-level selection of one BN layer (docs/method.md, BN-WVAD "Selection").
 
     feats: (B, T, C) crop-averaged features, dist: (B, T); rows [normal ; abnormal], B/2 each.
-    Returns (positives, negatives), each (M, C): positive i (a normal snippet) is paired with
-    negative i (a selected abnormal snippet).
+    Returns (normal_sel, abnormal_sel), each (M, C): the selected normal snippets (the triplet's
+    positives, pulled towards the BN mean) and abnormal snippets (its negatives, pushed away); normal
+    snippet i is paired with abnormal snippet i. The training output keeps them as "positives" and
+    "negatives".
     """
     B, T, C = feats.shape
     half = B // 2
@@ -214,16 +216,16 @@ def select_pairs(feats, dist, ratio_sample, ratio_batch):
     by_batch = torch.zeros(half * T, dtype=torch.bool, device=dist.device)
     by_batch.scatter_(0, torch.topk(abn_dist.reshape(-1), k_batch).indices, True)
     chosen = by_sample.reshape(-1) | by_batch                    # (B/2 * T,), video-major
-    negatives = abn_feats.reshape(-1, C)[chosen]                 # (M, C)
+    abnormal_sel = abn_feats.reshape(-1, C)[chosen]              # (M, C)
 
-    M = negatives.shape[0]
+    M = abnormal_sel.shape[0]
     # the release takes M // (B/2) + 1 per normal video; capped at T, which keeps the result
     # identical (M <= B/2 * T) where the release's topk would fail
     k_normal = min(M // half + 1, T)
     top = torch.topk(nor_dist, k_normal, dim=-1).indices         # (B/2, k), descending
-    positives = torch.gather(nor_feats, 1, top[..., None].expand(-1, -1, C))  # (B/2, k, C)
-    positives = positives.transpose(0, 1).reshape(-1, C)[:M]    # rank-major, (M, C)
-    return positives, negatives
+    normal_sel = torch.gather(nor_feats, 1, top[..., None].expand(-1, -1, C))  # (B/2, k, C)
+    normal_sel = normal_sel.transpose(0, 1).reshape(-1, C)[:M]  # rank-major, (M, C)
+    return normal_sel, abnormal_sel
 
 
 def fold_crops(x, mask, training):
@@ -279,16 +281,19 @@ class BNWVAD(nn.Module):
         # distances and the loss anchors use the updated ones, as the release does
         bns = self.normal_head.bns
         dists = [crop_mean(divergence(f, bn.running_mean, bn.running_var)) for f, bn in zip(feats, bns)]
-        scores = crop_mean(s)                                     # (B, T)
+        cls_scores = crop_mean(s)                                 # the classifier's s, (B, T)
 
         if not self.training:
-            return sum(dists) * scores
+            return sum(dists) * cls_scores                        # the anomaly score (d_1 + d_2) * s, (B, T)
 
+        # training: "scores" are the classifier's s (the normal loss's input), not the anomaly score
         layers = []
         for f, d, bn in zip(feats, dists, bns):
-            pos, neg = select_pairs(crop_mean(f).transpose(1, 2), d, self.ratio_sample, self.ratio_batch)
-            layers.append(dict(positives=pos, negatives=neg, mean=bn.running_mean, var=bn.running_var))
-        return dict(scores=scores, layers=layers)
+            normal_sel, abnormal_sel = select_pairs(crop_mean(f).transpose(1, 2), d, self.ratio_sample,
+                                                    self.ratio_batch)
+            layers.append(dict(positives=normal_sel, negatives=abnormal_sel, mean=bn.running_mean,
+                               var=bn.running_var))
+        return dict(scores=cls_scores, layers=layers)
 
 
 class MemoryUnit(nn.Module):

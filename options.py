@@ -8,7 +8,7 @@ always wins. Edit the defaults here.
 import argparse
 import ast
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -91,6 +91,7 @@ class DatasetInfo:
     normal_marker: str | None   # a video is normal iff its name contains this (None: lists carry labels)
     defaults: dict = field(default_factory=dict)
     crops_from: str | None = None   # a checkpoint whose record gave `crops` (no --crops): crop errors name it
+    select_by: str = "AP"       # the metric training keeps its best checkpoint by (--select_by's default)
 
 
 DATASETS = {
@@ -101,7 +102,8 @@ DATASETS = {
     # UCF-Crime, 10-crop I3D features `<Class>/<video>__<k>.npy` (or one (T, 10, D) / (10, T, D) file
     # per video). The authors released no UCF settings; ratio_sample 0.1 and ratio_batch 0.2 are
     # what community ports of BN-WVAD use (they report AUC 83 to 84.8 against the published 87.24)
-    "ucf": DatasetInfo(crops=10, normal_marker="Normal", defaults=dict(
+    # UCF-Crime's papers report AUC, and UR-DMU's UCF release keeps the best-AUC checkpoint
+    "ucf": DatasetInfo(crops=10, normal_marker="Normal", select_by="AUC", defaults=dict(
         root_dir="data/ucf", train_list="list/ucf_train.list", test_list="list/ucf_test.list",
         gt="list/ucf_gt.npy", ratio_sample=0.1, ratio_batch=0.2)),
     # any feature folder: labels from the lists' label column (or --normal_marker), crop count
@@ -113,9 +115,19 @@ DATASETS = {
     # chosen so that a run fits in a few minutes on a 2-core CPU
     "demo": DatasetInfo(crops=5, normal_marker="_label_A", defaults=dict(
         root_dir="data/demo", train_list="{root_dir}/demo_train.list", test_list="{root_dir}/demo_test.list",
-        gt="{root_dir}/demo_gt.npy", batch_size=16, num_segments=64, lr="[0.0005]*150", plot_freq=10)),
+        gt="{root_dir}/demo_gt.npy", batch_size=16, num_segments=64, lr="[0.0005]*150", eval_every=10)),
 }
 
+
+
+def dataset_info(args):
+    """The conventions of the parsed flags' --dataset with their --crops and --normal_marker applied
+    (crops_from: the checkpoint, when its record gave the crop count, infer.py's from_checkpoint)."""
+    info = DATASETS[args.dataset]
+    recorded = "crops" in (getattr(args, "from_checkpoint", None) or {})
+    return replace(info, crops=getattr(args, "crops", None) or info.crops,
+                   normal_marker=getattr(args, "normal_marker", None) or info.normal_marker,
+                   crops_from=f"checkpoint {args.model_path}" if recorded else None)
 
 # Each model's release settings, where they differ from options.py's defaults (BN-WVAD's). A dataset's
 # defaults (DATASETS, e.g. the short demo run) take precedence; a flag on the command line wins.
@@ -123,7 +135,7 @@ MODEL_DEFAULTS = {
     "bnwvad": {},
     # UR-DMU as released (docs/method.md): [0.0001]*3000, no gradient clipping, evaluation before training
     # and then every 10 steps from step 20
-    "urdmu": dict(lr="[0.0001]*3000", clip_norm="none", plot_freq=10, eval_before_training=True, eval_from=20),
+    "urdmu": dict(lr="[0.0001]*3000", clip_norm="none", eval_every=10, eval_before_training=True, eval_from=20),
 }
 # flags that configure only one of the models: given for the other, they are an error, not ignored
 MODEL_FLAGS = {"bnwvad": ("ratios", "kernel_sizes", "ratio_sample", "ratio_batch"),
@@ -300,8 +312,8 @@ def add_run_args(p):
                    help="auto: cuda, then mps, then cpu")
     g.add_argument("--seed", type=int, default=2022, help="random seed (-1: no manual seed)")
     g.add_argument("--amp", action="store_true",
-                   help="CUDA only: bfloat16 autocast in training and evaluation (scores change by "
-                        "bfloat16 round-off; off by default)")
+                   help="CUDA only: bfloat16 autocast (training: main.py's evaluation stays float32, so the "
+                        "kept checkpoint does not depend on it; scoring: scores change by bfloat16 round-off)")
     g.add_argument("--compile", action="store_true", help="CUDA only: run the model through torch.compile")
 
 
@@ -347,7 +359,8 @@ def resolve(parser, argv, recorded=None):
 
 
 def parse_main_args(argv=None):
-    p = Parser(description="Train BN-WVAD and evaluate it every --plot_freq steps; keeps the best-AP checkpoint.")
+    p = Parser(description="Train BN-WVAD (or UR-DMU) and evaluate it every --eval_every steps; keeps the best "
+                           "checkpoint by --select_by.")
     add_data_args(p)
     add_model_args(p)
     add_run_args(p)
@@ -371,11 +384,25 @@ def parse_main_args(argv=None):
     g.add_argument("--cache_fp16", action="store_true",
                    help="store cached training items as float16 (half the disk and memory; computed in float32)")
     g.add_argument("--weight_decay", type=float, default=0.00005, help="Adam weight decay")
-    g.add_argument("--plot_freq", type=positive_int, default=5, help="evaluate every this many steps")
+    g.add_argument("--eval_every", type=positive_int, default=5, metavar="N", help="evaluate every N steps")
+    g.add_argument("--plot_freq", dest="eval_every", type=positive_int, default=argparse.SUPPRESS, metavar="N",
+                   help="the release's name of --eval_every (an alias, same value)")
     g.add_argument("--eval_from", type=positive_int,
-                   help="first step evaluated (then every --plot_freq steps; default: --plot_freq; UR-DMU: 20)")
+                   help="first step evaluated (then every --eval_every steps; default: --eval_every; UR-DMU: 20)")
     g.add_argument("--eval_before_training", action="store_true",
-                   help="also evaluate the untrained model at step 0, as UR-DMU's release does (its default)")
+                   help="also evaluate the untrained model at step 0, as UR-DMU's release does (its default); "
+                        "logged, never kept as the best checkpoint")
+    g = p.add_argument_group("choosing the checkpoint")
+    g.add_argument("--select_by", choices=["AP", "AUC"],
+                   help="the metric the best checkpoint is chosen by (default per dataset: ucf AUC, as UCF-Crime "
+                        "papers report; xd, custom and demo AP)")
+    g.add_argument("--val_list", help="a held-out selection list (videos in neither the training nor the test list): "
+                                      "the best checkpoint is chosen on it, and the test set is only reported. "
+                                      "Without it the checkpoint is chosen on the test set, the releases' "
+                                      "(optimistic) protocol")
+    g.add_argument("--val_gt", help="frame-level ground truth .npy of --val_list")
+    g.add_argument("--val_annotations", help="temporal annotations of --val_list's videos (formats as --annotations, "
+                                             "with --annotation_unit and --fps), instead of --val_gt")
     g = p.add_argument_group("outputs")
     g.add_argument("--model_path", default="ckpts/", help="folder for <dataset>_best_<seed>.pkl")
     g.add_argument("--log_path", default="logs/", help="folder for <dataset>_<seed>.jsonl")
@@ -393,6 +420,12 @@ def parse_main_args(argv=None):
                    help="end this process after this step, writing the `last` checkpoint, as if interrupted; "
                         "--resume continues the same schedule")
     args = resolve(p, argv)
+    if args.select_by is None:
+        args.select_by = DATASETS[args.dataset].select_by
+    if (args.val_gt or args.val_annotations) and not args.val_list:
+        p.error("--val_gt and --val_annotations go with --val_list")
+    if args.val_list and bool(args.val_gt) == bool(args.val_annotations):
+        p.error("--val_list needs its ground truth: give --val_gt or --val_annotations (one of them)")
     if args.num_iters:
         repeats = -(-args.num_iters // len(args.lr))
         args.lr = (args.lr * repeats)[:args.num_iters]

@@ -104,15 +104,17 @@ def plot_curves(path, frame_scores, gt):
     _save(fig, path)
 
 
-def plot_run(path, records, title):
-    """AUC and AP (percent) of every evaluation of a training run, the best-AP step marked."""
+def plot_run(path, records, title, best_step, metric="AP"):
+    """AUC and AP (percent) on the test set at every evaluation of a training run, the kept step
+    (best_step, chosen by `metric`) marked."""
     plt = _pyplot()
     steps = [r["step"] for r in records]
     fig, ax = plt.subplots(figsize=(7, 4))
     for key in ("AUC", "AP"):
         ax.plot(steps, [r[key] for r in records], marker=".", lw=1.5, label=key)
-    best = max(records, key=lambda r: r["AP"])
-    ax.axvline(best["step"], color="gray", ls=":", lw=1, label=f"best AP {best['AP']:.2f} (step {best['step']})")
+    best = next(r for r in records if r["step"] == best_step)
+    ax.axvline(best_step, color="gray", ls=":", lw=1, label=f"kept: step {best_step} (by {metric}), test {metric} "
+                                                           f"{best[metric]:.2f}")
     ax.set(xlabel="training step", ylabel="percent", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)

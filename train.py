@@ -34,28 +34,29 @@ def as_float(t):
     return float(t.detach()) if torch.is_tensor(t) else float(t)
 
 
-def normal_loss(normal_scores):
-    """normal_scores: (B/2, T) -> scalar."""
-    return torch.linalg.vector_norm(normal_scores, ord=2, dim=1).mean()
+def normal_loss(cls_scores):
+    """cls_scores: the classifier's s of the normal videos, (B/2, T) -> scalar."""
+    return torch.linalg.vector_norm(cls_scores, ord=2, dim=1).mean()
 
 
 def mpp_loss(layers, weights=MPP_WEIGHTS, margin=MPP_MARGIN):
-    """layers: the model's training output, per BN layer positives/negatives (M, C) and mean/var (C,)."""
+    """layers: the model's training output, per BN layer the selected normal snippets ("positives") and
+    abnormal snippets ("negatives"), (M, C) each (model.select_pairs), and the BN layer's mean/var (C,)."""
     total = 0.0
     for layer, w in zip(layers, weights):
-        pos, neg = layer["positives"], layer["negatives"]
-        if pos.shape[0] == 0:   # nothing selected (videos shorter than 1 / ratio_sample snippets)
+        normal_sel, abnormal_sel = layer["positives"], layer["negatives"]
+        if normal_sel.shape[0] == 0:   # nothing selected (videos shorter than 1 / ratio_sample snippets)
             continue
         mean, var = layer["mean"].detach(), layer["var"].detach()
-        d_pos = torch.sqrt(torch.sum((pos - mean) ** 2 / var, dim=-1))  # (M,)
-        d_neg = torch.sqrt(torch.sum((neg - mean) ** 2 / var, dim=-1))  # (M,)
-        total = total + w * torch.clamp(d_pos - d_neg + margin, min=0).mean()
+        d_normal = torch.sqrt(torch.sum((normal_sel - mean) ** 2 / var, dim=-1))        # (M,)
+        d_abnormal = torch.sqrt(torch.sum((abnormal_sel - mean) ** 2 / var, dim=-1))    # (M,)
+        total = total + w * torch.clamp(d_normal - d_abnormal + margin, min=0).mean()
     return total
 
 
 def bnwvad_losses(out, num_normal):
     """BN-WVAD's training output for a [normal ; abnormal] batch -> (total, dict of float losses)."""
-    l_normal = normal_loss(out["scores"][:num_normal])
+    l_normal = normal_loss(out["scores"][:num_normal])          # "scores": the classifier's s in training
     l_mpp = mpp_loss(out["layers"])
     total = l_normal + l_mpp
     return total, dict(normal_loss=as_float(l_normal), mpp_loss=as_float(l_mpp), total_loss=as_float(total))
@@ -87,12 +88,12 @@ def urdmu_losses(out, num_normal, weights=URDMU_WEIGHTS):
     out: URDMU's training dict (scores (B, T), memory attentions (B/2, T), triplet features
     (B/2, H), mu/logvar (B*N/2, T, H)); num_normal = B/2. Names and weights: the module docstring.
     """
-    scores = out["scores"]                                        # (B, T)
-    B, T = scores.shape
+    cls_scores = out["scores"]                                    # the classifier's scores in training, (B, T)
+    B, T = cls_scores.shape
     k = T // 16 + 1
-    labels = torch.cat([torch.zeros(num_normal), torch.ones(B - num_normal)]).to(scores.device)
+    labels = torch.cat([torch.zeros(num_normal), torch.ones(B - num_normal)]).to(cls_scores.device)
     terms = dict(
-        att_loss=bce(top_k_mean(scores, k), labels),
+        att_loss=bce(top_k_mean(cls_scores, k), labels),
         N_Aatt=bce(top_k_mean(1 - out["N_Aatt"], k), 1.0),
         A_loss=bce(top_k_mean(out["A_att"], k), 1.0),
         N_loss=bce(out["N_att"], 1.0),

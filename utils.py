@@ -6,6 +6,7 @@ A checkpoint is data, never code: it is written atomically (temporary file + os.
 read with torch.load(weights_only=True). Ours hold plain types:
   {"format": "bn-wvad", "model": "bnwvad" | "urdmu", "model_config": {...}, "state_dict": {...},
    "step": int, "metrics": {...}, "meta": {...}}
+plus "selected_by" in main.py's best checkpoint and "resume" in its `last` one
 (a checkpoint written before "model" existed holds BN-WVAD).
 The authors' release saves a bare state dict; `read_checkpoint`, the one reader, accepts both, and
 the state dicts other training code saves (wrapped, prefixed, with numpy and argparse metadata).
@@ -401,9 +402,10 @@ def write_text(path, text):
     write_file(path, lambda f: f.write(text), text=True)
 
 
-def save_checkpoint(path, model, step, metrics, model_name="bnwvad", **meta):
+def save_checkpoint(path, model, step, metrics, model_name="bnwvad", selected_by=None, resume=None, **meta):
     """Write the model's name (model.MODELS' key) and config, state dict, step, metrics and metadata
-    (plain types) atomically."""
+    (plain types) atomically; selected_by ({"metric", "on", "value"}: what chose this checkpoint) and
+    resume (main.py's TrainState, in a `last` checkpoint) only when given."""
     ckpt = {
         "format": CKPT_FORMAT,
         "model": model_name,
@@ -413,6 +415,10 @@ def save_checkpoint(path, model, step, metrics, model_name="bnwvad", **meta):
         "metrics": {k: float(v) for k, v in metrics.items()},
         "meta": meta,
     }
+    if selected_by is not None:
+        ckpt["selected_by"] = selected_by
+    if resume is not None:
+        ckpt["resume"] = resume
     save_torch(path, ckpt)
 
 

@@ -21,7 +21,7 @@ from features import Video, find_videos, load_video
 from helpers import GridProbe, call, dataset_cli, write_ucf, write_video
 from lists import load_gt, make_lists, read_annotations, read_list, write_gt
 from model import BNWVAD
-from options import parse_infer_args, parse_main_args
+from options import dataset_info, parse_infer_args, parse_main_args
 from utils import InputError, read_text_lines
 from video.decode import Decoding
 from video.extraction import extract_videos
@@ -326,7 +326,8 @@ def test_lists_made_from_another_folder_are_made_again(tmp_path, capsys, monkeyp
     for root, expected in ((a, "a_x_1"), (a, "a_x_1"), (b, "b_x_1")):
         args = parse_main_args(["--dataset", "custom", "--normal_marker", "_n_", "--len_feature", str(D),
                                 "--root_dir", str(root)])
-        ensure_lists(args)
+        ensure_lists(args.dataset, args.root_dir, args.train_list, args.test_list, dataset_info(args),
+                     len_feature=args.len_feature, given=args.given)
         assert open("list/custom_train.list").read().split()[0] == f"train/{expected}.npy"
     out = capsys.readouterr().out
     assert out.count("making") == 2
