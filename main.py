@@ -439,6 +439,7 @@ def evaluate_and_log(run, step, losses):
     if run.splits.val is not None:
         chosen_on, _ = evaluate(run.run_model, run.splits.val, run.device, args.eval_snippets)
         record.update({f"val_{k}": v for k, v in chosen_on.items()})
+    record["selected_by"] = ("val_" if run.splits.val is not None else "") + run.saver.metric   # the page's "best"
     record["version"] = args.version
     run.records.append(record)
     write_text(run.log_file, "".join(json.dumps(r) + "\n" for r in run.records))     # whole, as every output

@@ -17,7 +17,7 @@ is linked, not synced.
 A training log holds one JSON object per line (step, lr, losses, AUC, AP, ...). Its page draws the
 metrics over the steps and one small chart per other numeric key (losses, lr, grad_norm, whatever
 the model logs), the best-AP step marked in each. A folder with several logs gives one page: a
-table of the runs, best AP first, then one section per log, in file-name order, so that seeds and
+table of the runs, highest AP at the kept step first, then one section per log, in file-name order, so that seeds and
 versions can be compared; .jsonl files whose first record has no `step` are not logs and are left
 out.
 

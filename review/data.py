@@ -418,7 +418,9 @@ def training_run(path):
 
     Records are ordered by step; every numeric key becomes a series (None where a record lacks it):
     AUC, AP, AUC_sub, AP_sub in `metrics`, the rest (lr, losses, grad_norm, ...) in `others`; text:
-    the [key, value] pairs of text values (version). best: the record with the highest AP (its step and metrics), or None.
+    the [key, value] pairs of text values (version). best: the evaluation main.py kept (its step, the key it
+    was selected by and its metrics): the highest value of the record's `selected_by` key (AP in older logs),
+    strictly, never step 0; or None.
     InputError naming the file and line for a malformed line or a record without a numeric step.
     """
     records = read_json_lines(path)
@@ -436,11 +438,16 @@ def training_run(path):
             if isinstance(v, str) and [k, v] not in text:
                 text.append([k, v])
     series = {k: [finite(r.get(k)) for r in records] for k in keys}
-    ap = series.get("AP", [])
     best = None
-    if any(v is not None for v in ap):
-        i = max((i for i, v in enumerate(ap) if v is not None), key=lambda i: ap[i])
-        best = dict(step=records[i]["step"], **{k: series[k][i] for k in METRICS if k in series})
+    for i, record in enumerate(records):     # main.py's CheckpointSaver: strictly better, never step 0
+        key = record.get("selected_by", "AP")           # logs written before the key was recorded: AP
+        value = finite(record.get(key))
+        if value is not None and record["step"] > 0 and (best is None or value > best[1]):
+            best = (i, value)
+    if best is not None:
+        i = best[0]
+        best = dict(step=records[i]["step"], selected_by=records[i].get("selected_by", "AP"),
+                    **{k: series[k][i] for k in METRICS if k in series})
     return dict(file=os.path.basename(path), text=text, steps=[r["step"] for r in records],
                 metrics={k: series[k] for k in METRICS if k in series},
                 others={k: v for k, v in series.items() if k not in METRICS}, best=best)

@@ -15,6 +15,7 @@ from conftest import ROOT, run_script
 from helpers import (REPORT_FPS as FPS, REPORT_NASTY as NASTY, REPORT_THRESHOLD as THRESHOLD, SNIPPET, demo_videos,
                      page_data, write_log, write_output, write_stream)
 from review.page import write_report
+from review.data import training_run
 from test import find_segments
 from utils import InputError
 
@@ -151,6 +152,21 @@ def test_training_logs(tmp_path):
     page = write_report(str(logs / "xd_2.jsonl"))                           # one log: a page beside it
     assert page == str(logs / "xd_2.html")
     assert [r["file"] for r in page_data(page)["runs"]] == ["xd_2.jsonl"]
+
+
+def test_training_log_best_is_the_step_main_kept(tmp_path):
+    """The page's kept step is the one main.py's CheckpointSaver keeps: the highest value of the key each
+    record names in selected_by (AUC on a UCF run, val_AP with a selection set), strictly, never step 0;
+    logs without the key fall back to AP."""
+    records = [dict(step=0, AUC=90.0, AP=80.0), dict(step=10, AUC=70.0, AP=75.0), dict(step=20, AUC=85.0, AP=60.0),
+               dict(step=30, AUC=85.0, AP=70.0), dict(step=40, AUC=60.0, AP=76.0)]
+    log = tmp_path / "ucf_1.jsonl"
+    log.write_text("".join(json.dumps(dict(r, selected_by="AUC")) + "\n" for r in records))
+    best = training_run(str(log))["best"]
+    assert best["step"] == 20 and best["selected_by"] == "AUC" and best["AP"] == 60.0
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))               # an older log: by AP
+    assert training_run(str(log))["best"]["step"] == 40
+
 
 
 @pytest.mark.parametrize("case, message", [

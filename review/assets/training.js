@@ -1,4 +1,4 @@
-// A line chart over steps: each series a line with points, the best-AP step as a dotted line.
+// A line chart over steps: each series a line with points, the kept (best) step as a dotted line.
 function lineChart(steps, series, best, title) {
   const canvas = el("canvas", {"aria-label": title});
   const cursor = el("div", {class: "cursor", hidden: ""});
@@ -51,11 +51,11 @@ function renderRun(run) {
   const best = run.best;
   const facts = [["evaluations", run.steps.length], ["steps", run.steps[0] + " \u2013 " + run.steps[run.steps.length - 1]],
                  ...run.text];
-  if (best) facts.push(["best AP", fixed(best.AP, 2) + " at step " + best.step +
-                        Object.entries(best).filter(([k]) => k !== "step" && k !== "AP").map(([k, v]) => ", " + k + " " + fixed(v, 2)).join("")]);
+  if (best) facts.push(["kept (best " + best.selected_by + ")", "step " + best.step +
+                        Object.entries(best).filter(([k]) => k !== "step" && k !== "selected_by").map(([k, v]) => ", " + k + " " + fixed(v, 2)).join("")]);
   const charts = [];
   const metrics = Object.entries(run.metrics).map(([name, values]) => ({name, values}));
-  if (metrics.length) charts.push(lineChart(run.steps, metrics, best, "metrics (%)" + (best ? ", dotted: best AP" : "")));
+  if (metrics.length) charts.push(lineChart(run.steps, metrics, best, "metrics (%)" + (best ? ", dotted: the kept step (best " + best.selected_by + ")" : "")));
   for (const [name, values] of Object.entries(run.others)) charts.push(lineChart(run.steps, [{name, values}], best, name));
   const section = el("section", {class: "run", id: "run-" + run.file}, [el("h2", {text: run.file}), keyValues(facts),
     el("div", {class: "charts"}, charts.map(c => c.box))]);
@@ -67,8 +67,8 @@ const parts = [];
 if (DATA.runs.length > 1) {
   const order = DATA.runs.map((r, i) => i).sort((i, j) =>
     (DATA.runs[j].best ? DATA.runs[j].best.AP : -Infinity) - (DATA.runs[i].best ? DATA.runs[i].best.AP : -Infinity));
-  parts.push(el("h2", {text: "runs, best AP first"}), el("table", {class: "kv runs"}, [
-    el("thead", {}, [el("tr", {}, ["log", "evaluations", "last step", "best AP", "at step", "AUC there"].map((h, i) => el("th", {class: i ? "num" : "", text: h})))]),
+  parts.push(el("h2", {text: "runs, highest AP at the kept step first"}), el("table", {class: "kv runs"}, [
+    el("thead", {}, [el("tr", {}, ["log", "evaluations", "last step", "AP at the kept step", "kept step", "AUC there"].map((h, i) => el("th", {class: i ? "num" : "", text: h})))]),
     el("tbody", {}, order.map(i => {
       const r = DATA.runs[i], b = r.best || {};
       return el("tr", {}, [el("td", {}, [el("a", {href: "#run-" + r.file, text: r.file})]),
