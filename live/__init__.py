@@ -55,8 +55,8 @@ attempts, or seconds); the gap is logged and stream time goes on by the wall-clo
 End of stream, Ctrl-C and SIGTERM close every output complete (an open event is closed and
 written). A live source that cannot be opened at the start is retried under the same --reconnect
 policy, then (like a file that cannot be read) a one-line error (exit status 2). A source that changes
-its frame size mid-stream goes on: each frame is resized from its own size, a snippet of mixed shapes
-cropped frame by frame (live.run.crop_snippet), clips keep their first size.
+its frame size mid-stream goes on: each frame is resized from its own size to the size the first
+frame set (video.decode, said once in stream.log), and clips keep their first size.
 
 Sites (live.site, stream.py --config): every camera of a site file in one process, their snippets in
 shared I3D batches, each camera's outputs in <output_dir>/<camera>/, one camera's failure ending it alone.

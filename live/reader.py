@@ -34,8 +34,8 @@ class Snippet:
     index: int                  # 0, 1, ... over the whole run, reconnections included
     start_s: float              # start of its first frame
     end_s: float                # end of its last frame
-    frames: np.ndarray | list   # (16, H, W, 3) uint8 RGB, resized and upright; a list of 16 (H, W, 3) when
-                                # the source changed shape within the snippet (live.run.crop_snippet crops each)
+    frames: np.ndarray          # (16, H, W, 3) uint8 RGB, resized and upright (video.decode: one size per
+                                # connection, a frame of another size resized to it)
     frame_times: np.ndarray     # (16,) float64 start of each frame
     arrival: float              # time.monotonic() when its last frame came out of the decoder
     wall: float                 # time.time() at the same moment
@@ -106,7 +106,6 @@ class Reader:
         self.frames = self.damaged = self.reconnects = self.gaps = 0
         self.gap_s = self.outage_s = self.blocked_s = 0.0
         self.connected = False
-        self.said_shape = False
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self):
@@ -212,13 +211,7 @@ class Reader:
             buffer.append(frame)
             if len(buffer) < SNIPPET:
                 continue
-            shapes = list(dict.fromkeys(f.shape for f in buffer))      # in the order they came
-            if len(shapes) > 1 and not self.said_shape:     # once per run: it is not a fault
-                self.said_shape = True
-                self._put(Notice("warning", f"{redact(self.source)}: the source changed its frame size mid-stream "
-                                            f"({' -> '.join('x'.join(map(str, s[1::-1])) for s in shapes)} after "
-                                            f"the resize); each frame is cropped from its own size"))
-            clip = np.stack(buffer) if len(shapes) == 1 else list(buffer)
+            clip = np.stack(buffer)                # one size: video.decode resizes a changed frame
             self._put(Snippet(self.index, starts[0], end, clip, np.array(starts), time.monotonic(), time.time(),
                               list(originals) if originals is not None else None))
             self.index += 1

@@ -7,7 +7,6 @@ batch_size of them through I3D in one pass (video.snippets.snippet_features), sc
 output complete (an open event is closed and written).
 """
 import datetime
-import itertools
 import os
 import signal
 import sys
@@ -43,15 +42,6 @@ def stream_output_dir(output_dir, name):
     """The run's output folder: `output_dir` (--output_dir), else outputs/stream/<name>_<start time>. A
     folder that holds an earlier run's outputs is continued (live.outputs)."""
     return output_dir or os.path.join("outputs", "stream", f"{name}_{datetime.datetime.now():%Y%m%d-%H%M%S}")
-
-
-def crop_snippet(frames, crops):
-    """A snippet's (16, H, W, 3) frames, or its 16 frames as a list when the source changed size within
-    it -> (crops, 16, 224, 224, 3): every crop of each frame, each frame cropped from its own size."""
-    if isinstance(frames, np.ndarray):
-        return crop_frames(frames, crops)
-    groups = [np.stack(list(group)) for _, group in itertools.groupby(frames, key=lambda f: f.shape)]
-    return np.concatenate([crop_frames(group, crops) for group in groups], axis=1)
 
 
 def run_stream(source, model, i3d, output_dir, threshold, settings=None, *, table=None, name=None, info=None,
@@ -192,7 +182,7 @@ class LiveRun:
                     break
                 batch.append(waiting)
             t = time.monotonic()
-            crops = np.stack([crop_snippet(x.frames, self.settings.crops) for x in batch])  # (B, K, 16, 224, 224, 3)
+            crops = np.stack([crop_frames(x.frames, self.settings.crops) for x in batch])  # (B, K, 16, 224, 224, 3)
             features = snippet_features(self.i3d, crops, self.settings.amp).numpy()       # (B, K, 1024)
             self.health.busy += time.monotonic() - t
             self.process(batch, features)

@@ -44,10 +44,11 @@ import numpy as np
 from live.alarms import iso
 from live.outputs import parse_rollover, resume_point
 from live.reader import Notice, Reader, is_live, parse_reconnect, redact
-from live.run import LiveRun, crop_snippet
+from live.run import LiveRun
 from live.settings import StreamSettings
 from options import BACKENDS, PRECISIONS, parse_resize
 from utils import InputError, one_line
+from video.crops import crop_frames
 from video.snippets import snippet_features
 
 
@@ -522,7 +523,7 @@ class SiteRun:
         items = []
         for camera, snippet in batch:
             try:
-                items.append((camera, snippet, crop_snippet(snippet.frames, self.crops)))  # (K, 16, 224, 224, 3)
+                items.append((camera, snippet, crop_frames(snippet.frames, self.crops)))  # (K, 16, 224, 224, 3)
             except Exception as e:      # noqa: BLE001 (a frame this camera cannot crop ends this camera only)
                 _guarded(camera, lambda c, e=e: c.fail(f"{type(e).__name__}: {one_line(e)}"))
         items = [item for item in items if item[0].ended is None]
