@@ -71,7 +71,6 @@ def parse_args(argv=None):
     g.add_argument("--resample_fps", type=positive_float,
                    help="resample to this frame rate by timestamp first (default: the checkpoint's extraction "
                         "setting, else every frame, as extract.py)")
-    add_renamed(g, "--fps", "--resample_fps", type=positive_float)
     g.add_argument("--i3d_batch", type=positive_int, default=d.batch_size,
                    help=f"most snippets per I3D pass when several are waiting (default {d.batch_size})")
     add_renamed(g, "--batch_size", "--i3d_batch", type=positive_int)      # main.py's --batch_size is training's
