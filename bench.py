@@ -53,7 +53,7 @@ Live video and I3D backends (not in the default run: `python bench.py --sections
   j  memory over a long stream: --stream_hours of FFmpeg's testsrc2 pattern (25 fps) through
      run_stream as fast as it goes, with a cheap stand-in for I3D (the stream code's memory does not
      depend on the network), events and clips on; resident memory after 1, 10, 30, 60... minutes and at the end
-Sections i and k end with their results as a markdown table, to paste into README.md.
+Sections i and k end with their results as a markdown table, to paste into docs/video.md and docs/live.md.
 Feature files are written to a temporary folder (in the OS page cache, so "from disk" reads are
 mostly memory reads) and removed at the end.
 """

@@ -58,7 +58,7 @@ def parse_args(argv=None):
     g = p.add_argument_group("scoring")
     g.add_argument("--window", type=positive_int, default=d.window,
                    help=f"snippets of causal context each score sees, the newest last (default {d.window}; "
-                        f"see the README's causal-scoring table)")
+                        f"see docs/live.md, what causal scoring costs)")
     g.add_argument("--delay", type=int, default=d.delay,
                    help=f"score a snippet once this many later snippets have arrived: more context, that much "
                         f"more latency (default {d.delay})")

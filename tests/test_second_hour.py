@@ -216,7 +216,7 @@ def test_compare_shows_no_spread_for_one_seed():
 
 def test_the_fresh_install_check_says_in_the_summary_when_it_skips():
     """Asked for (BNWVAD_FRESH_INSTALL=1) but without a local torch wheel, tests/test_readme.py's install check skips: the run's summary says
-    which claim went unchecked and why (README's test table says the same)."""
+    which claim went unchecked and why (docs/developing.md's test table says the same)."""
     env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "BNWVAD_TORCH_WHEELS": "",
            "BNWVAD_FRESH_INSTALL": "1"}
     r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests/test_readme.py", "-k",
@@ -224,4 +224,4 @@ def test_the_fresh_install_check_says_in_the_summary_when_it_skips():
     assert r.returncode == 0, r.stdout[-2000:]
     assert "NOT CHECKED  the README's first block installs and tests in a fresh virtual environment on a clone" \
         in r.stdout and "BNWVAD_TORCH_WHEELS" in r.stdout
-    assert "BNWVAD_TORCH_WHEELS" in (ROOT / "README.md").read_text()
+    assert "BNWVAD_TORCH_WHEELS" in (ROOT / "docs" / "developing.md").read_text()
