@@ -219,7 +219,7 @@ def test_the_fresh_install_check_says_in_the_summary_when_it_skips():
     which claim went unchecked and why (docs/developing.md's test table says the same)."""
     env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "BNWVAD_TORCH_WHEELS": "",
            "BNWVAD_FRESH_INSTALL": "1"}
-    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests/test_readme.py", "-k",
+    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "tests/test_readme.py", "-k",
                         "first_block"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:]
     assert "NOT CHECKED  the README's first block installs and tests in a fresh virtual environment on a clone" \
