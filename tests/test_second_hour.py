@@ -13,9 +13,9 @@ import pytest
 import extract
 import infer
 import main
-from conftest import ROOT, data_args, run_script, write_xd_dataset
+from conftest import ROOT, data_args, write_xd_dataset
 from features import Video, degenerate, warn_degenerate
-from helpers import GridProbe
+from helpers import GridProbe, call
 from utils import InputError
 from video.extraction import warn_if_degenerate
 
@@ -157,8 +157,13 @@ def test_main_and_extraction_warn_on_degenerate_features(tmp_path, capsys):
     ("infer.py", ["--model_path", "m.pkl", "--features", "nope/"]),
     ("stream.py", ["nope.mp4", "--model_path", "m.pkl", "--i3d_weights", "w.pt"]),
 ])
-def test_a_path_that_does_not_exist_is_one_line_before_any_loading(tmp_path, script, args):
-    r = run_script(script, args, cwd=tmp_path)       # m.pkl and w.pt do not exist either: not reached
+def test_a_path_that_does_not_exist_is_one_line_before_any_loading(tmp_path, monkeypatch, capsys, script, args):
+    """Each command's main in this process, as its command line runs it (extract.py and stream.py return
+    their exit status)."""
+    import stream
+    command = {"extract.py": extract.main, "infer.py": infer.main, "stream.py": stream.main}[script]
+    monkeypatch.chdir(tmp_path)
+    r = call(lambda argv: sys.exit(command(argv)), args, capsys)   # m.pkl and w.pt do not exist either: not reached
     path = next(a for a in args if "nope" in a or "my_video" in a)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and f"{path} does not exist" in r.stderr, r.stderr
