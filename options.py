@@ -242,8 +242,8 @@ def add_annotation_args(g, required=False):
                         "ceil(t * fps)")
     g.add_argument("--fps", type=positive_float,
                    help="the source videos' frame rate: converts annotations in seconds to frames; infer.py "
-                        "also times the snippets of feature files without an extraction record by it (a record, "
-                        "and --video, time them by the frames' own timestamps)")
+                        "also times the snippets of feature files without an extraction record by it (a record's "
+                        "times, the frames' own, win; --video reads the frames' timestamps and refuses --fps)")
 
 
 def add_dataset_args(g):
