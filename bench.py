@@ -65,7 +65,7 @@ Live video and I3D backends (not in the default run: `python bench.py --sections
      paho-mqtt) an MQTT broker restarted a third of the way, and a kill -9 and restart half way; reports the
      site process's resident memory against video time, snippets sent against scored, events written against
      delivered per sink, and whether every file parses
-Sections i and k end with their results as a markdown table, to paste into README.md.
+Sections i and k end with their results as a markdown table, to paste into docs/video.md and docs/live.md.
 Feature files are written to a temporary folder (in the OS page cache, so "from disk" reads are
 mostly memory reads) and removed at the end.
 """

@@ -194,7 +194,7 @@ def section_stream(args, work, rng, results):
         ratio = f" (x{rate / ref_rate:.1f} torch fp32)" if reference else ""
         table.append(f"| {crops} | {rate:.2f} snippets/s{ratio} | {rate * 0.64:.2f}x | {fps:g} fps | "
                      f"{live['latency_p50_s']:.2f} s / {live['latency_p95_s']:.2f} s | {kept} |")
-    print(f"  for the README ({i3d.name} fp32, {device}):\n"
+    print(f"  for docs/ ({i3d.name} fp32, {device}):\n"
           "  | crops | capacity | x real time at 25 fps | played live at | latency p50 / p95 | fed 25 fps live |\n"
           "  | --- | --- | --- | --- | --- | --- |\n" + "\n".join(f"  {line}" for line in table), flush=True)
 
@@ -447,7 +447,7 @@ def section_backends(args, work, rng, results):
     if moved:
         print(f"  warning: the GEMM peak moved by more than 10% during the section ({', '.join(moved)}): the machine "
               f"was busy, so these rates and peak fractions are not an idle machine's; rerun it idle")
-    print("  for the README (clips/s; x: against torch fp32 on the same device; last rows: the warm-up clips' feature "
+    print("  for docs/video.md (clips/s; x: against torch fp32 on the same device; last rows: the warm-up clips' feature "
           "error, and the best rate's share of the GEMM peak in its precision):\n"
           "  | crops x snippets per pass | " + " | ".join(" ".join(key) for key in columns) + " |\n"
           "  | --- |" + " --- |" * len(columns))

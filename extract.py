@@ -51,8 +51,8 @@ def parse_args(argv=None):
     parser.add_argument('--resize', type=parse_resize, default=RESIZE,
                         help='"S": scale the short side to S, keeping the aspect; "WxH": resize to W x H')
     parser.add_argument('--resample_fps', type=positive_float, default=None,
-                        help='resample to this frame rate by timestamp before cutting snippets (default: keep every frame)')
-    add_renamed(parser, '--fps', '--resample_fps', type=positive_float)
+                        help='resample to this frame rate by timestamp before cutting snippets (default: keep every frame; a raw '
+                             'stream without timestamps or a declared rate is timed at this rate)')
     parser.add_argument('--pad_last', action='store_true',
                         help='repeat the last frame to complete a last partial snippet (default: drop it)')
     parser.add_argument('--i3d_batch', type=positive_int, default=4,

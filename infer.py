@@ -84,11 +84,19 @@ def snippet_times(video, T, fps):
     From the extraction record beside the features (extract.py: the frames' own timestamps, true for
     variable frame rates), else from --fps (snippet t spans frames 16 t .. 16 t + 16), else None.
     """
+    recorded = recorded_times(video, T)
+    if recorded is not None:
+        return recorded
+    if fps:
+        return np.arange(T)[:, None] * FRAMES_PER_SNIPPET / fps + np.array([0.0, FRAMES_PER_SNIPPET / fps])
+    return None
+
+
+def recorded_times(video, T):
+    """(T, 2) start and end seconds of each snippet from the extraction record beside the features, or None."""
     record = read_record(video) if video is not None else None
     if record is not None and len(record.get("snippet_times", [])) == T:
         return np.asarray(record["snippet_times"], dtype=np.float64)
-    if fps:
-        return np.arange(T)[:, None] * FRAMES_PER_SNIPPET / fps + np.array([0.0, FRAMES_PER_SNIPPET / fps])
     return None
 
 
@@ -399,6 +407,9 @@ def main(argv=None):
         raise InputError("--threshold_from test takes the threshold from the test set's normal videos; with "
                          "--features or --video there is no test set: leave it out (the checkpoint's calibration) "
                          "or give --threshold")
+    if args.video and args.fps:
+        raise InputError("--fps with --video: the snippets' times come from the frames' own timestamps; "
+                         "to resample the videos, give --resample_fps")
     check_inputs(args.video or [], "--video path")     # before any loading: one line, and nothing is made
     check_inputs(args.features or [], "--features path")
     ranks = start()         # under torchrun: this process's share of the videos; else the one process
@@ -457,6 +468,10 @@ def main(argv=None):
             found = video_files(args.video_root, {name for name, _ in results if name not in sources})
             sources.update(found)
         times = {v.name: snippet_times(v, len(scores), args.fps) for v, (_, scores) in zip(videos, results)}
+        recorded = sum(recorded_times(v, len(scores)) is not None for v, (_, scores) in zip(videos, results))
+        if args.fps and recorded:
+            print(f"note: {recorded} of {len(results)} videos are timed by their extraction records (the frames' "
+                  f"own timestamps), not by --fps {args.fps:g}")
 
         # every output is written into a staging folder and moved into place once all are: a run that fails
         # while writing (a full disk) leaves an earlier run's outputs as they were, and no new folder

@@ -253,9 +253,9 @@ def add_annotation_args(g, required=False):
                         "(decimals allowed), converted with --fps to the first frame at or after each time, "
                         "ceil(t * fps)")
     g.add_argument("--fps", type=positive_float,
-                   help="frame rate of the videos: converts annotations in seconds to frames; infer.py also "
-                        "gives times in seconds from it where the features carry no frame times of their own "
-                        "(extract.py records each snippet's times from the frames' timestamps)")
+                   help="the source videos' frame rate: converts annotations in seconds to frames; infer.py "
+                        "also times the snippets of feature files without an extraction record by it (a record's "
+                        "times, the frames' own, win; --video reads the frames' timestamps and refuses --fps)")
 
 
 def add_dataset_args(g):

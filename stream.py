@@ -72,7 +72,7 @@ def parse_args(argv=None):
     g = p.add_argument_group("scoring")
     g.add_argument("--window", type=positive_int, default=d.window,
                    help=f"snippets of causal context each score sees, the newest last (default {d.window}; "
-                        f"see the README's causal-scoring table)")
+                        f"see docs/live.md, what causal scoring costs)")
     g.add_argument("--delay", type=int, default=d.delay,
                    help=f"score a snippet once this many later snippets have arrived: more context, that much "
                         f"more latency (default {d.delay})")
@@ -85,7 +85,6 @@ def parse_args(argv=None):
     g.add_argument("--resample_fps", type=positive_float,
                    help="resample to this frame rate by timestamp first (default: the checkpoint's extraction "
                         "setting, else every frame, as extract.py)")
-    add_renamed(g, "--fps", "--resample_fps", type=positive_float)
     g.add_argument("--i3d_batch", type=positive_int, default=d.batch_size,
                    help=f"most snippets per I3D pass when several are waiting (default {d.batch_size})")
     add_renamed(g, "--batch_size", "--i3d_batch", type=positive_int)      # main.py's --batch_size is training's

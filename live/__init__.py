@@ -17,7 +17,7 @@ features alone. With --delay K, snippet t is scored once K more snippets have ar
 t-W+1+K..t+K, t at position W-1-K): K snippets of latency for context on both sides; at the end of
 the stream the last K snippets are scored with the context there is. Offline scoring sees the whole
 video, future included; `bench.py --sections g` measures what the bounded causal context costs (see
-the README, "Live video").
+docs/live.md).
 
 Alerts. An event opens when the raw score has stayed above the threshold (> threshold) for
 --min_snippets snippets in a row, and closes once it has stayed below for as many (hysteresis); it

@@ -33,7 +33,7 @@ from video.snippets import SNIPPET, snippet_features
 # much: on the demo, about 8 lower in the median at window 8, from a median of 25), so calibrated values,
 # and a threshold taken from the calibration, are approximate here.
 CALIBRATION_NOTE = ("the calibration (and a threshold taken from it) comes from scores of whole training videos; "
-                    "scores over a causal window run on another scale (the README's 'Live video' measures it), so "
+                    "scores over a causal window run on another scale (docs/live.md measures it), so "
                     "calibrated values are approximate: for exact control set --threshold from scores.csv of "
                     "normal footage")     # the clip buffer holds --pre_roll s of frames at up to this frame rate
 

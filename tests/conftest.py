@@ -23,6 +23,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BNWVAD_SHARED") or ROOT.parent / "shared")
 
+# pytest-xdist's workers (pytest.ini: -n 2) share the cores: each gets its share of threads, it and the
+# commands it starts (set before torch is first imported), so that two workers do not oversubscribe them
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // WORKERS)))
+
 # what each part of the shared folder lets the suite check (the README's claims), and the browser's
 CLAIMS = {
     ("fixtures", "parity"): "BN-WVAD gives the authors' release numbers (scores, three training steps)",
@@ -74,8 +80,13 @@ def kinetics_weights():
 def i3d_cache(tmp_path_factory):
     """$BNWVAD_CACHE for the whole run, the scripts it starts included: a temporary folder, so each I3D
     export (per weights and clip shape, video.backends.cached_onnx) is made once for all the tests that
-    need it, and the suite never writes the user's ~/.cache."""
-    path = tmp_path_factory.mktemp("i3d-cache")
+    need it, and the suite never writes the user's ~/.cache. Under pytest-xdist the workers share one
+    folder beside their own (cached_onnx locks an export, so the first worker makes it, the others wait)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        path = tmp_path_factory.getbasetemp().parent / "i3d-cache"
+        path.mkdir(exist_ok=True)
+    else:
+        path = tmp_path_factory.mktemp("i3d-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BNWVAD_CACHE", str(path))
         yield path
@@ -221,10 +232,23 @@ def pytest_runtest_setup(item):
     yield
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """The test's claims travel with its report (user_properties), so that under pytest-xdist the
+    process that writes the summary hears of the claims its workers' tests made."""
+    report = (yield).get_result()
+    if _claimed.get(item.nodeid):
+        report.user_properties[:] = [p for p in report.user_properties if p[0] != "claims"] + \
+            [("claims", sorted(_claimed[item.nodeid]))]
+
+
 _outcomes = {}
 
 
 def pytest_runtest_logreport(report):
+    for name, value in report.user_properties:
+        if name == "claims":
+            _claimed.setdefault(report.nodeid, set()).update(value)
     if report.when == "call" or report.skipped or report.failed:
         _outcomes.setdefault(report.nodeid, (report.outcome, report.longrepr))
 

@@ -233,3 +233,15 @@ def test_run_config_is_json_with_one_line_per_flag(tmp_path):
     assert json.loads(text) == record
     lines = text.splitlines()
     assert len(lines) == 9 and lines[4].startswith('    "lr": [0.0001, ') and lines[5] == '    "name": "a \\"@0@\\" b",'
+
+
+@pytest.mark.parametrize("fps", ["10", "25"])
+def test_infer_video_refuses_fps(tmp_path, capsys, fps):
+    """--fps is the source videos' frame rate, which --video reads from the frames' own timestamps: giving
+    it is a one-line error that points to --resample_fps, before the checkpoint or any video is read (both
+    are missing here) and before any folder is made."""
+    r = call(infer.main, ["--model_path", str(tmp_path / "missing.pkl"), "--video", str(tmp_path / "clip.mp4"),
+                          "--fps", fps, "--output_dir", str(tmp_path / "out")], capsys)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("error: --fps with --video") and "--resample_fps" in r.stderr
+    assert not (tmp_path / "out").exists()

@@ -144,7 +144,7 @@ def test_the_clock_never_runs_backwards_over_resets_jumps_and_stamp_free_frames(
     arrivals = [float(s) for s in stamps]
     np.testing.assert_allclose(timed(Clock("c", live=True, opened_at=0.0), stamps, arrivals), arrivals)
 
-    # no stamps at all: a file at its frames' declared duration, else the container's rate, else --fps
+    # no stamps at all: a file at its frames' declared duration, else the container's rate, else --resample_fps
     notes.clear()
     np.testing.assert_allclose(timed(Clock("f.h264", note=notes.append), [None] * 20,
                                      durations=[Fraction(1, 10)] * 20), np.arange(20) / 10)
@@ -152,7 +152,7 @@ def test_the_clock_never_runs_backwards_over_resets_jumps_and_stamp_free_frames(
     np.testing.assert_allclose(timed(Clock("f", rate=12.5), [None] * 5), np.arange(5) / 12.5)
     notes.clear()
     np.testing.assert_allclose(timed(Clock("f", fps=5, note=notes.append), [None] * 5), np.arange(5) / 5)
-    assert notes == ["its frames carry no timestamps; they are timed at --fps 5 frames/s"]
+    assert notes == ["its frames carry no timestamps; they are timed at --resample_fps 5 frames/s"]
     with pytest.raises(VideoError, match="f.h264: its frames carry no timestamps and it declares no frame rate"):
         timed(Clock("f.h264"), [None] * 5)
     # ... a live source by arrival: the first 30 frames came at once at 3 s (read ahead by the probe),

@@ -1,7 +1,7 @@
 """export.py: both releases' detectors, exported once each, give the releases' scores and torch's at
 every length in ONNX Runtime and as OpenVINO IR, in memory linear in T; i3d.onnx is the backends' cached
 graph and, like i3d.xml, gives the port's features; a failed run changes no earlier file; one-line
-errors; the README's onnxruntime example runs as written. Skips, with the install command, where onnx, onnxruntime or onnxscript is missing."""
+errors; docs/export.md's onnxruntime example runs as written. Skips, with the install command, where onnx, onnxruntime or onnxscript is missing."""
 import importlib.util
 import re
 import subprocess
@@ -107,8 +107,8 @@ def test_exported_attention_holds_no_t_by_t_matrix(exported):
 
 
 def readme_snippet():
-    """The README's python block of the section on exporting."""
-    section = (ROOT / "README.md").read_text().split("## Exporting to ONNX", 1)[1]
+    """The python block of docs/export.md's section on scoring with onnxruntime alone."""
+    section = (ROOT / "docs" / "export.md").read_text().split("## Scoring with onnxruntime alone", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 

@@ -258,18 +258,23 @@ def test_cli_setup_errors(tmp_path, capsys):
 
 
 def test_renamed_flags_keep_their_old_spelling(capsys):
-    """--resample_fps, --i3d_amp and --i3d_batch were --fps, --amp and --batch_size (names infer.py and
-    main.py give other meanings): the old spellings still set them, each with a one-line note, and --help
-    shows only the new ones."""
+    """--i3d_amp and --i3d_batch were --amp and --batch_size (names main.py gives other meanings): the old
+    spellings still set them, each with a one-line note, and --help shows only the new ones. --fps, once
+    --resample_fps's spelling here, is gone: it means the source's frame rate elsewhere, so it is refused
+    rather than taken as a resampling rate."""
     new = parse_args(['v.mp4', '--out', 'o', '--resample_fps', '12.5', '--i3d_amp', '--i3d_batch', '3'])
     assert capsys.readouterr().err == ''
-    old = parse_args(['v.mp4', '--out', 'o', '--fps=12.5', '--amp', '--batch_size', '3'])
+    old = parse_args(['v.mp4', '--out', 'o', '--resample_fps', '12.5', '--amp', '--batch_size', '3'])
     assert (new.resample_fps, new.i3d_amp, new.i3d_batch) == (old.resample_fps, old.i3d_amp, old.i3d_batch) == \
         (12.5, True, 3)
     assert capsys.readouterr().err.splitlines() == [
-        'note: --fps is now --resample_fps (the old spelling still works, for now)',
         'note: --amp is now --i3d_amp (the old spelling still works, for now)',
         'note: --batch_size is now --i3d_batch (the old spelling still works, for now)']
+    for fps in (['--fps', '12.5'], ['--fps=12.5']):
+        with pytest.raises(SystemExit):
+            parse_args(['v.mp4', '--out', 'o', *fps])
+        err = capsys.readouterr().err
+        assert 'unrecognized arguments: --fps' in err and 'note:' not in err
     assert parse_args(['v.mp4', '--out', 'o']).resample_fps is None and not parse_args(['v.mp4', '--out', 'o']).i3d_amp
     with pytest.raises(SystemExit):
         parse_args(['--help'])

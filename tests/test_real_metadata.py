@@ -4,8 +4,9 @@ Skipped when ../shared is absent."""
 import numpy as np
 import pytest
 
-from conftest import run_script, shared_path
+from conftest import shared_path
 from dataset import DATASETS
+from helpers import call, dataset_cli
 from lists import annotated_gt, load_gt, read_annotations, read_list
 from utils import InputError
 
@@ -56,7 +57,7 @@ def test_gt_from_real_annotations_equals_shipped_gt(dataset, annotation_file):
     assert any("are cut there" in n for n in notes)
 
 
-def test_make_gt_reads_T_from_headers_of_the_real_ucf_test_list(tmp_path):
+def test_make_gt_reads_T_from_headers_of_the_real_ucf_test_list(tmp_path, capsys):
     """make-gt on a folder laid out as the real UCF test list, each crop file (T, 1) with the real T."""
     test_list = shared_path("realdata", "ucf", "UCF_Test.list")
     T = real_lengths("ucf")
@@ -65,10 +66,10 @@ def test_make_gt_reads_T_from_headers_of_the_real_ucf_test_list(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, np.zeros((T[path.name.rsplit("__", 1)[0]], 1), np.float32))
     out = tmp_path / "gt.npy"
-    r = run_script("dataset.py", ["make-gt", "--dataset", "ucf", "--root_dir", str(tmp_path), "--test_list",
-                                  str(test_list), "--annotations",
-                                  str(shared_path("realdata", "ucf", "UCF_Annotation_with_frames.txt")),
-                                  "--out", str(out)])
+    r = call(dataset_cli, ["make-gt", "--dataset", "ucf", "--root_dir", str(tmp_path), "--test_list",
+                           str(test_list), "--annotations",
+                           str(shared_path("realdata", "ucf", "UCF_Annotation_with_frames.txt")),
+                           "--out", str(out)], capsys)
     assert r.returncode == 0, r.stderr
     np.testing.assert_array_equal(np.load(out), np.load(shared_path("realdata", "ucf", "gt.npy")))
     assert "290 test videos, 1109680 frames" in r.stdout

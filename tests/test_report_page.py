@@ -314,7 +314,7 @@ def test_full_test_set_page_is_compact_and_complete(browser, tmp_path):
 
 def test_browser_tests_skip_with_a_reason_when_chromium_is_missing(tmp_path):
     env = {**os.environ, "REPORT_TEST_CHROMIUM": str(tmp_path / "no-chromium"), "PYTHONWARNINGS": "ignore"}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider",
+    run = subprocess.run([sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider", "-n", "0",
                           f"{__file__}::test_table_sorts"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr

@@ -13,9 +13,9 @@ import pytest
 import extract
 import infer
 import main
-from conftest import ROOT, data_args, run_script, write_xd_dataset
+from conftest import ROOT, data_args, write_xd_dataset
 from features import Video, degenerate, warn_degenerate
-from helpers import GridProbe
+from helpers import GridProbe, call
 from utils import InputError
 from video.extraction import warn_if_degenerate
 
@@ -157,8 +157,13 @@ def test_main_and_extraction_warn_on_degenerate_features(tmp_path, capsys):
     ("infer.py", ["--model_path", "m.pkl", "--features", "nope/"]),
     ("stream.py", ["nope.mp4", "--model_path", "m.pkl", "--i3d_weights", "w.pt"]),
 ])
-def test_a_path_that_does_not_exist_is_one_line_before_any_loading(tmp_path, script, args):
-    r = run_script(script, args, cwd=tmp_path)       # m.pkl and w.pt do not exist either: not reached
+def test_a_path_that_does_not_exist_is_one_line_before_any_loading(tmp_path, monkeypatch, capsys, script, args):
+    """Each command's main in this process, as its command line runs it (extract.py and stream.py return
+    their exit status)."""
+    import stream
+    command = {"extract.py": extract.main, "infer.py": infer.main, "stream.py": stream.main}[script]
+    monkeypatch.chdir(tmp_path)
+    r = call(lambda argv: sys.exit(command(argv)), args, capsys)   # m.pkl and w.pt do not exist either: not reached
     path = next(a for a in args if "nope" in a or "my_video" in a)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and f"{path} does not exist" in r.stderr, r.stderr
@@ -216,12 +221,12 @@ def test_compare_shows_no_spread_for_one_seed():
 
 def test_the_fresh_install_check_says_in_the_summary_when_it_skips():
     """Asked for (BNWVAD_FRESH_INSTALL=1) but without a local torch wheel, tests/test_readme.py's install check skips: the run's summary says
-    which claim went unchecked and why (README's test table says the same)."""
+    which claim went unchecked and why (docs/developing.md's test table says the same)."""
     env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "BNWVAD_TORCH_WHEELS": "",
            "BNWVAD_FRESH_INSTALL": "1"}
-    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests/test_readme.py", "-k",
+    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "tests/test_readme.py", "-k",
                         "first_block"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:]
     assert "NOT CHECKED  the README's first block installs and tests in a fresh virtual environment on a clone" \
         in r.stdout and "BNWVAD_TORCH_WHEELS" in r.stdout
-    assert "BNWVAD_TORCH_WHEELS" in (ROOT / "README.md").read_text()
+    assert "BNWVAD_TORCH_WHEELS" in (ROOT / "docs" / "developing.md").read_text()

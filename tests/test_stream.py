@@ -460,15 +460,20 @@ def test_settings_and_parsing():
 
 
 def test_renamed_flags_keep_their_old_spelling(tmp_path, capsys):
-    """stream.py's --resample_fps, --i3d_amp and --i3d_batch, once --fps, --amp and --batch_size: both
-    spellings give the same settings, the old one with a one-line note."""
+    """stream.py's --i3d_amp and --i3d_batch, once --amp and --batch_size: both spellings give the same
+    settings, the old one with a one-line note. --fps, once --resample_fps's spelling, is refused: elsewhere
+    it is the source's frame rate, never a resampling rate."""
     base = ["clip.mp4", "--model_path", str(tmp_path / "none.pkl")]
     new = stream.settings_from_args(stream.parse_args(base + ["--resample_fps", "12.5", "--i3d_amp",
                                                               "--i3d_batch", "3"]))
     assert capsys.readouterr().err == ""
-    old = stream.settings_from_args(stream.parse_args(base + ["--fps", "12.5", "--amp", "--batch_size", "3"]))
+    old = stream.settings_from_args(stream.parse_args(base + ["--resample_fps", "12.5", "--amp", "--batch_size", "3"]))
     assert new == old and (new.fps, new.amp, new.batch_size) == (12.5, True, 3)
     err = capsys.readouterr().err
-    assert "note: --fps is now --resample_fps" in err and "note: --amp is now --i3d_amp" in err
-    assert "note: --batch_size is now --i3d_batch" in err and err.count("\n") == 3
+    assert "note: --amp is now --i3d_amp" in err
+    assert "note: --batch_size is now --i3d_batch" in err and err.count("\n") == 2
+    with pytest.raises(SystemExit) as exit_:
+        stream.parse_args(base + ["--fps", "12.5"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "unrecognized arguments: --fps 12.5" in err and err.count("\n") == 1
     assert stream.settings_from_args(stream.parse_args(base)).fps is None

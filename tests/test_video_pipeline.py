@@ -1,12 +1,15 @@
 """From video files to anomaly scores: extracted features train through main.py and score through
-infer.py (--features and --video)."""
+infer.py (--features and --video), each command's main run in this process as its command line runs it
+(tests/test_readme.py runs the same path as real commands)."""
 import csv
 import json
 
 import numpy as np
 
-from conftest import ROOT, run_script, shared_path
-from helpers import GridProbe, write_video
+import infer
+import main
+from conftest import ROOT, shared_path
+from helpers import GridProbe, call, dataset_cli, write_video
 from video.extraction import extract_videos
 
 
@@ -15,7 +18,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_extracted_features_train_and_score(tmp_path):
+def test_extracted_features_train_and_score(tmp_path, capsys):
     root = tmp_path / "data"
     videos = {"train": [f"n{i}_label_A" for i in range(3)] + [f"a{i}_label_B1-0-0" for i in range(3)],
               "test": ["tn_label_A", "ta_label_B1-0-0"]}
@@ -29,28 +32,28 @@ def test_extracted_features_train_and_score(tmp_path):
     annotations = tmp_path / "annotations.txt"
     annotations.write_text("ta_label_B1-0-0 16 48\n")
     lists = tmp_path / "lists"
-    r = run_script("dataset.py", ["make-list", "--dataset", "xd", "--root_dir", str(root), "--list_dir", str(lists)])
+    r = call(dataset_cli, ["make-list", "--dataset", "xd", "--root_dir", str(root), "--list_dir", str(lists)], capsys)
     assert r.returncode == 0, r.stderr
     common = ["--dataset", "xd", "--root_dir", str(root), "--train_list", str(lists / "xd_train.list"),
               "--test_list", str(lists / "xd_test.list"), "--annotations", str(annotations), "--device", "cpu",
               "--num_workers", "0"]
-    r = run_script("main.py", common + ["--lr", "[0.001]*4", "--batch_size", "4", "--num_segments", "3",
-                                        "--plot_freq", "2", "--model_path", str(tmp_path / "ckpts"),
-                                        "--log_path", str(tmp_path / "logs")])
+    r = call(main.main, common + ["--lr", "[0.001]*4", "--batch_size", "4", "--num_segments", "3",
+                                  "--plot_freq", "2", "--model_path", str(tmp_path / "ckpts"),
+                                  "--log_path", str(tmp_path / "logs")], capsys)
     assert r.returncode == 0, r.stderr
     ckpt = tmp_path / "ckpts" / "xd_best_2022.pkl"
     assert ckpt.exists()
 
     out = tmp_path / "out"
-    r = run_script("infer.py", ["--model_path", str(ckpt), "--features", str(root / "test"), "--fps", "25",
-                                "--output_dir", str(out), "--device", "cpu"])
+    r = call(infer.main, ["--model_path", str(ckpt), "--features", str(root / "test"), "--fps", "25",
+                          "--output_dir", str(out), "--device", "cpu"], capsys)
     assert r.returncode == 0, r.stderr
     rows = read_csv(out / "scores.csv")
     assert {row["video"] for row in rows} == set(videos["test"])
     assert len(rows) == 6 and rows[1]["start_s"] == "0.640"               # snippet 1 starts at frame 16
 
 
-def test_infer_video_extracts_and_scores(tmp_path):
+def test_infer_video_extracts_and_scores(tmp_path, capsys):
     """infer.py --video with the I3D fixture weights: features cached, scored, times from the video's rate."""
     weights = shared_path("fixtures", "i3d", "i3d_rgb_state_dict.pt")
     video = write_video(tmp_path / "clip.mp4", 20, rate=10)                  # one 16-frame snippet at 10 fps
@@ -58,7 +61,7 @@ def test_infer_video_extracts_and_scores(tmp_path):
     out = tmp_path / "out"
     args = ["--model_path", str(ckpt), "--video", str(video), "--i3d_weights", str(weights), "--threshold", "1",
             "--output_dir", str(out), "--device", "cpu", "--crops", "1"]
-    r = run_script("infer.py", args)
+    r = call(infer.main, args, capsys)
     assert r.returncode == 0, r.stderr
     cached = out / "features" / "clip__0.npy"
     assert np.load(cached).shape == (1, 1024)
@@ -68,14 +71,14 @@ def test_infer_video_extracts_and_scores(tmp_path):
     # a second run into the same folder is refused without --overwrite; with it, it reuses the cached
     # features instead of extracting again
     stamp = cached.stat().st_mtime_ns
-    r = run_script("infer.py", args)
+    r = call(infer.main, args, capsys)
     assert r.returncode == 2 and "already holds a run's outputs" in r.stderr
-    r = run_script("infer.py", args + ["--overwrite"])
+    r = call(infer.main, args + ["--overwrite"], capsys)
     assert r.returncode == 0, r.stderr
     assert cached.stat().st_mtime_ns == stamp and "skipped=1" in r.stderr
 
 
-def test_infer_video_names_a_missing_checkpoint(tmp_path):
+def test_infer_video_names_a_missing_checkpoint(tmp_path, capsys):
     video = write_video(tmp_path / "clip.mp4", 20)
-    r = run_script("infer.py", ["--model_path", str(ROOT / "missing.pkl"), "--video", str(video)])
+    r = call(infer.main, ["--model_path", str(ROOT / "missing.pkl"), "--video", str(video)], capsys)
     assert r.returncode == 2 and "missing.pkl" in r.stderr

@@ -25,6 +25,7 @@ since emulated bf16 is slower than fp32 and less exact.
 import hashlib
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -154,8 +155,28 @@ def cached_onnx(model, shape=CLIP_SHAPE, cache_dir=None, sha256=None):
             f'-opset{ONNX_OPSET}-v{ONNX_FORMAT}.onnx')
     path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / name
     if not path.is_file():
-        export_onnx(model, path, shape)
+        with export_lock(path):     # processes sharing the cache (torchrun's ranks on one machine) export once
+            if not path.is_file():
+                export_onnx(model, path, shape)
     return path
+
+
+@contextmanager
+def export_lock(path):
+    """Hold an exclusive lock on `path`.lock while inside (POSIX flock; elsewhere no lock): of several
+    processes about to export the same file, the first does, and the others then find it."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(f'{path}.lock', 'a') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class I3DBackend:

@@ -23,7 +23,7 @@ class Clock:
     time.monotonic() when its packet came, see _arrivals) and yields (time s, item), exact Fractions where the
     stamps are. Each frame goes on from the previous one by the step of its stamps, except:
       - no stamp: a live source's frame is timed by its arrival, a file's by its declared rate (the
-        frame's own duration, else the container's rate), else `fps`; else VideoError. Said once.
+        frame's own duration, else the container's rate), else `fps` (--resample_fps); else VideoError. Said once.
       - a stamp before the previous one (the source's clock started again, e.g. a relay that reset
         it) or more than JUMP_S after it (a DVR's frame stamped hours away; for a live source, not
         borne out by the time it took to arrive): the step is bridged by one usual frame interval, and
@@ -93,9 +93,10 @@ class Clock:
                                       "(a live source)")
             return
         rate, where = (1 / duration, "its declared") if duration else (self.rate, "its declared") if self.rate \
-            else (self.fps, "--fps") if self.fps else (None, None)
+            else (self.fps, "--resample_fps") if self.fps else (None, None)
         if rate is None:
-            raise VideoError(f"{self.name}: its frames carry no timestamps and it declares no frame rate; give --fps")
+            raise VideoError(f"{self.name}: its frames carry no timestamps and it declares no frame rate; "
+                             f"give --resample_fps")
         self._say_once("untimed", f"its frames carry no timestamps; they are timed at {where} "
                                   f"{float(rate):g} frames/s")
 
