@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from checkpoints import load_model
+from core.checkpoints import load_model
 from live.calibration import FORMAT, MAX_RATE, calibrate, footage_warnings, recording_scores
 from live.settings import StreamSettings, extraction_defaults
 from model import model_name
@@ -124,7 +124,7 @@ def recordings_from_videos(args, device, record):
 
 def recordings_from_features(args, len_feature):
     """[(name, (crops, T, D) features, seconds)] of --features; seconds from the extraction record, else --fps."""
-    from features import FRAMES_PER_SNIPPET, find_videos, load_video, read_record
+    from core.features import FRAMES_PER_SNIPPET, find_videos, load_video, read_record
     found = []
     for video in find_videos(args.features, len_feature):
         features = load_video(video, len_feature)
@@ -185,7 +185,7 @@ def main(argv=None):
     with run_folders((output_dir, "--output_dir")):
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         write_curve(os.path.join(output_dir, "alarms_per_hour.csv"), result["curve"])
-        from plots import plot_alarm_rate
+        from core.plots import plot_alarm_rate
         plot_alarm_rate(os.path.join(output_dir, "alarms_per_hour.png"), result["curve"], result["threshold"],
                         args.alarms_per_hour, hours)
         write_text(os.path.join(output_dir, "calibration.json"), json.dumps(calibration, indent=1) + "\n")

@@ -30,15 +30,15 @@ import sys
 
 import numpy as np
 
-from checkpoints import load_model
+from core.checkpoints import load_model
 from dataset import load_test_set
 from model import MODELS
 from options import NORMAL_QUANTILE, parse_main_args
-from plots import plot_comparison
-from runs import run_files
-from features import FRAMES_PER_SNIPPET
+from core.plots import plot_comparison
+from core.runs import run_files
+from core.features import FRAMES_PER_SNIPPET
 from test import METRICS, event_metrics, score_batched
-from thresholds import checkpoint_calibration, choose_threshold
+from core.thresholds import checkpoint_calibration, choose_threshold
 from utils import (DefaultsFormatter, InputError, pick_device, read_checkpoint, run_cli, run_folders,
                    write_file, write_text)
 

@@ -13,7 +13,7 @@
   make_demo    the synthetic demo dataset
 
 Everything is read and checked once, up front, so bad input fails before training starts. How
-files become videos lives in features.py; lists, annotations and ground truth in lists.py.
+files become videos lives in core/features.py; lists, annotations and ground truth in core/lists.py.
 `python dataset.py make-list|make-gt` writes lists and ground truth from a user's folders.
 """
 import hashlib
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from features import FRAMES_PER_SNIPPET, load_video, map_features, video_length, video_shape
-from lists import (annotated_gt, check_labels, frame_gt, lists_provenance, load_gt, make_lists, provenance_path,
+from core.features import FRAMES_PER_SNIPPET, load_video, map_features, video_length, video_shape
+from core.lists import (annotated_gt, check_labels, frame_gt, lists_provenance, load_gt, make_lists, provenance_path,
                    read_annotations, read_list, report, write_gt, write_gt_sidecar)
 from options import DATASETS, DatasetInfo, dataset_info, parse_tool_args  # noqa: F401 (DatasetInfo: this module's API)
 from utils import InputError, make_dir, run_cli, save_array, write_text
@@ -403,7 +403,7 @@ def make_demo(root_dir, seed=0, len_feature=1024, crops=5, n_train=32, n_test=16
 def ensure_lists(dataset, root_dir, train_list, test_list, info, test_videos=None, labels=None, len_feature=None,
                  given=()):
     """The dataset's default lists, made from root_dir (as make-list makes them) when they are
-    missing, or when lists.py's provenance record says they were made from another folder, another
+    missing, or when core/lists.py's provenance record says they were made from another folder, another
     set of feature files, or other split and label sources than this command gives. Lists other than
     the dataset's defaults are the user's and are never made; default lists without a record are used
     as they are. info: the DatasetInfo the lists are read with; test_videos, labels, len_feature: as

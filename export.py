@@ -20,16 +20,16 @@ largest difference is printed). The files are written in a temporary folder insi
 into place only once every one has passed, so a failed run writes nothing and changes no file of an
 earlier run. i3d.onnx is the graph the I3D backends run (video/backends.py), exported once per
 weights into their cache folder (~/.cache/bnwvad/i3d, or $BNWVAD_CACHE) and copied from there.
-Needs `pip install onnx onnxruntime onnxscript` (and openvino, in requirements.txt). See onnx_export.py.
+Needs `pip install onnx onnxruntime onnxscript` (and openvino, in requirements.txt). See core/onnx_export.py.
 """
 import os
 import tempfile
 
-from checkpoints import load_model
+from core.checkpoints import load_model
 from live.calibration import read_calibration, threshold_for_rate
-from onnx_export import CHECK_T, RUNTIMES, detector_metadata, export_detector, export_i3d, require_onnx, require_openvino
+from core.onnx_export import CHECK_T, RUNTIMES, detector_metadata, export_detector, export_i3d, require_onnx, require_openvino
 from options import Parser, ratio
-from thresholds import resolve_threshold
+from core.thresholds import resolve_threshold
 from utils import InputError, one_line, run_cli, run_folders
 
 

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from distributed import RankLost, RanksFailed, start
+from core.distributed import RankLost, RanksFailed, start
 from options import (BACKENDS, BACKEND_HELP, PRECISIONS, PRECISION_HELP, RESIZE, add_renamed, check_accelerator_flags,
                      parse_resize, positive_float, positive_int)
 from utils import DefaultsFormatter, InputError, check_inputs, make_dir, one_line, pick_device, use_escaped_streams

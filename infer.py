@@ -45,16 +45,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from checkpoints import feature_files_warnings, load_model, origin_warning
+from core.checkpoints import feature_files_warnings, load_model, origin_warning
 from dataset import Labelled, ensure_lists, load_test_set, make_demo
-from distributed import start
-from features import FRAMES_PER_SNIPPET, FeatureWidth, Video, find_videos, load_video, read_record
+from core.distributed import start
+from core.features import FRAMES_PER_SNIPPET, FeatureWidth, Video, find_videos, load_video, read_record
 from model import model_name
 from options import check_accelerator_flags, dataset_info, flags_text, parse_infer_args
-from runs import output_folder, staged_outputs
+from core.runs import output_folder, staged_outputs
 from test import (event_metrics, false_alarm_rate, find_segments, per_class_metrics, score_batched, score_video,
                   snippet_metrics, to_frames)
-from thresholds import checkpoint_calibration, choose_threshold
+from core.thresholds import checkpoint_calibration, choose_threshold
 from utils import (InputError, check_inputs, json_text, make_dir, one_line, pick_device, run_cli, run_folders,
                    save_array, write_file, write_text)
 
@@ -192,7 +192,7 @@ def write_plots(folder, results, threshold, times, videos, segments=None, gts=No
     """plots/<video>.png for every video. times: {video: (T, 2) seconds or None}; videos: the Videos
     (labels, extraction records); segments: [(name, segments)] or None; gts: per video (16 T,)
     ground truth, or None; threshold None: no threshold line."""
-    from plots import plot_video
+    from core.plots import plot_video
     make_dir(folder, "plot")
     segments = dict(segments or [])
     for i, ((name, scores), video) in enumerate(zip(results, videos)):
@@ -359,7 +359,7 @@ def video_files(root, names):
     (review.media.choose_source), with a warning naming them. What the scan left out is named: a
     broken link, a loop, a folder it cannot read, and a file of one of these names that is not a video
     by its suffix."""
-    from scan import VIDEO_SUFFIXES, name_left_out, scan_folder
+    from core.scan import VIDEO_SUFFIXES, name_left_out, scan_folder
     from review.media import choose_source
     try:
         found = scan_folder(root, VIDEO_SUFFIXES)
@@ -492,7 +492,7 @@ def main(argv=None):
                 write_plots(os.path.join(out, "plots"), results, threshold, times, videos, segments, gts)
                 written.append("plots/")
                 if gts is not None and not (gt.min() == gt.max()):
-                    from plots import plot_curves
+                    from core.plots import plot_curves
                     plot_curves(os.path.join(out, "roc_pr.png"), frame_scores, gt)
                     written.append("roc_pr.png")
         if args.html:

@@ -47,13 +47,14 @@ import torch
 from tqdm import tqdm
 
 from dataset import BatchStream, Labelled, ensure_lists, load_splits, make_demo
-from features import load_video, read_record, video_shape, warn_degenerate
-from lists import read_list
+from core.features import load_video, read_record, video_shape, warn_degenerate
+from core.lists import read_list
 from model import MODELS
 from options import check_accelerator_flags, dataset_info, model_config, parse_main_args
-from plots import plot_run
-from runs import run_files
-from test import METRICS, evaluate, quantile_table, score_video
+from core.plots import plot_run
+from core.runs import run_files
+from test import METRICS, evaluate, score_video
+from core.thresholds import quantile_table
 from train import train_step
 from utils import (InputError, git_commit, pick_device, read_checkpoint, refuse_to_replace,
                    rng_states, run_cli, run_folders, save_checkpoint, save_torch, set_rng_states, set_seed, write_text)

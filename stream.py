@@ -18,7 +18,7 @@ run's outputs continues them (live.outputs). --config runs every camera of a sit
 import argparse
 import sys
 
-from checkpoints import load_model, origin_warning
+from core.checkpoints import load_model, origin_warning
 from live.reader import format_reconnect, parse_option, parse_reconnect, source_name
 from live.outputs import parse_rollover
 from live.run import run_stream, stop_on_signals, stream_output_dir
@@ -27,7 +27,7 @@ from live.settings import StreamSettings, extraction_defaults
 from model import model_name
 from options import (BACKENDS, BACKEND_HELP, PRECISIONS, PRECISION_HELP, Parser, add_renamed, check_accelerator_flags,
                      flags_text, given_flags, parse_resize, positive_float, positive_int, ratio)
-from thresholds import checkpoint_calibration, resolve_threshold
+from core.thresholds import checkpoint_calibration, resolve_threshold
 from utils import InputError, check_inputs, one_line, pick_device, run_cli
 from video.backends import i3d_backend
 from video.records import FEATURE_VERSION, checkpoint_weights_warning

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
-from features import FRAMES_PER_SNIPPET
+from core.features import FRAMES_PER_SNIPPET
 from options import EVAL_SNIPPETS
 from utils import InputError
 
@@ -193,26 +193,6 @@ def evaluate(model, test_set, device, max_snippets=EVAL_SNIPPETS, amp=False):
     """-> (metrics in percent, per-video snippet scores), by the fast path."""
     scores = score_batched(model, test_set.features, device, max_snippets, amp, [v.name for v in test_set.videos])
     return snippet_metrics(scores, test_set.gt, test_set.abnormal_frames), scores
-
-
-CALIBRATION_LEVELS = 1001      # quantiles 0, 0.001, ..., 1 of the training normals' snippet scores
-
-
-def quantile_table(scores):
-    """Snippet scores (any shape) -> (CALIBRATION_LEVELS,) float64 quantiles, non-decreasing."""
-    return np.quantile(np.asarray(scores, dtype=np.float64).ravel(), np.linspace(0.0, 1.0, CALIBRATION_LEVELS))
-
-
-def calibrate(raw, table):
-    """Raw scores -> [0, 1]: the empirical CDF given by the quantile table (0 below its min, 1 above its max).
-    Saturates above the highest training normal: thresholds.Calibration.exceedance is what users read."""
-    levels = np.linspace(0.0, 1.0, len(table))
-    return np.interp(np.asarray(raw, dtype=np.float64), table, levels)
-
-
-def table_quantile(table, q):
-    """The raw score at quantile q of the calibration table (the inverse of `calibrate`)."""
-    return float(np.interp(q, np.linspace(0.0, 1.0, len(table)), table))
 
 
 def false_alarm_rate(frame_scores, gt, threshold):

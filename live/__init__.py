@@ -16,7 +16,7 @@ uses, and t's score is the window's last. It is exactly the offline score of tho
 features alone. With --delay K, snippet t is scored once K more snippets have arrived (context
 t-W+1+K..t+K, t at position W-1-K): K snippets of latency for context on both sides; at the end of
 the stream the last K snippets are scored with the context there is. Offline scoring sees the whole
-video, future included; `bench.py --sections g` measures what the bounded causal context costs (see
+video, future included; `python -m bench --sections g` measures what the bounded causal context costs (see
 docs/live.md).
 
 Alerts. An event opens when the raw score has stayed above the threshold (> threshold) for

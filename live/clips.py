@@ -57,7 +57,7 @@ class ClipWriter:
         self.stream.codec_context.time_base = Fraction(1, 1000)
         if codec == "libx264":
             # one thread: x264's own thread pool per clip left its threads' allocator arenas behind,
-            # about 1.6 MB of resident memory per clip that was never returned (bench.py j)
+            # about 1.6 MB of resident memory per clip that was never returned (`python -m bench --sections j`)
             self.stream.options = {"preset": "veryfast", "crf": "23", "threads": "1"}
 
     def finish(self):

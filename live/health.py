@@ -22,7 +22,7 @@ MALLOC_TRIM = _glibc_trim() if sys.platform.startswith("linux") else None
 def release_memory():
     """Give memory the C allocator holds free back to the system. Frames are allocated by the reader
     thread and freed by the scoring thread, and glibc keeps such memory in per-thread arenas: without
-    this the resident size creeps up by tens of MB an hour though nothing is kept (bench.py j)."""
+    this the resident size creeps up by tens of MB an hour though nothing is kept (`python -m bench --sections j`)."""
     if MALLOC_TRIM is not None:
         MALLOC_TRIM(0)
 

@@ -29,7 +29,7 @@ from video.snippets import SNIPPET, snippet_features
 
 
 # The checkpoint's calibration is the quantile table of the training normals' scores over whole videos.
-# A score over a causal window sees less context and is on another scale (bench.py g measures by how
+# A score over a causal window sees less context and is on another scale (`python -m bench --sections g` measures by how
 # much: on the demo, about 8 lower in the median at window 8, from a median of 25), so calibrated values,
 # and a threshold taken from the calibration, are approximate here.
 CALIBRATION_NOTE = ("the calibration (and a threshold taken from it) comes from scores of whole training videos; "

@@ -254,7 +254,7 @@ def camera_threshold(camera, table, site_path, checkpoint=None):
     threshold whose false alarms per hour on its calibration file are at most alarms_per_hour
     (live.calibration.threshold_for_rate; a file made with another `checkpoint`, or with other scoring
     or alarm settings than the camera's, is refused); else the checkpoint calibration's default."""
-    from thresholds import resolve_threshold
+    from core.thresholds import resolve_threshold
     where = f"{site_path}: cameras.{camera.name}"
     if camera.alarms_per_hour is not None:
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from review.data import folder_title, is_training_log, scoring_data, training_data
 from review.media import playback_warnings
-from scan import name_left_out, scan_folder
+from core.scan import name_left_out, scan_folder
 from utils import InputError, escape_names, write_text
 
 

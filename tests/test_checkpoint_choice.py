@@ -9,7 +9,7 @@ import torch
 
 import main
 import test as metrics_module
-from checkpoints import load_model
+from core.checkpoints import load_model
 from conftest import data_args, write_xd_dataset
 from dataset import Labelled, load_test_set
 from helpers import call, dataset_cli, write_ucf

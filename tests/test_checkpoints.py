@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoints import load_model
+from core.checkpoints import load_model
 from model import BNWVAD, URDMU
 from utils import InputError, read_checkpoint
 
@@ -402,7 +402,7 @@ def nan_model():
 
 def test_non_finite_scores_of_finite_weights_name_the_video_on_every_path(tmp_path, capsys):
     from dataset import TestSet
-    from features import find_videos
+    from core.features import find_videos
     from live.scoring import CausalScorer
     from test import evaluate
     ckpt = our_checkpoint(tmp_path / "bn.pkl", model=nan_model(), crops=1)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import infer
-from checkpoints import load_model
+from core.checkpoints import load_model
 from helpers import GridProbe, write_output
 from live.run import run_stream
 from live.settings import StreamSettings

@@ -19,10 +19,10 @@ import torch.distributed as dist
 import extract
 import infer
 from conftest import ROOT, data_args, kinetics_weights, write_xd_dataset
-from distributed import RankLost, Ranks, RanksFailed, shard_indices
+from core.distributed import RankLost, Ranks, RanksFailed, shard_indices
 from helpers import GridProbe, write_video
 from model import BNWVAD
-from test import quantile_table
+from core.thresholds import quantile_table
 from utils import InputError, pick_device, save_checkpoint
 from video.extraction import list_videos
 from video.manifest import MANIFEST, verify_manifest, write_manifest

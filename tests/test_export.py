@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoints import load_model
+from core.checkpoints import load_model
 from conftest import ROOT, shared_path
 from model import BNWVAD
-from onnx_export import INSTALL, PACKAGES, TOL
+from core.onnx_export import INSTALL, PACKAGES, TOL
 from utils import InputError
 
 MISSING = [name for name in PACKAGES if importlib.util.find_spec(name) is None]
@@ -142,7 +142,7 @@ class DataDependent(BNWVAD):
 
 
 def test_a_model_that_cannot_export_is_one_line_and_writes_nothing(tmp_path):
-    from onnx_export import export_detector
+    from core.onnx_export import export_detector
     with pytest.raises(InputError) as e:
         export_detector(DataDependent(len_feature=16).eval(), tmp_path / "detector.onnx", "checkpoint x.pkl")
     assert str(e.value).startswith("checkpoint x.pkl cannot be exported to ONNX (") and "\n" not in str(e.value)
@@ -161,7 +161,7 @@ def test_command_refusals_are_one_line(tmp_path):
 
 
 def test_a_graph_openvino_cannot_read_is_one_line_and_writes_nothing(tmp_path):
-    from onnx_export import export_openvino
+    from core.onnx_export import export_openvino
     bad = tmp_path / "damaged.onnx"
     bad.write_bytes(b"\x08\x07 not a graph")
     with pytest.raises(InputError) as e:
@@ -171,7 +171,7 @@ def test_a_graph_openvino_cannot_read_is_one_line_and_writes_nothing(tmp_path):
 
 
 def test_missing_packages_name_the_install_command(monkeypatch):
-    import onnx_export
+    from core import onnx_export
     real = importlib.util.find_spec
     monkeypatch.setattr(onnx_export.importlib.util, "find_spec", lambda n: None if n == "onnxruntime" else real(n))
     with pytest.raises(InputError, match=re.escape(f"export needs onnxruntime, not installed: {INSTALL}")):

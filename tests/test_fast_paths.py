@@ -10,10 +10,10 @@ import torch
 import dataset
 from conftest import data_args, run_script, write_xd_dataset
 from dataset import DATASETS, TrainItems, resample_segments
-from lists import read_list
+from core.lists import read_list
 from model import BNWVAD, LOCAL_BLOCK, LOCAL_REACH, dense_local_matrix, local_attention
 from options import check_accelerator_flags, parse_infer_args
-from reference import load_items, release_model, resample_loop, score_videos
+from bench.reference import load_items, release_model, resample_loop, score_videos
 from test import (evaluate, frame_metrics, plan_batches, score_batched, score_test_set, score_video, snippet_metrics,
                   to_frames)
 from utils import InputError

@@ -17,9 +17,9 @@ import dataset
 import infer
 from conftest import shared_path
 from dataset import DATASETS, TestSet, ensure_lists
-from features import Video, find_videos, load_video
+from core.features import Video, find_videos, load_video
 from helpers import GridProbe, call, dataset_cli, write_ucf, write_video
-from lists import load_gt, make_lists, read_annotations, read_list, write_gt
+from core.lists import load_gt, make_lists, read_annotations, read_list, write_gt
 from model import BNWVAD
 from options import dataset_info, parse_infer_args, parse_main_args
 from utils import InputError, read_text_lines

@@ -1,4 +1,4 @@
-"""Which files a folder holds (scan.py) and how every output is written (utils.write_file): folders
+"""Which files a folder holds (core/scan.py) and how every output is written (utils.write_file): folders
 through links and loops, every suffix ffmpeg muxes video into, every file left out named; a write the
 system refuses is one line naming the file and the reason, leaves no half file and no earlier file
 changed; names that are not UTF-8 are written escaped, the same way in every output and message."""
@@ -21,10 +21,10 @@ import main
 import report
 import utils
 from conftest import data_args, write_xd_dataset
-from features import find_videos
+from core.features import find_videos
 from helpers import GridProbe, call, page_data, write_log, write_video
 from model import BNWVAD
-from scan import VIDEO_SUFFIXES, scan_folder
+from core.scan import VIDEO_SUFFIXES, scan_folder
 from utils import WriteError, escape_name, save_array, save_checkpoint, save_torch, write_file, write_text
 from video.extraction import list_videos
 

@@ -10,7 +10,7 @@ import torch
 
 import infer
 import main
-import plots
+from core import plots
 from conftest import data_args, write_xd_dataset
 from options import parse_infer_args, parse_main_args, parse_tool_args
 from utils import InputError

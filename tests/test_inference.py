@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoints import load_model
+from core.checkpoints import load_model
 from conftest import ROOT, data_args, run_script, write_xd_dataset
 from dataset import BatchStream
-from features import find_videos, load_video
+from core.features import find_videos, load_video
 from helpers import call
-from test import auc_ap, calibrate, find_segments, per_class_metrics, quantile_table, table_quantile, video_classes
+from test import auc_ap, find_segments, per_class_metrics, video_classes
+from core.thresholds import quantile_cdf, quantile_table, table_quantile
 from utils import InputError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -198,11 +199,11 @@ def test_calibration_is_the_training_normals_cdf():
     normals = np.random.default_rng(0).normal(3.0, 1.0, 20000)
     table = quantile_table(normals)
     assert np.all(np.diff(table) >= 0)
-    assert calibrate(normals, table).mean() == pytest.approx(0.5, abs=0.01)
-    assert calibrate(3.0, table) == pytest.approx(0.5, abs=0.02)
-    assert calibrate(4.645, table) == pytest.approx(0.95, abs=0.01)
-    assert calibrate([-100.0, 100.0], table).tolist() == [0.0, 1.0]
-    assert calibrate(table_quantile(table, 0.99), table) == pytest.approx(0.99, abs=1e-6)
+    assert quantile_cdf(normals, table).mean() == pytest.approx(0.5, abs=0.01)
+    assert quantile_cdf(3.0, table) == pytest.approx(0.5, abs=0.02)
+    assert quantile_cdf(4.645, table) == pytest.approx(0.95, abs=0.01)
+    assert quantile_cdf([-100.0, 100.0], table).tolist() == [0.0, 1.0]
+    assert quantile_cdf(table_quantile(table, 0.99), table) == pytest.approx(0.99, abs=1e-6)
 
 
 def test_video_classes_from_names():

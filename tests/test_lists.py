@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from dataset import DATASETS, TestSet, make_demo, resample_segments
-from features import split_crop
-from lists import frame_gt, read_list
+from core.features import split_crop
+from core.lists import frame_gt, read_list
 from utils import InputError
 
 

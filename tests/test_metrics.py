@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from test import auc_ap, calibrate, event_metrics, frame_metrics, quantile_table, snippet_metrics, to_frames
-from thresholds import Calibration
+from test import auc_ap, event_metrics, frame_metrics, snippet_metrics, to_frames
+from core.thresholds import quantile_cdf, quantile_table
+from core.thresholds import Calibration
 
 
 def trapezoid_pr_area(scores, labels):
@@ -114,7 +115,7 @@ def test_calibrated_score_keeps_falling_past_the_highest_training_normal():
     for both; the exceedance tells them apart, and stays below what the data can resolve (1 / n)."""
     normals = np.random.default_rng(0).normal(1.0, 0.5, 10000)
     table = quantile_table(normals)
-    assert normals.max() < 3.25 and calibrate([3.25, 6.31], table).tolist() == [1.0, 1.0]
+    assert normals.max() < 3.25 and quantile_cdf([3.25, 6.31], table).tolist() == [1.0, 1.0]
     cal = Calibration(table, len(normals))
     low, high = cal.exceedance([3.25, 6.31])
     assert 0 < high < low < 1 / len(normals)

@@ -7,7 +7,7 @@ import pytest
 from conftest import shared_path
 from dataset import DATASETS
 from helpers import call, dataset_cli
-from lists import annotated_gt, load_gt, read_annotations, read_list
+from core.lists import annotated_gt, load_gt, read_annotations, read_list
 from utils import InputError
 
 COUNTS = {  # dataset: (train abnormal, train normal, test abnormal, test normal)

@@ -282,7 +282,7 @@ def test_training_page_renders(browser, tmp_path):
 
 def test_full_test_set_page_is_compact_and_complete(browser, tmp_path):
     """800 videos, 150,000 snippets: one row per video, scores embedded compactly (not a DOM node per
-    snippet), a video's curve drawn when it is opened. Its speed is measured in bench.py (section h)."""
+    snippet), a video's curve drawn when it is opened. Its speed is measured by `python -m bench --sections h`."""
     rng = np.random.default_rng(0)
     counts = rng.multinomial(150_000 - 800 * 20, np.ones(800) / 800) + 20
     out = tmp_path / "big"

@@ -14,7 +14,7 @@ import extract
 import infer
 import main
 from conftest import ROOT, data_args, write_xd_dataset
-from features import Video, degenerate, warn_degenerate
+from core.features import Video, degenerate, warn_degenerate
 from helpers import GridProbe, call
 from utils import InputError
 from video.extraction import warn_if_degenerate

@@ -27,8 +27,9 @@ from live.run import run_stream
 from live.scoring import causal_scores
 from live.settings import StreamSettings
 from model import BNWVAD
-from test import quantile_table, score_video
-from thresholds import Calibration
+from test import score_video
+from core.thresholds import quantile_table
+from core.thresholds import Calibration
 from utils import InputError, run_cli, save_checkpoint
 from video.snippets import video_features
 

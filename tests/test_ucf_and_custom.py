@@ -11,9 +11,9 @@ import infer
 import main
 from conftest import run_script
 from dataset import DATASETS, TrainItems
-from features import load_video
+from core.features import load_video
 from helpers import UCF_D, call, dataset_cli, write_ucf
-from lists import annotated_gt, make_lists, read_annotations, read_list
+from core.lists import annotated_gt, make_lists, read_annotations, read_list
 from options import dataset_info, parse_main_args
 from utils import InputError
 
@@ -234,7 +234,7 @@ def test_annotation_formats_read_the_same(tmp_path):
 
 
 def test_annotated_gt_reports_what_it_cannot_use(tmp_path):
-    from features import Video
+    from core.features import Video
     videos = [Video("a", [], False), Video("b", [], False), Video("n", [], True)]
     gt, notes = annotated_gt(videos, [2, 2, 2], {"a": [(0, 10), (20, 40), (50, 60)], "n": []}, "ann.txt")
     np.testing.assert_array_equal(gt[:32], [1] * 10 + [0] * 10 + [1] * 12)

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from conftest import shared_path
 from model import BNWVAD, LOCAL_REACH, MODELS, URDMU, config_from_state_dict
-from reference import release_model
+from bench.reference import release_model
 from test import score_batched, score_video
 from train import train_step
 from utils import read_checkpoint

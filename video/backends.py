@@ -106,7 +106,7 @@ def has_bf16(device):
 
 def pick_backend(device):
     """The fastest exact backend installed for `device`: on a CPU OpenVINO, then ONNX Runtime, then
-    torch (measured in bench.py, section k); on CUDA or MPS torch."""
+    torch (measured by `python -m bench --sections k`); on CUDA or MPS torch."""
     if device.type == 'cpu':
         return next(b for b in ('openvino', 'onnxruntime', 'torch') if installed(b))
     return 'torch'

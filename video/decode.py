@@ -29,7 +29,7 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from options import RESIZE
-from scan import VIDEO_SUFFIXES  # noqa: F401  (where it was: the suffixes a folder scan takes)
+from core.scan import VIDEO_SUFFIXES  # noqa: F401  (where it was: the suffixes a folder scan takes)
 from utils import one_line
 from video import VideoError
 from video.clock import Clock

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from features import RECORD_FORMAT, Video, record_path, warn_degenerate
+from core.features import RECORD_FORMAT, Video, record_path, warn_degenerate
 from options import RESIZE
-from scan import VIDEO_SUFFIXES, name_left_out, scan_folder
+from core.scan import VIDEO_SUFFIXES, name_left_out, scan_folder
 from utils import WriteError, json_text, read_text_lines, write_text
 from video import VideoError
 from video.decode import Decoding

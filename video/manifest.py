@@ -9,7 +9,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from features import record_path
+from core.features import record_path
 from utils import escape_name, json_text, named_file, one_line, write_file, write_text
 from video.records import file_sha256, output_paths, read_extraction_record
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features import RECORD_FORMAT, record_path
+from core.features import RECORD_FORMAT, record_path
 from options import RESIZE
 from utils import escape_names, named_file, write_file
 from video.weights import resolve_weights, weights_sha256

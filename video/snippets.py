@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from features import FRAMES_PER_SNIPPET
+from core.features import FRAMES_PER_SNIPPET
 from options import RESIZE
 from video import VideoError
 from video.crops import crop_frames

@@ -1,4 +1,4 @@
-"""bench.py's sections on videos, live streams and the review page (e to k; see bench.py's docstring):
+"""The benchmark's sections on videos, live streams and the review page (e to m; see bench/__main__.py's docstring):
 I3D extraction, extraction under torchrun, causal scoring, the review page, the live pipeline, its
 memory over hours, and I3D per backend. Each takes (args, work folder, rng, results).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchtools import peak_rss, proc_status, row, timed
+from bench.tools import peak_rss, proc_status, row, timed
 from model import BNWVAD
 from test import score_batched, snippet_metrics
 from utils import one_line
@@ -70,7 +70,7 @@ def one_step_frames(path, size=(455, 256)):
 def section_causal(args, work, rng, results):
     from dataset import Labelled, load_test_set
     from options import dataset_info
-    from checkpoints import load_model
+    from core.checkpoints import load_model
     from options import parse_infer_args
     from live.scoring import causal_scores
     if not os.path.isfile(args.causal_checkpoint):
@@ -318,9 +318,9 @@ def review_folder(folder, rng, videos=800, snippets=150_000):
 
 def section_review(args, work, rng, results):
     from review.page import write_report
-    from plots import plot_video
+    from core.plots import plot_video
     print(f"(h) the review page of {args.review_videos} videos, 150,000 snippets: built (report.py) against one "
-          f"PNG plot per video (plots.py, the review before the page); loaded in headless Chromium when installed")
+          f"PNG plot per video (core/plots.py, the review before the page); loaded in headless Chromium when installed")
     folder = os.path.join(work, "review")
     scores = review_folder(folder, rng, args.review_videos)
     page, t_page = timed(lambda: write_report(folder))
@@ -462,9 +462,9 @@ def section_backends(args, work, rng, results):
         f"{max(got.values()) * gflop / peaks[(key[0], key[2])]:.0%}" for key, got in columns.items()) + " |", flush=True)
 
 
-# stream.py as its command line runs, with the I3D replaced (bench_video.stand_in_i3d): sections l and m
-STREAM_RUNNER = ("import sys; sys.path.insert(0, sys.argv.pop(1)); kind = sys.argv.pop(1); import stream, bench_video; "
-                 "stream.load_i3d = lambda path, device: bench_video.stand_in_i3d(kind).to(device); "
+# stream.py as its command line runs, with the I3D replaced (bench.video.stand_in_i3d): sections l and m
+STREAM_RUNNER = ("import sys; sys.path.insert(0, sys.argv.pop(1)); kind = sys.argv.pop(1); import stream, bench.video; "
+                 "stream.load_i3d = lambda path, device: bench.video.stand_in_i3d(kind).to(device); "
                  "stream.run_cli(stream.main)")
 
 
@@ -542,7 +542,7 @@ def serve_segments(port, seconds, segments, log):
 def soak_threshold(checkpoint, work, seconds=60):
     """The 0.95 quantile of the stand-in's live scores over a minute of testsrc2 (run_stream, as stream.py
     scores it): events now and then."""
-    from checkpoints import load_model
+    from core.checkpoints import load_model
     from live.run import run_stream
     from live.settings import StreamSettings
     model, _ = load_model(checkpoint)

@@ -30,7 +30,7 @@ import sys
 
 import numpy as np
 
-from features import FRAMES_PER_SNIPPET, Video, feature_shape, group_videos, scan_features, split_crop, video_shape
+from core.features import FRAMES_PER_SNIPPET, Video, feature_shape, group_videos, scan_features, split_crop, video_shape
 from utils import InputError, make_dir, read_text_lines, save_array, write_text
 
 SPLIT_FOLDERS = {"train": "train", "training": "train", "test": "test", "testing": "test"}

@@ -1,10 +1,10 @@
-"""A checkpoint file -> its model, for every command that scores (infer.py, stream.py, export.py, bench.py).
+"""A checkpoint file -> its model, for every command that scores (infer.py, stream.py, export.py, bench).
 
 Ours is rebuilt from its stored model name and config; a release's bare state dict (BN-WVAD's
 xd_best.pkl, UR-DMU's xd_trans_2022.pkl) from its keys and tensor shapes (model.config_from_state_dict),
 so no configuration flag is needed. Reading itself (weights_only, the formats) is utils.read_checkpoint's.
 """
-from features import read_record
+from core.features import read_record
 from model import MODELS, config_from_state_dict
 from utils import InputError, load_state, read_checkpoint
 

@@ -1,7 +1,7 @@
-"""The plain reference paths, computed the way the authors' release does, for tests and bench.py.
+"""The plain reference paths, computed the way the authors' release does, for tests and the benchmarks (bench/).
 
 The fast paths (model.local_attention, test.evaluate, dataset.TrainItems with its cache) must give
-the same numbers as these; bench.py times both in one run.
+the same numbers as these; `python -m bench` times both in one run.
   release_model        a copy of a model whose attention builds softmax(q k^T) explicitly and the
                        dense T x T local matrix, repeated for every row and head
   resample_loop        the release's per-segment Python loop over one feature file
@@ -14,7 +14,7 @@ import copy
 import numpy as np
 import torch
 
-from features import load_features
+from core.features import load_features
 from model import Attention, dense_local_matrix
 
 RELEASE_MEMORY = 4 * 2 ** 30   # bytes of T x T copies the reference allows in one forward pass

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scan import name_left_out, scan_folder
+from core.scan import name_left_out, scan_folder
 from utils import InputError, escape_name
 
 FRAMES_PER_SNIPPET = 16

@@ -5,7 +5,7 @@ need it when they plot. Every figure is written atomically.
 """
 import numpy as np
 
-from features import FRAMES_PER_SNIPPET
+from core.features import FRAMES_PER_SNIPPET
 from utils import write_file
 
 

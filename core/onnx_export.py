@@ -153,7 +153,7 @@ def detector_metadata(record, model, threshold=None, threshold_source=None, alar
       format            "bn-wvad-detector"
       model             "bnwvad" or "urdmu"; len_feature: D
       threshold         the raw alert threshold (null without one); threshold_source: how it was chosen
-      calibration       the checkpoint's (Q,) quantile table of training-normal scores (test.calibrate: a raw score
+      calibration       the checkpoint's (Q,) quantile table of training-normal scores (core.thresholds.quantile_cdf: a raw score
                         s maps to np.interp(s, table, np.linspace(0, 1, Q))); null for a bare state dict
       alarm_calibration calibrate.py's calibration.json without its curve (hours, settings, steps), or null
       crops, resize, resample_fps, pad_last   how the training features were cut (main.py's record), null unknown

@@ -1,13 +1,13 @@
-"""Time the fast paths against the plain reference paths (reference.py) in one run, on generated data.
+"""Time the fast paths against the plain reference paths (bench/reference.py) in one run, on generated data.
 
-  python bench.py                          # sections a-f at the default sizes (a few minutes on 2 cores)
-  python bench.py --sections b --eval_fraction 1     # the whole UCF-Crime-length test set
-  python bench.py --sections d --long 2000 20000 100000
-  python bench.py --sections f --dist_videos 8
-  python bench.py --model urdmu --sections bcd     # UR-DMU on the same fast paths
-  python bench.py --sections ik --json ik.json    # I3D per backend and precision, GEMM peak, live pipeline
+  python -m bench                          # sections a-f at the default sizes (a few minutes on 2 cores)
+  python -m bench --sections b --eval_fraction 1     # the whole UCF-Crime-length test set
+  python -m bench --sections d --long 2000 20000 100000
+  python -m bench --sections f --dist_videos 8
+  python -m bench --model urdmu --sections bcd     # UR-DMU on the same fast paths
+  python -m bench --sections ik --json ik.json    # I3D per backend and precision, GEMM peak, live pipeline
 
-Sections (each prints fast, reference and their ratio; e to k are in bench_video.py):
+Sections (each prints fast, reference and their ratio; e to m are in bench/video.py):
   a  training items per second from disk: per-file loading as the release does (read + resample
      loop on every access) vs TrainItems building its cache (cold) and reusing it (cached: a new
      run's first pass over the items, then two epochs of random batches of 64)
@@ -31,7 +31,7 @@ Sections (each prints fast, reference and their ratio; e to k are in bench_video
   h  the review page (report.py) of an 800-video, 150,000-snippet output folder: time to build it
      against writing one PNG plot per video, and, with Chromium and selenium installed, its load
      time and the time to open a video in the browser
-Live video and I3D backends (not in the default run: `python bench.py --sections gijkl`):
+Live video and I3D backends (not in the default run: `python -m bench --sections gijkl`):
   g  what causal scoring costs: AUC/AP of a test set (by default the demo's, with the checkpoint
      `python main.py --dataset demo` trains; --causal_dataset/--causal_root_dir/--causal_checkpoint
      for your own) scored offline (whole videos) and as stream.py scores it, each snippet over the
@@ -80,14 +80,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_video import (section_backends, section_causal, section_distributed, section_extract, section_memory,
+from bench.video import (section_backends, section_causal, section_distributed, section_extract, section_memory,
                          section_review, section_site, section_soak, section_stream)
-from benchtools import peak_rss, row, timed
+from bench.tools import peak_rss, row, timed
 from dataset import TestSet, TrainItems
-from features import Video
+from core.features import Video
 from model import MODELS
 from options import BACKEND_HELP, BACKENDS
-from reference import load_items, release_model, score_videos
+from bench.reference import load_items, release_model, score_videos
 from test import EVAL_SNIPPETS, evaluate, frame_metrics, score_batched, snippet_metrics, to_frames
 from train import train_step
 
@@ -95,7 +95,7 @@ UCF_LENGTHS = Path(__file__).resolve().parent.parent / "shared" / "realdata" / "
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Fast paths vs the release's plain paths, on generated data.")
+    p = argparse.ArgumentParser(prog="python -m bench", description="Fast paths vs the release's plain paths, on generated data.")
     p.add_argument("--sections", default="abcdef", help="which sections to run, e.g. 'ab'")
     p.add_argument("--len_feature", type=int, default=1024, help="feature width D")
     p.add_argument("--model", default="bnwvad", choices=sorted(MODELS),

@@ -1,4 +1,4 @@
-"""What bench.py's sections share: timing a call, a result row (fast against reference, as a ratio),
+"""What the benchmark's sections share: timing a call, a result row (fast against reference, as a ratio),
 and this process's memory.
 """
 import resource

@@ -7,7 +7,7 @@ spaced quantiles of those snippet scores ("calibration") and how many snippets t
 ("calibration_snippets"). Calibration.exceedance(x) is the expected fraction of normal snippets that
 score at least x:
   - up to the (1 - TAIL) quantile u: the empirical one, 1 - the training normals' CDF at x
-    (test.calibrate, linear between the stored quantiles);
+    (quantile_cdf, linear between the stored quantiles);
   - above u: an exponential tail, TAIL * exp(-(x - u) / beta), beta fitted by least squares to the
     stored quantiles of the top TAIL (a generalized Pareto tail of shape 0, the peaks-over-threshold
     model). It is continuous at u, keeps falling beyond the highest training normal instead of
@@ -27,11 +27,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from options import NORMAL_QUANTILE
-from test import calibrate, table_quantile
 from utils import InputError
 
 TAIL = 0.01         # the exponential tail is fitted to the top 1% of the training normals' snippet scores
 TEST_DERIVED = "test"
+
+
+CALIBRATION_LEVELS = 1001      # quantiles 0, 0.001, ..., 1 of the training normals' snippet scores
+
+
+def quantile_table(scores):
+    """Snippet scores (any shape) -> (CALIBRATION_LEVELS,) float64 quantiles, non-decreasing."""
+    return np.quantile(np.asarray(scores, dtype=np.float64).ravel(), np.linspace(0.0, 1.0, CALIBRATION_LEVELS))
+
+
+def quantile_cdf(raw, table):
+    """Raw scores -> [0, 1]: the empirical CDF given by the quantile table (0 below its min, 1 above its max).
+    Saturates above the highest training normal: thresholds.Calibration.exceedance is what users read."""
+    levels = np.linspace(0.0, 1.0, len(table))
+    return np.interp(np.asarray(raw, dtype=np.float64), table, levels)
+
+
+def table_quantile(table, q):
+    """The raw score at quantile q of the calibration table (the inverse of `quantile_cdf`)."""
+    return float(np.interp(q, np.linspace(0.0, 1.0, len(table)), table))
 
 
 @dataclass(frozen=True)
@@ -62,7 +81,7 @@ class Calibration:
         score at least this high (1 at or below the lowest training normal; never 0)."""
         raw = np.asarray(raw, dtype=np.float64)
         u, beta = self.tail
-        body = 1.0 - calibrate(raw, self.table)
+        body = 1.0 - quantile_cdf(raw, self.table)
         tail = TAIL * np.exp(-(np.maximum(raw, u) - u) / beta)           # (evaluated only where raw > u)
         return np.where(raw > u, tail, body)
 
