@@ -31,9 +31,9 @@ import sys
 import numpy as np
 
 from core.checkpoints import load_model
-from dataset import load_test_set
+from dataset import Labelled, load_test_set
 from model import MODELS
-from options import NORMAL_QUANTILE, parse_main_args
+from options import NORMAL_QUANTILE, dataset_info, parse_main_args
 from core.plots import plot_comparison
 from core.runs import run_files
 from core.features import FRAMES_PER_SNIPPET
@@ -93,7 +93,8 @@ def checkpoint_events(path, args):
     quantile of its training normals' scores (its calibration); per hour only with --fps."""
     model, record = load_model(path)
     threshold, _, _ = choose_threshold(None, NORMAL_QUANTILE, checkpoint_calibration(record))
-    test_set = load_test_set(args)
+    labelled = Labelled(args.test_list, args.gt, args.annotations, args.annotation_unit, args.fps)
+    test_set = load_test_set(labelled, args.root_dir, dataset_info(args), args.len_feature, args.num_workers)
     device = pick_device(args.device)
     scores = score_batched(model.to(device), test_set.features, device, args.eval_snippets)
     gts = np.split(test_set.gt, np.cumsum(test_set.lengths * FRAMES_PER_SNIPPET)[:-1])

@@ -29,7 +29,7 @@ from core.checkpoints import load_model
 from live.calibration import read_calibration, threshold_for_rate
 from core.onnx_export import CHECK_T, RUNTIMES, detector_metadata, export_detector, export_i3d, require_onnx, require_openvino
 from options import Parser, ratio
-from core.thresholds import resolve_threshold
+from core.thresholds import checkpoint_calibration, resolve_threshold
 from utils import InputError, one_line, run_cli, run_folders
 
 
@@ -118,10 +118,10 @@ def chosen_threshold(args, record):
         if args.threshold is None and args.calibrated_threshold is None:
             value = threshold_for_rate(args.calibration, rate, checkpoint=args.model_path)
             return value, f"{rate:g} false alarms per hour ({args.calibration})", alarm_calibration
-    table = record["calibration"].double().numpy() if record is not None and "calibration" in record else None
-    if table is None and args.threshold is None and args.calibrated_threshold is None:
+    calibration = checkpoint_calibration(record) if record is not None and "calibration" in record else None
+    if calibration is None and args.threshold is None and args.calibrated_threshold is None:
         return None, "none: the checkpoint holds no calibration; give --threshold", alarm_calibration
-    value, source = resolve_threshold(table, args.threshold, args.calibrated_threshold)
+    value, source = resolve_threshold(calibration, args.threshold, args.calibrated_threshold)
     return value, source, alarm_calibration
 
 

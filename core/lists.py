@@ -350,6 +350,7 @@ def report(notes):
 
 def gt_sidecar(gt_path):
     """The sidecar of a ground-truth file: 'list/xd_gt.npy' -> 'list/xd_gt.videos.tsv'."""
+    gt_path = os.fspath(gt_path)
     return (gt_path[:-4] if gt_path.endswith(".npy") else gt_path) + ".videos.tsv"
 
 

@@ -281,17 +281,19 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def write_xd_dataset(root, n_train=6, n_test=4, crops=5, D=64, T_range=(12, 40), seed=0, n_val=0):
-    """A small XD-layout dataset: train/ and test/ crop files, train.list, test.list, gt.npy.
+    """A small XD-layout dataset: train/ and test/ crop files, train.list, test.list, gt.npy with its
+    .videos.tsv sidecar (as make-gt writes it).
 
     n_train / n_test videos of each class; abnormal videos carry one bright stretch. n_val > 0: also
     a held-out selection split, val/, val.list and val_gt.npy (drawn after the others, so the train and
     test splits are those of n_val=0).
     Returns a dict with the paths and the test lengths.
     """
+    from core.lists import write_gt_sidecar
     rng = np.random.default_rng(seed)
     root = Path(root)
     direction = rng.random(D) < 0.2
-    lists, gt_parts, test_lengths, val_gt = {}, [], [], []
+    lists, gt_parts, test_lengths, val_gt, names = {}, [], [], [], {"test": [], "val": []}
     for split, n in (("train", n_train), ("test", n_test), ("val", n_val)):
         if n == 0:
             continue
@@ -317,13 +319,17 @@ def write_xd_dataset(root, n_train=6, n_test=4, crops=5, D=64, T_range=(12, 40),
                 test_lengths.append(T)
             if split == "val":
                 val_gt.append(g)
+            if split != "train":
+                names[split].append((name, T))
         lists[split] = root / f"{split}.list"
         lists[split].write_text("\n".join(lines) + "\n")
     np.save(root / "gt.npy", np.concatenate(gt_parts))
+    write_gt_sidecar(root / "gt.npy", *zip(*names["test"]))
     out = dict(root=root, train_list=lists["train"], test_list=lists["test"], gt=root / "gt.npy",
                test_lengths=test_lengths, D=D)
     if n_val:
         np.save(root / "val_gt.npy", np.concatenate(val_gt))
+        write_gt_sidecar(root / "val_gt.npy", *zip(*names["val"]))
         out.update(val_list=lists["val"], val_gt=root / "val_gt.npy")
     return out
 

@@ -236,7 +236,7 @@ def test_a_failed_run_changes_no_file_of_an_earlier_run(tmp_path, monkeypatch):
     for name in ("detector.onnx", "i3d.onnx"):
         (folder / name).write_bytes(b"earlier run")
 
-    def detector(model, path, what, xml_path=None):
+    def detector(model, path, what, xml_path=None, metadata=None):
         open(path, "wb").write(b"this run")
         return {"onnxruntime": 0.0}
 
@@ -256,7 +256,7 @@ def test_a_failed_run_leaves_no_new_folder(tmp_path, monkeypatch):
     """--out (and its new parents) made by a run whose export then fails are removed again."""
     import export
 
-    def detector(model, path, what, xml_path=None):
+    def detector(model, path, what, xml_path=None, metadata=None):
         raise InputError(f"{what}: the exported graph's scores differ from torch's")
     monkeypatch.setattr(export, "export_detector", detector)
     with pytest.raises(InputError, match="scores differ"):
