@@ -52,8 +52,9 @@ def parse_args(argv=None):
                              "calibration's 0.99 quantile, as stream.py)")
     t = g.add_mutually_exclusive_group()
     t.add_argument("--threshold", type=float, help="raw score above which a snippet is anomalous")
-    t.add_argument("--calibrated_threshold", type=ratio, help="the threshold as a calibrated score in [0, 1] "
-                                                              "(needs a checkpoint with calibration)")
+    t.add_argument("--calibrated_threshold", type=ratio, help="the threshold as a quantile q in [0, 1] of the "
+                                                              "training normals' scores (needs a checkpoint with "
+                                                              "calibration)")
     t.add_argument("--alarms_per_hour", type=float,
                    help="the threshold of this many false alarms per hour in --calibration")
     g.add_argument("--calibration", help="a camera's calibration.json from calibrate.py: carried in the metadata, "

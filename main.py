@@ -15,8 +15,8 @@ step 0, the untrained model, is never kept. Evaluation is always in float32, wha
 Outputs (all written atomically):
 (<dataset> stands for <dataset>_<model> for a model other than BN-WVAD, e.g. demo_urdmu_best_2022.pkl)
   <model_path>/<dataset>_best_<seed>.pkl    the best checkpoint ("selected_by" says by what); at the end of
-                                            training it also gets the calibration of scores to [0, 1]
-                                            (see test.py) and the run's summary
+                                            training it also gets the calibration of scores
+                                            (core.thresholds.Calibration) and the run's summary
   <model_path>/<dataset>_last_<seed>.pkl    the state at the latest evaluation: the model and a TrainState
                                             (optimizer, batch order, RNG states, best so far), for --resume
   <model_path>/<dataset>_config_<seed>.json the flags as used (a default the run adjusted, such as a batch

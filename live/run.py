@@ -34,7 +34,8 @@ from video.snippets import SNIPPET, snippet_features
 # and a threshold taken from the calibration, are approximate here.
 CALIBRATION_NOTE = ("the calibration (and a threshold taken from it) comes from scores of whole training videos; "
                     "scores over a causal window run on another scale (docs/live.md measures it), so "
-                    "calibrated values are approximate: for exact control set --threshold from scores.csv of "
+                    "exceedance and normal_per_hour readings are approximate: for exact control use calibrate.py on "
+                    "normal footage of this camera, or set --threshold from scores.csv of "
                     "normal footage")     # the clip buffer holds --pre_roll s of frames at up to this frame rate
 
 
