@@ -201,8 +201,8 @@ def select_pairs(feats, dist, ratio_sample, ratio_batch):
     feats: (B, T, C) crop-averaged features, dist: (B, T); rows [normal ; abnormal], B/2 each.
     Returns (normal_sel, abnormal_sel), each (M, C): the selected normal snippets (the triplet's
     positives, pulled towards the BN mean) and abnormal snippets (its negatives, pushed away); normal
-    snippet i is paired with abnormal snippet i. The training output keeps them as "positives" and
-    "negatives".
+    snippet i is paired with abnormal snippet i. The training output keeps them as "normal_sel" and
+    "abnormal_sel".
     """
     B, T, C = feats.shape
     half = B // 2
@@ -286,14 +286,14 @@ class BNWVAD(nn.Module):
         if not self.training:
             return sum(dists) * cls_scores                        # the anomaly score (d_1 + d_2) * s, (B, T)
 
-        # training: "scores" are the classifier's s (the normal loss's input), not the anomaly score
+        # training: "cls_scores" are the classifier's s (the normal loss's input), not the anomaly score
         layers = []
         for f, d, bn in zip(feats, dists, bns):
             normal_sel, abnormal_sel = select_pairs(crop_mean(f).transpose(1, 2), d, self.ratio_sample,
                                                     self.ratio_batch)
-            layers.append(dict(positives=normal_sel, negatives=abnormal_sel, mean=bn.running_mean,
+            layers.append(dict(normal_sel=normal_sel, abnormal_sel=abnormal_sel, mean=bn.running_mean,
                                var=bn.running_var))
-        return dict(scores=cls_scores, layers=layers)
+        return dict(cls_scores=cls_scores, layers=layers)
 
 
 class MemoryUnit(nn.Module):
@@ -412,7 +412,7 @@ class URDMU(nn.Module):
         A_mu = self.encoder_mu(A_aug)
         read_out = torch.cat([N_new + self.encoder_mu(A_Naug), A_mu + self.encoder_mu(N_Aaug)], dim=0)
         y = torch.cat([h, read_out], dim=-1)                      # (B*N, T, 2H)
-        return dict(scores=crop_mean(self.cls_head(y)),
+        return dict(cls_scores=crop_mean(self.cls_head(y)),
                     A_att=crop_mean(A_att), N_Aatt=crop_mean(N_Aatt),
                     A_Natt=crop_mean(A_Natt), N_att=crop_mean(N_att),
                     anchor=crop_mean(top_mean(normal, i_N)), positive=crop_mean(top_mean(abnormal, i_P)),

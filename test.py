@@ -152,14 +152,14 @@ def score_batched(model, features, device, max_snippets=EVAL_SNIPPETS, amp=False
             for total, n, name, f in zip(sums, crops, names, features)]
 
 
-def weighted_auc_ap(scores, positives, negatives):
-    """auc_ap of the frames that `positives`/`negatives` count per score (each score one snippet).
+def weighted_auc_ap(scores, abnormal_frames, normal_frames):
+    """auc_ap of the frames that `abnormal_frames`/`normal_frames` count per score (each score one snippet).
 
     The curves are scikit-learn's with sample weights: cumulative counts are exact integers, so
     they equal the curves of the repeated frames exactly.
     """
     labels = np.r_[np.ones(len(scores)), np.zeros(len(scores))]
-    weights = np.r_[positives, negatives].astype(np.float64)
+    weights = np.r_[abnormal_frames, normal_frames].astype(np.float64)
     keep = weights > 0
     labels, both, weights = labels[keep], np.r_[scores, scores][keep], weights[keep]
     fpr, tpr, _ = roc_curve(labels, both, sample_weight=weights)
@@ -167,10 +167,10 @@ def weighted_auc_ap(scores, positives, negatives):
     return 100.0 * auc(fpr, tpr), 100.0 * auc(recall, precision)
 
 
-def weighted_stepwise_ap(scores, positives, negatives):
+def weighted_stepwise_ap(scores, abnormal_frames, normal_frames):
     """scikit-learn's average_precision_score (step-wise, percent) of the frames counted as in weighted_auc_ap."""
     labels = np.r_[np.ones(len(scores)), np.zeros(len(scores))]
-    weights = np.r_[positives, negatives].astype(np.float64)
+    weights = np.r_[abnormal_frames, normal_frames].astype(np.float64)
     keep = weights > 0
     return 100.0 * average_precision_score(labels[keep], np.r_[scores, scores][keep], sample_weight=weights[keep])
 
@@ -178,14 +178,14 @@ def weighted_stepwise_ap(scores, positives, negatives):
 def snippet_metrics(snippet_scores, gt, abnormal_frames):
     """frame_metrics(to_frames(snippet_scores), gt, abnormal_frames), from one run per snippet."""
     scores = np.concatenate(snippet_scores)                                 # (S,)
-    positives = gt.reshape(-1, FRAMES_PER_SNIPPET).sum(1)                   # (S,) abnormal frames
-    negatives = FRAMES_PER_SNIPPET - positives
+    abnormal_count = gt.reshape(-1, FRAMES_PER_SNIPPET).sum(1)              # (S,) abnormal frames per snippet
+    normal_count = FRAMES_PER_SNIPPET - abnormal_count                      # (S,) normal frames per snippet
     m = {}
-    m["AUC"], m["AP"] = weighted_auc_ap(scores, positives, negatives)
-    m["AP_sklearn"] = weighted_stepwise_ap(scores, positives, negatives)
+    m["AUC"], m["AP"] = weighted_auc_ap(scores, abnormal_count, normal_count)
+    m["AP_sklearn"] = weighted_stepwise_ap(scores, abnormal_count, normal_count)
     sub = abnormal_frames[::FRAMES_PER_SNIPPET].astype(bool)               # (S,) snippets of abnormal videos
-    if positives[sub].any() and negatives[sub].any():
-        m["AUC_sub"], m["AP_sub"] = weighted_auc_ap(scores[sub], positives[sub], negatives[sub])
+    if abnormal_count[sub].any() and normal_count[sub].any():
+        m["AUC_sub"], m["AP_sub"] = weighted_auc_ap(scores[sub], abnormal_count[sub], normal_count[sub])
     return m
 
 

@@ -40,11 +40,11 @@ def normal_loss(cls_scores):
 
 
 def mpp_loss(layers, weights=MPP_WEIGHTS, margin=MPP_MARGIN):
-    """layers: the model's training output, per BN layer the selected normal snippets ("positives") and
-    abnormal snippets ("negatives"), (M, C) each (model.select_pairs), and the BN layer's mean/var (C,)."""
+    """layers: the model's training output, per BN layer the selected normal snippets ("normal_sel") and
+    abnormal snippets ("abnormal_sel"), (M, C) each (model.select_pairs), and the BN layer's mean/var (C,)."""
     total = 0.0
     for layer, w in zip(layers, weights):
-        normal_sel, abnormal_sel = layer["positives"], layer["negatives"]
+        normal_sel, abnormal_sel = layer["normal_sel"], layer["abnormal_sel"]
         if normal_sel.shape[0] == 0:   # nothing selected (videos shorter than 1 / ratio_sample snippets)
             continue
         mean, var = layer["mean"].detach(), layer["var"].detach()
@@ -56,7 +56,7 @@ def mpp_loss(layers, weights=MPP_WEIGHTS, margin=MPP_MARGIN):
 
 def bnwvad_losses(out, num_normal):
     """BN-WVAD's training output for a [normal ; abnormal] batch -> (total, dict of float losses)."""
-    l_normal = normal_loss(out["scores"][:num_normal])          # "scores": the classifier's s in training
+    l_normal = normal_loss(out["cls_scores"][:num_normal])      # the classifier's s in training
     l_mpp = mpp_loss(out["layers"])
     total = l_normal + l_mpp
     return total, dict(normal_loss=as_float(l_normal), mpp_loss=as_float(l_mpp), total_loss=as_float(total))
@@ -88,7 +88,7 @@ def urdmu_losses(out, num_normal, weights=URDMU_WEIGHTS):
     out: URDMU's training dict (scores (B, T), memory attentions (B/2, T), triplet features
     (B/2, H), mu/logvar (B*N/2, T, H)); num_normal = B/2. Names and weights: the module docstring.
     """
-    cls_scores = out["scores"]                                    # the classifier's scores in training, (B, T)
+    cls_scores = out["cls_scores"]                                # the classifier's scores in training, (B, T)
     B, T = cls_scores.shape
     k = T // 16 + 1
     labels = torch.cat([torch.zeros(num_normal), torch.ones(B - num_normal)]).to(cls_scores.device)

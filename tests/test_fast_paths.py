@@ -68,7 +68,7 @@ def test_model_matches_release_attention():
         assert (model(x[0]) - ref(x[0])).abs().max() <= 1e-4         # 3-D, rows alone
     model.train(), ref.train()
     out, out_ref = model(x[:, 0]), ref(x[:, 0])
-    assert (out["scores"] - out_ref["scores"]).abs().max() <= 1e-4
+    assert (out["cls_scores"] - out_ref["cls_scores"]).abs().max() <= 1e-4
 
 
 def random_videos(lengths, crops, seed=0):

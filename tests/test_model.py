@@ -55,7 +55,7 @@ def test_eval_returns_scores_and_train_returns_selection():
     model = BNWVAD(len_feature=32)
     x = torch.randn(4, 20, 32)
     out = model.train()(x)
-    assert out["scores"].shape == (4, 20)
+    assert out["cls_scores"].shape == (4, 20)
     assert len(out["layers"]) == 2
     scores = model.eval()(x)
     assert scores.shape == (4, 20) and (scores >= 0).all()

@@ -86,5 +86,5 @@ def test_multi_crop_training_input(fixture_dir):
     model.train()
     out = model(crops)
     for layer in out["layers"]:
-        assert layer["positives"].shape == layer["negatives"].shape
-        assert layer["positives"].shape[0] > 0
+        assert layer["normal_sel"].shape == layer["abnormal_sel"].shape
+        assert layer["normal_sel"].shape[0] > 0

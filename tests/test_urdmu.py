@@ -96,7 +96,7 @@ def test_banded_attention_matches_release_attention():
     for m in (model, ref):
         torch.manual_seed(7)                                        # the same dropout masks and noise
         outs.append(m(x[:, 0]))
-    assert (outs[0]["scores"] - outs[1]["scores"]).abs().max() <= 1e-5
+    assert (outs[0]["cls_scores"] - outs[1]["cls_scores"]).abs().max() <= 1e-5
 
 
 def test_packed_scores_match_per_video_scores():
@@ -126,7 +126,7 @@ def test_multi_crop_training_averages_each_crops_selection():
     with torch.no_grad():
         out = model(x)
         per_crop = [model(x[:, c]) for c in range(3)]
-    assert out["scores"].shape == (4, 40) and out["A_att"].shape == (2, 40)
+    assert out["cls_scores"].shape == (4, 40) and out["A_att"].shape == (2, 40)
     assert out["mu"].shape == (6, 40, 512) and out["anchor"].shape == (2, 512)
     for key in ("A_att", "N_Aatt", "A_Natt", "N_att", "anchor", "positive", "negative", "negative_new"):
         expected = torch.stack([o[key] for o in per_crop]).mean(0)
