@@ -20,7 +20,7 @@ from pathlib import Path
 
 from core.checkpoints import load_model
 from live.calibration import FORMAT, MAX_RATE, calibrate, footage_warnings, recording_scores
-from live.settings import StreamSettings, extraction_defaults
+from live.settings import StreamSettings, delay_error, fill_from_checkpoint
 from model import model_name
 from options import (BACKENDS, BACKEND_HELP, PRECISIONS, PRECISION_HELP, Parser, flags_text, given_flags,
                      parse_resize, positive_float, positive_int)
@@ -81,13 +81,9 @@ def parse_args(argv=None):
     if bool(args.recording) == bool(args.features):
         p.error("give the recordings, or --features, not both" if args.recording else
                 "give the camera's recordings (video files) or --features")
-    given = given_flags(p, argv)
-    args.from_checkpoint = {k: v for k, v in extraction_defaults(argv).items() if k not in given}
-    for key, value in [*args.from_checkpoint.items(), ("crops", d.crops), ("resize", d.resize)]:
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.delay < 0 or args.delay >= args.window:
-        p.error(f"--delay must be at least 0 and less than --window ({args.window}), got {args.delay}")
+    fill_from_checkpoint(args, argv, given_flags(p, argv), d.crops, d.resize)
+    if delay_error(args.window, args.delay):
+        p.error(delay_error(args.window, args.delay))
     return args
 
 

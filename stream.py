@@ -23,7 +23,7 @@ from live.reader import format_reconnect, parse_option, parse_reconnect, source_
 from live.outputs import parse_rollover
 from live.run import run_stream, stop_on_signals, stream_output_dir
 from live.site import read_site, run_site
-from live.settings import StreamSettings, extraction_defaults
+from live.settings import StreamSettings, delay_error, extraction_defaults, fill_from_checkpoint
 from model import model_name
 from options import (BACKENDS, BACKEND_HELP, PRECISIONS, PRECISION_HELP, Parser, add_renamed, check_accelerator_flags,
                      flags_text, given_flags, parse_resize, positive_float, positive_int, ratio)
@@ -126,13 +126,9 @@ def parse_args(argv=None):
             p.error(f"give a SOURCE or --config, not both (the site file lists the cameras; got {args.source})")
         args.given = given_flags(p, argv)
         return args
-    given = given_flags(p, argv)
-    args.from_checkpoint = {k: v for k, v in extraction_defaults(argv).items() if k not in given}
-    for key, value in [*args.from_checkpoint.items(), ("crops", d.crops), ("resize", d.resize)]:
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.delay < 0 or args.delay >= args.window:
-        p.error(f"--delay must be at least 0 and less than --window ({args.window}), got {args.delay}")
+    fill_from_checkpoint(args, argv, given_flags(p, argv), d.crops, d.resize)
+    if delay_error(args.window, args.delay):
+        p.error(delay_error(args.window, args.delay))
     if args.pre_roll < 0 or args.post_roll < 0:
         p.error("--pre_roll and --post_roll must not be negative")
     return args

@@ -52,3 +52,22 @@ def extraction_defaults(argv):
     the live features are cut as the model saw them; {} for a bare state dict."""
     recorded = checkpoint_defaults(argv)
     return {key: recorded[key] for key in ("crops", "resize", "resample_fps") if key in recorded}
+
+
+def fill_from_checkpoint(args, argv, given, crops, resize):
+    """Set each extraction flag of `args` that the command line did not give (`given`, the flags typed)
+    from the checkpoint's record (extraction_defaults), else crops and resize to the defaults given;
+    what came from the checkpoint is kept in args.from_checkpoint. stream.py and calibrate.py score as
+    each other, so both fill their flags here."""
+    args.from_checkpoint = {k: v for k, v in extraction_defaults(argv).items() if k not in given}
+    for key, value in [*args.from_checkpoint.items(), ("crops", crops), ("resize", resize)]:
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
+def delay_error(window, delay):
+    """The one-line error for a --delay that the causal --window cannot hold, or None."""
+    if 0 <= delay < window:
+        return None
+    return f"--delay must be at least 0 and less than --window ({window}), got {delay}"
+

@@ -55,6 +55,18 @@ def claim(*parts):
     _claimed.setdefault(_running[0], set()).add(text)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`): the small
+    windows that the live tests score run several times slower when torch's threads compete with a
+    stream's reader threads for two cores."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def shared_path(*parts):
     """A path in the shared fixtures folder, or skip the test, saying how to provide it."""
     claim(*parts)

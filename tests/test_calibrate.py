@@ -21,13 +21,7 @@ RATE = 25.0
 WINDOW = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the small windows scored here run slower when threads compete for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def plain_alarm(scores, threshold, min_snippets):

@@ -43,13 +43,7 @@ def sources(tmp_path_factory):
     return dict(plain=plain, sized=sized, checkpoint=checkpoint, folder=folder)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the small windows scored here run slower when threads compete with the readers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -30,7 +30,7 @@ from model import BNWVAD
 from test import score_video
 from core.thresholds import quantile_table
 from core.thresholds import Calibration
-from utils import InputError, run_cli, save_checkpoint
+from utils import run_cli, save_checkpoint
 from video.snippets import video_features
 
 RATE = 25
@@ -149,14 +149,7 @@ def read_events(folder):
     return [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the small windows scored here run several times slower when two threads
-    compete with the stream's reader (and other work) for two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
