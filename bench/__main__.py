@@ -91,7 +91,7 @@ from bench.reference import load_items, release_model, score_videos
 from test import EVAL_SNIPPETS, evaluate, frame_metrics, score_batched, snippet_metrics, to_frames
 from train import train_step
 
-UCF_LENGTHS = Path(__file__).resolve().parent.parent / "shared" / "realdata" / "ucf" / "test_videos.tsv"
+UCF_LENGTHS = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "ucf" / "test_videos.tsv"
 
 
 def parse_args(argv=None):
@@ -286,10 +286,10 @@ def section_long(args, work, rng, results):
             if ref and ref_bytes > args.ref_memory * 2 ** 30:
                 print(f"  T={T:,} reference skipped: its T x T copies need {ref_bytes / 2 ** 30:.0f} GB")
                 continue
-            cmd = [sys.executable, __file__, "--score_one", str(T), str(args.long_crops), str(ref),
+            cmd = [sys.executable, "-m", "bench", "--score_one", str(T), str(args.long_crops), str(ref),
                    "--len_feature", str(args.len_feature), "--eval_snippets", str(args.eval_snippets),
                    "--model", args.model]
-            r = subprocess.run(cmd, capture_output=True, text=True)
+            r = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
             if r.returncode != 0:
                 print(f"  T={T:,} {name} failed (exit {r.returncode}): {r.stderr.strip().splitlines()[-1:]}")
                 continue

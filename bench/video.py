@@ -269,7 +269,7 @@ def section_distributed(args, work, rng, results):
         """Snippets per second of extract.py with this many processes, start-up and bookkeeping excluded."""
         out = tempfile.mkdtemp(dir=work)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-               str(Path(__file__).resolve().parent / "extract.py"), folder, "--out", out, "--i3d_weights", weights,
+               str(Path(__file__).resolve().parents[1] / "extract.py"), folder, "--out", out, "--i3d_weights", weights,
                "--crops", "1", "--device", device]
         seconds = []
         for _ in range(2):          # the second run finds every video done: its time is the overhead
@@ -475,7 +475,7 @@ def stand_in_i3d(kind):
 
 
 def stream_command(kind, *argv):
-    return [sys.executable, "-c", STREAM_RUNNER, str(Path(__file__).resolve().parent), kind, *argv]
+    return [sys.executable, "-c", STREAM_RUNNER, str(Path(__file__).resolve().parents[1]), kind, *argv]
 
 
 def score_span(folders):
