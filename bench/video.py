@@ -684,10 +684,10 @@ def section_soak(args, work, rng, results):
         rows = []
         for path in sorted(folder.glob("scores*.csv")):
             with open(path, newline="") as f:
-                for r in list(csv.reader(f))[1:]:
+                for r in csv.DictReader(f):               # by the header: the columns are live.outputs'
                     try:
-                        rows.append((int(r[1]), float(r[2]), float(r[4]), float(r[5])))
-                    except (ValueError, IndexError):
+                        rows.append((int(r["snippet"]), float(r["score"]), float(r["start_s"]), float(r["end_s"])))
+                    except (ValueError, KeyError, TypeError):
                         bad.append(f"{path.name}: {r}")
         events = []
         for path in sorted(folder.glob("events*.jsonl")):
